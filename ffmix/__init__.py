@@ -1,0 +1,35 @@
+"""ffmix: fast, correct MixUp/CutMix data loading for PyTorch on FFCV.
+
+    import ffmix
+    ffmix.convert_arrays(images, labels, "train.beton")            # or the `ffmix convert` command
+    loader = ffmix.make_loader("train.beton", batch_size=512, mixup_alpha=0.8, cutmix_alpha=1.0)
+    for images, soft_targets in loader: ...
+
+Names are imported on first use, so the command line starts without loading torch.
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "make_loader": "ffmix.loader",
+    "MixLoader": "ffmix.loader",
+    "Mixing": "ffmix.ops.mixing",
+    "MixImages": "ffmix.ops.mixing",
+    "MixLabels": "ffmix.ops.mixing",
+    "DatasetMeta": "ffmix.metadata",
+    "read_meta": "ffmix.metadata",
+    "convert_arrays": "ffmix.convert",
+    "FfmixError": "ffmix.errors",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ffmix' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,570 @@
+"""``ffmix convert``: a dataset (image folder, CIFAR, IDX, ``.npz`` or arrays) -> an FFCV ``.beton`` + sidecar.
+
+The file is written with FFCV's ``DatasetWriter`` (field ``image``: ``RGBImageField``, field ``label``:
+``IntField``), so plain FFCV pipelines read it. What ffmix adds around the writer:
+
+* atomic output: everything goes to a hidden temporary file beside OUT, which is renamed only once complete;
+  any error, Ctrl-C or SIGTERM removes it, and an existing OUT is replaced only with ``force``;
+* writer processes that report an unreadable image instead of dying with a traceback, and a main loop that
+  stops on the first error, notices a dead process and never waits forever;
+* the sidecar (``OUT.beton.json``) with class names, channel count, image sizes and write options.
+
+FFCV is imported only when a file is written, so ``ffmix convert --help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import queue
+import secrets
+import signal
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import FfmixError
+from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, meta_path, write_meta
+from .sources.base import ArraySource, BadSampleError, SourceDataset, to_rgb
+
+WRITE_MODES = ("raw", "jpg", "smart", "proportion")
+# In 'smart' mode an image is stored as JPEG when its raw pixels take more bytes than this (about 148x148 RGB),
+# so thumbnails (CIFAR, MNIST) stay exact and photos are compressed. FFCV itself has no default and would
+# store everything raw.
+DEFAULT_SMART_THRESHOLD = 65536
+MIN_PAGE_SIZE = 1 << 21          # FFCV's smallest page (2 MiB)
+LARGE_PAGE_SIZE = 1 << 23        # FFCV's default page (8 MiB), used for datasets that are not tiny
+MAX_PAGE_SIZE = 1 << 31          # FFCV stores page sizes as uint32 and wants a power of two
+MAX_CHUNK = 100                  # samples a writer process takes at a time (FFCV's default)
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """SIGTERM arrived during a conversion; a KeyboardInterrupt so the CLI treats it like Ctrl-C."""
+
+
+# ----------------------------------------------------------------------------------------------- public API
+
+def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[str]] = None,
+                   write_mode: str = "raw", max_resolution: Optional[int] = None, jpeg_quality: int = 90,
+                   compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
+                   num_workers: int = 1, force: bool = False, progress: bool = False,
+                   source: str = "arrays") -> DatasetMeta:
+    """Write in-memory images and labels to ``out_path`` (a ``.beton``) and its sidecar; return the metadata.
+
+    ``images``: a uint8 array ``(N, H, W)`` (grayscale), ``(N, H, W, 1)`` or ``(N, H, W, 3)``, or a list of
+    ``(H, W)`` / ``(H, W, 3)`` uint8 arrays of any sizes. ``labels``: ``(N,)`` non-negative integers.
+    ``class_names`` defaults to ``'0' .. str(max(labels))``. The other options are those of ``convert``.
+    Raises ``FfmixError`` for bad input or an unusable ``out_path``; nothing is left at ``out_path`` then.
+    """
+    dataset = ArraySource(images, labels, class_names=class_names, source=source)
+    return convert(dataset, out_path, write_mode=write_mode, max_resolution=max_resolution,
+                   jpeg_quality=jpeg_quality, compress_probability=compress_probability,
+                   smart_threshold=smart_threshold, num_workers=num_workers, force=force, progress=progress)
+
+
+def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_resolution: Optional[int] = None,
+            jpeg_quality: int = 90, compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
+            num_workers: int = 1, force: bool = False, progress: bool = False, skip_bad: bool = False,
+            limit: Optional[int] = None) -> DatasetMeta:
+    """Write ``dataset`` (a ``SourceDataset`` from ``ffmix.sources``) to ``out_path`` and its sidecar.
+
+    write_mode: FFCV's ``raw`` (exact pixels), ``jpg``, ``smart`` (JPEG when the raw image is over
+    ``smart_threshold`` bytes, default 65536) or ``proportion`` (JPEG with ``compress_probability``).
+    max_resolution: longest side in px after resizing (images are only shrunk). num_workers: FFCV writer
+    processes. limit: write only the first ``limit`` samples. skip_bad: leave out images that fail to decode
+    (their count is in ``write_options['skipped']``) instead of failing.
+
+    Returns the ``DatasetMeta`` also written to ``<out_path>.json``. Raises ``FfmixError`` for bad options,
+    an unreadable sample (unless ``skip_bad``) or an unusable ``out_path``, ``FileExistsError`` if it
+    exists and ``force`` is false; on any error or interruption (Ctrl-C, SIGTERM) nothing is left at
+    ``out_path`` and no temporary file remains.
+    """
+    _check_options(write_mode, max_resolution, jpeg_quality, compress_probability, smart_threshold,
+                   num_workers, limit)
+    if smart_threshold is None:
+        smart_threshold = DEFAULT_SMART_THRESHOLD
+    out = check_out_path(out_path, force)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    if count == 0:
+        raise FfmixError(f"{dataset.source or dataset.name}: the dataset is empty, nothing to write")
+    import ffcv.writer  # noqa: F401  (seconds of Numba set-up; done before the temporary file appears)
+
+    options = dict(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=int(jpeg_quality),
+                   compress_probability=float(compress_probability), smart_threshold=int(smart_threshold))
+    temp: Optional[Path] = None
+    meta_written = False
+    with _signals_raise():
+        try:
+            temp = _claim_temp_file(out)
+            indices, skipped, colour_count = _write_all(temp, dataset, np.arange(count), options, num_workers,
+                                                        progress, skip_bad, out.name)
+            meta = _describe(temp, dataset, indices, colour_count, options, limit, skipped)
+            sidecar = meta_path(out)
+            old_sidecar = sidecar.read_bytes() if sidecar.is_file() else None
+            with _signals_blocked():  # both renames or neither: a signal now is handled once they are done
+                write_meta(out, meta)
+                meta_written = True
+                os.replace(temp, out)  # the .beton last: a complete OUT always has its sidecar
+                temp = None
+            return meta
+        finally:
+            with _signals_blocked():  # a second Ctrl-C must not cut the clean-up short
+                if temp is not None:
+                    _remove(temp)
+                    if meta_written:  # the .beton rename failed: put the old sidecar back
+                        if old_sidecar is None:
+                            _remove(sidecar)
+                        else:
+                            sidecar.write_bytes(old_sidecar)
+
+
+def check_out_path(out_path, force: bool) -> Path:
+    """Fail early, with a message, when ``out_path`` cannot be written; returns it as a ``Path``."""
+    out = Path(out_path)
+    if out.is_dir():
+        raise FfmixError(f"OUT {out} is a directory; give a file name such as {out / 'train.beton'}")
+    parent = out.parent
+    if not parent.exists():
+        raise FfmixError(f"cannot write {out}: directory {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise FfmixError(f"cannot write {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FfmixError(f"cannot write {out}: no permission to create files in {parent}")
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} already exists; pass --force (force=True) to overwrite it")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults that say something: not ``None``/``False``, nor where the help already explains it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from .sources import FORMATS
+    parser.formatter_class = _HelpFormatter
+    parser.description = (
+        "Write a dataset to an FFCV .beton (fields 'image' and 'label') plus an ffmix sidecar OUT.json with "
+        "class names, channel count and image sizes. The format is detected from SOURCE: a class_name/image "
+        "folder tree, a CIFAR-10/100 python batches folder, a folder of MNIST-style IDX files (gzip or not), "
+        "or an .npz with arrays 'images' (N,H,W[,C]) uint8 and 'labels' (N,). The output is written to a "
+        "temporary file and renamed when complete, so an error or Ctrl-C leaves nothing at OUT.")
+    parser.add_argument("source", metavar="SOURCE", help="dataset folder or file")
+    parser.add_argument("out", metavar="OUT", help="the .beton to write (its sidecar is OUT.json)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="input format (default: detected from SOURCE)")
+    parser.add_argument("--split", choices=("train", "test"), default=None,
+                        help="which split, for sources that have them (CIFAR, IDX: default train; an image "
+                             "folder with train/ and test/ or val/ subfolders)")
+    parser.add_argument("--label-kind", choices=("fine", "coarse"), default=None,
+                        help="CIFAR-100 only: the 100 fine or the 20 coarse classes (default fine)")
+    parser.add_argument("--write-mode", choices=WRITE_MODES, default="raw",
+                        help="raw: exact pixels; jpg: JPEG; smart: JPEG for images over --smart-threshold "
+                             "bytes; proportion: JPEG with probability --compress-probability")
+    parser.add_argument("--max-resolution", type=int, default=None, metavar="PX",
+                        help="shrink images so the longest side is at most PX (never enlarges)")
+    parser.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG quality, 1-100")
+    parser.add_argument("--compress-probability", type=float, default=0.5, metavar="P",
+                        help="with --write-mode proportion: the share of images stored as JPEG")
+    parser.add_argument("--smart-threshold", type=int, default=DEFAULT_SMART_THRESHOLD, metavar="BYTES",
+                        help="with --write-mode smart: store as JPEG the images whose raw size exceeds this")
+    parser.add_argument("--workers", type=int, default=_cpu_count(), metavar="N",
+                        help="FFCV writer processes (default: %(default)s, the CPUs available)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="write only the first N samples (for trials)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out images that fail to decode and report their count, instead of failing")
+    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .sources import open_source
+    check_out_path(args.out, args.force)  # before reading a possibly large source
+    if Path(args.out).resolve() == Path(args.source).resolve():
+        raise FfmixError(f"OUT {args.out} is SOURCE itself; write the .beton elsewhere")
+    started = time.perf_counter()
+    dataset = open_source(args.source, format=args.format, split=args.split, label_kind=args.label_kind)
+    import_started = time.perf_counter()
+    import ffcv.writer  # noqa: F401  (seconds of Numba set-up, left out of the reported time)
+    started += time.perf_counter() - import_started
+    meta = convert(dataset, args.out, write_mode=args.write_mode, max_resolution=args.max_resolution,
+                   jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability,
+                   smart_threshold=args.smart_threshold, num_workers=args.workers, force=args.force,
+                   progress=not args.quiet, skip_bad=args.skip_bad, limit=args.limit)
+    seconds = time.perf_counter() - started
+    if not args.quiet:
+        megabytes = os.path.getsize(args.out) / 1e6
+        shape = "x".join(map(str, meta.image_shape)) if meta.image_shape else (
+            f"{meta.min_size[0]}x{meta.min_size[1]} to {meta.max_size[0]}x{meta.max_size[1]}")
+        skipped = meta.write_options.get("skipped", 0)
+        print(f"ffmix convert: wrote {meta.num_samples} samples ({meta.num_classes} classes, {shape}, "
+              f"{'gray' if meta.channels == 1 else 'RGB'}, {args.write_mode}) to {args.out} in {seconds:.1f} s: "
+              f"{megabytes:.1f} MB, {meta.num_samples / seconds:.0f} samples/s"
+              + (f"; skipped {skipped} unreadable images" if skipped else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- internals
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _check_options(write_mode, max_resolution, jpeg_quality, compress_probability, smart_threshold,
+                   num_workers, limit) -> None:
+    if write_mode not in WRITE_MODES:
+        raise FfmixError(f"unknown write mode {write_mode!r}; choose one of {', '.join(WRITE_MODES)}")
+    if max_resolution is not None and not 1 <= max_resolution <= 65535:
+        raise FfmixError(f"--max-resolution must be between 1 and 65535 px, got {max_resolution}")
+    if not 1 <= jpeg_quality <= 100:
+        raise FfmixError(f"--jpeg-quality must be between 1 and 100, got {jpeg_quality}")
+    if not 0.0 <= compress_probability <= 1.0:
+        raise FfmixError(f"--compress-probability must be between 0 and 1, got {compress_probability}")
+    if smart_threshold is not None and smart_threshold < 0:
+        raise FfmixError(f"--smart-threshold must be >= 0 bytes, got {smart_threshold}")
+    if num_workers < 1:
+        raise FfmixError(f"--workers must be at least 1, got {num_workers}")
+    if limit is not None and limit < 1:
+        raise FfmixError(f"--limit must be at least 1, got {limit}")
+
+
+def _claim_temp_file(out: Path) -> Path:
+    """Create an empty, hidden, uniquely named file beside ``out`` (same file system, so renaming is atomic)."""
+    for _ in range(100):
+        temp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temp
+        except FileExistsError:
+            continue
+        except PermissionError:
+            raise FfmixError(f"cannot write {out}: no permission to create files in {out.parent}") from None
+        except OSError as exc:
+            raise FfmixError(f"cannot write {out}: {exc.strerror}") from None
+    raise FfmixError(f"cannot create a temporary file beside {out}")
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While converting, SIGTERM raises ``ConversionInterrupted`` (as Ctrl-C raises KeyboardInterrupt), so the
+    clean-up in ``finally`` runs when a job scheduler or ``kill`` stops us. Main thread only (Python's rule)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise ConversionInterrupted(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the duration; one that arrived meanwhile is delivered after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _page_size(dataset: SourceDataset, count: int, max_resolution: Optional[int]) -> int:
+    """FFCV stores each sample inside one page, so a page must hold the largest encoded image. A JPEG can be
+    larger than the raw pixels of a tiny or noisy image, hence the factor 2 and the header allowance. Tiny
+    datasets get FFCV's smallest page, since every writer process leaves one partly filled page."""
+    largest = dataset.max_image_bytes()
+    if max_resolution is not None:
+        bound = max_resolution * max_resolution * 3
+        largest = bound if largest is None else min(largest, bound)
+    if largest is None:
+        return LARGE_PAGE_SIZE  # unknown until decoded; a too-small page is detected and the write redone
+    floor = MIN_PAGE_SIZE if count * largest <= 16 * LARGE_PAGE_SIZE else LARGE_PAGE_SIZE
+    return _page_size_for(largest, floor)
+
+
+def _page_size_for(image_bytes: int, floor: int = MIN_PAGE_SIZE) -> int:
+    page = max(floor, _next_power_of_2(2 * image_bytes + 65536))
+    if page > MAX_PAGE_SIZE:
+        raise FfmixError(f"an image of {image_bytes / 1e6:.0f} MB (raw) is larger than FFCV can store in one "
+                         "page; pass --max-resolution")
+    return page
+
+
+class _PageTooSmall(Exception):
+    def __init__(self, image_bytes: int):
+        self.image_bytes = image_bytes
+
+
+@dataclass
+class _Problem:
+    kind: str          # "bad" (unreadable sample), "too_big" (page too small) or "crash" (a bug)
+    index: int = -1    # source index
+    sample: str = ""
+    detail: str = ""
+    image_bytes: int = 0
+
+
+@dataclass
+class _Pass:
+    bad: List[_Problem] = field(default_factory=list)
+    colour_count: int = 0
+
+
+def _write_all(temp: Path, dataset: SourceDataset, indices: np.ndarray, options: dict, num_workers: int,
+               progress: bool, skip_bad: bool, label: str) -> Tuple[np.ndarray, List[str], int]:
+    """Write ``dataset[indices]`` to ``temp``; returns (indices written, skipped sample names, colour images).
+
+    With ``skip_bad``, a pass that met unreadable samples is redone without them: the FFCV layout fixes the
+    sample count before writing, and a file with holes would not load. Unreadable files are rare, so the
+    common case stays one pass."""
+    page_size = _page_size(dataset, len(indices), options["max_resolution"])
+    skipped: List[str] = []
+    while True:
+        try:
+            outcome = _write_pass(temp, dataset, indices, options, page_size, num_workers, progress,
+                                  stop_on_bad=not skip_bad, label=label)
+        except _PageTooSmall as exc:
+            page_size = _page_size_for(exc.image_bytes, floor=page_size * 2)
+            continue
+        if not outcome.bad:
+            return indices, skipped, outcome.colour_count
+        skipped += [problem.sample for problem in outcome.bad]
+        indices = np.setdiff1d(indices, [problem.index for problem in outcome.bad])  # stays sorted
+        if len(indices) == 0:
+            raise FfmixError(f"{dataset.source}: none of the {len(skipped)} images could be read "
+                             f"(first: {outcome.bad[0].sample}: {outcome.bad[0].detail})")
+        if progress:
+            print(f"ffmix convert: skipping {len(outcome.bad)} unreadable images; writing the other "
+                  f"{len(indices)} again", file=sys.stderr)
+
+
+def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options: dict, page_size: int,
+                num_workers: int, progress: bool, stop_on_bad: bool, label: str) -> _Pass:
+    """One run of FFCV's writer over ``indices`` into ``temp`` (truncated first)."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.memory_allocator import MemoryAllocator
+    from ffcv.writer import DatasetWriter
+    from tqdm import tqdm
+
+    image_field = RGBImageField(write_mode=options["write_mode"], max_resolution=options["max_resolution"],
+                                smart_threshold=options["smart_threshold"], jpeg_quality=options["jpeg_quality"],
+                                compress_probability=options["compress_probability"])
+    writer = DatasetWriter(os.fspath(temp), {IMAGE_FIELD: image_field, LABEL_FIELD: IntField()},
+                           page_size=page_size, num_workers=num_workers)
+    count = len(indices)
+    chunk = max(1, min(MAX_CHUNK, math.ceil(count / (num_workers * 8))))
+    num_chunks = math.ceil(count / chunk)
+    num_processes = min(num_workers, num_chunks)
+
+    # FFCV's workers are forked so they share the dataset (arrays, file lists) without pickling it.
+    context = multiprocessing.get_context("fork")
+    work_queue = context.Queue()
+    problem_queue = context.Queue()
+    allocations_queue = context.Queue()
+    done_count = context.Value("Q", 0)
+    colour_count = context.Value("Q", 0)
+    processes = []
+    outcome = _Pass()
+    bar = None
+    try:
+        writer.num_samples = count
+        writer.prepare()  # header and field table into the file; the per-sample table in shared memory
+        for chunk_number in range(num_chunks):
+            work_queue.put(chunk_number)
+        for _ in range(num_processes):
+            work_queue.put(None)
+        allocator = MemoryAllocator(writer.fname, writer.data_region_start, writer.page_size)
+        args = (work_queue, writer.metadata_sm, writer.metadata_type, writer.fields, allocator, done_count,
+                colour_count, allocations_queue, problem_queue, dataset, indices, chunk)
+        processes = [context.Process(target=_writer_process, args=args, daemon=True)
+                     for _ in range(num_processes)]
+        # Children start with SIGINT/SIGTERM held back and set their own handlers before taking them, so a
+        # Ctrl-C during start-up cannot print a traceback from a child.
+        with _signals_blocked():
+            for process in processes:
+                process.start()
+        bar = tqdm(total=count, unit="img", desc=f"{dataset.name} -> {label}",
+                   file=sys.stderr, disable=None if progress else True, dynamic_ncols=True)
+        allocations = []
+        received = 0
+        while received < num_processes:
+            _take_problems(problem_queue, outcome, stop_on_bad, block=False)
+            try:
+                allocations.extend(allocations_queue.get(timeout=0.05))
+                received += 1
+            except queue.Empty:
+                pass
+            bar.update(done_count.value - bar.n)
+            for process in processes:
+                if process.exitcode not in (None, 0):
+                    _take_problems(problem_queue, outcome, stop_on_bad, block=True)
+                    how = (f"was killed by signal {-process.exitcode} (out of memory?)" if process.exitcode < 0
+                           else f"exited with code {process.exitcode}")
+                    raise RuntimeError(f"an FFCV writer process {how}")
+            if received < num_processes and all(p.exitcode == 0 for p in processes):
+                # all ended well: what they sent is in the pipes; never wait for more than that
+                _take_problems(problem_queue, outcome, stop_on_bad, block=True)
+                try:
+                    while received < num_processes:
+                        allocations.extend(allocations_queue.get(timeout=1.0))
+                        received += 1
+                except queue.Empty:
+                    raise RuntimeError("FFCV writer processes ended without reporting their pages") from None
+        for process in processes:
+            process.join()
+        _take_problems(problem_queue, outcome, stop_on_bad, block=True)
+        bar.update(done_count.value - bar.n)
+        writer.finalize(allocations)
+        outcome.colour_count = colour_count.value
+        return outcome
+    finally:
+        with _signals_blocked():
+            if bar is not None:
+                bar.close()
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            work_queue.cancel_join_thread()  # unread chunk numbers must not keep us waiting at exit
+            shared = getattr(writer, "metadata_sm", None)
+            if hasattr(shared, "unlink"):  # absent if prepare() failed
+                shared.close()
+                shared.unlink()
+
+
+def _take_problems(problem_queue, outcome: _Pass, stop_on_bad: bool, block: bool) -> None:
+    """Read what the writer processes reported; raise for what ends this pass."""
+    while True:
+        try:
+            problem = problem_queue.get(timeout=0.05) if block else problem_queue.get_nowait()
+        except queue.Empty:
+            return
+        if problem.kind == "crash":
+            raise RuntimeError(f"an FFCV writer process failed:\n{problem.detail}")
+        if problem.kind == "too_big":
+            raise _PageTooSmall(problem.image_bytes)
+        if stop_on_bad:
+            raise FfmixError(f"cannot read {problem.sample}: {problem.detail}; pass --skip-bad (skip_bad=True) "
+                             "to leave out unreadable images")
+        outcome.bad.append(problem)
+
+
+def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocator, done_count, colour_count,
+                    allocations_queue, problem_queue, dataset: SourceDataset, indices: np.ndarray,
+                    chunk: int) -> None:
+    """One FFCV writer process: encode the chunks it takes from ``work_queue`` into pages of the file.
+
+    Like FFCV's own worker, but an unreadable sample is reported (and its row left empty, the pass being
+    redone or abandoned by the main process) rather than killing the process with a traceback."""
+    from ffcv.writer import handle_sample
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group; the main process stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        metadata = np.frombuffer(metadata_memory.buf, dtype=metadata_type)
+        field_names = metadata_type.names
+        allocator.__enter__()  # not `with`: after a failure, flushing would wait for pages that never come
+        while True:
+            chunk_number = work_queue.get()
+            if chunk_number is None:
+                break
+            first = chunk_number * chunk
+            colour = 0
+            for destination in range(first, min(first + chunk, len(indices))):
+                source_index = int(indices[destination])
+                try:
+                    image = dataset.read(source_index)
+                except BadSampleError as exc:
+                    problem_queue.put(_Problem("bad", source_index, exc.sample, exc.reason))
+                    continue
+                colour += image.ndim == 3
+                sample = (to_rgb(image), int(dataset.labels[source_index]))
+                try:
+                    handle_sample(sample, destination, field_names, metadata, allocator, fields)
+                except ValueError as exc:
+                    if "page size" not in str(exc):
+                        raise
+                    problem_queue.put(_Problem("too_big", source_index, dataset.describe(source_index),
+                                               str(exc), int(sample[0].nbytes)))
+                    return
+            with done_count.get_lock():
+                done_count.value += min(first + chunk, len(indices)) - first
+            with colour_count.get_lock():
+                colour_count.value += colour
+        allocator.__exit__(None, None, None)
+        allocations_queue.put(allocator.allocations)
+    except Exception:
+        problem_queue.put(_Problem("crash", detail=traceback.format_exc()))
+        sys.exit(1)
+
+
+def _describe(temp: Path, dataset: SourceDataset, indices: np.ndarray, colour_count: int, options: dict,
+              limit: Optional[int], skipped: List[str]) -> DatasetMeta:
+    """The sidecar's facts, the image sizes read back from the written file (after any resizing)."""
+    from ffcv.reader import Reader
+
+    reader = Reader(os.fspath(temp))
+    # FFCV's per-sample table has unnamed columns (f0, f1, ...) in field order
+    image_table = reader.metadata[reader.metadata.dtype.names[reader.field_names.index(IMAGE_FIELD)]]
+    heights = image_table["height"].astype(np.int64)
+    widths = image_table["width"].astype(np.int64)
+    labels = dataset.labels[indices]
+    uniform = heights.min() == heights.max() and widths.min() == widths.max()
+    write_options = dict(options, limit=limit, skipped=len(skipped), skipped_samples=skipped[:100])
+    if options["write_mode"] != "smart":
+        write_options.pop("smart_threshold")
+    return DatasetMeta(
+        num_samples=int(len(indices)),
+        num_classes=dataset.num_classes,
+        class_names=list(dataset.class_names),
+        channels=3 if colour_count else 1,
+        image_shape=(int(heights[0]), int(widths[0])) if uniform else None,
+        min_size=(int(heights.min()), int(widths.min())),
+        max_size=(int(heights.max()), int(widths.max())),
+        label_counts=np.bincount(labels, minlength=dataset.num_classes).astype(int).tolist(),
+        source=dataset.source,
+        source_format=dataset.name,
+        split=dataset.split,
+        write_options=write_options,
+    )

@@ -1,0 +1,320 @@
+"""``make_loader``: the one place ffmix assembles FFCV pipelines.
+
+The data path, in order: decode (memcpy for raw images, JPEG decode plus crop otherwise) -> mix in the
+Numba op while still uint8 (a quarter of the bytes of float32) -> hand uint8 to the device (pinned, non
+blocking) -> only there convert to ``dtype``, normalise and lay out (N, C, H, W).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from ffcv.fields.basics import IntDecoder
+from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
+                                   SimpleRGBImageDecoder)
+from ffcv.loader import Loader, OrderOption
+from ffcv.reader import Reader
+from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
+
+from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
+from .ops.mixing import TARGET_KINDS, Mixing
+
+ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
+          "quasi_random": OrderOption.QUASI_RANDOM}
+CROPS = ("auto", "random", "center")
+# Defaults for normalize=True: ImageNet statistics for colour, [-1, 1] for grayscale.
+RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
+CENTER_CROP_RATIO = 224 / 256
+
+
+class MixLoader:
+    """Iterates ``(images, targets)`` batches of one ``.beton``; built by ``make_loader``.
+
+    images: (N, C, H, W) ``dtype`` on ``device``. targets: float32 (N, num_classes) soft targets, or
+    ``(y_a, y_b, lam)`` for targets="pair", or int64 (N,) labels for targets="label".
+    Each ``iter()`` is one epoch; ``set_epoch`` seeks (for resuming); ``mixing_enabled`` switches MixUp/CutMix
+    off and on without recompiling.
+    """
+
+    def __init__(self, ffcv_loader: Loader, mixing: Mixing, meta: DatasetMeta, *, targets: str,
+                 device: torch.device, dtype: torch.dtype, mean, std, channels_last: bool):
+        self.ffcv_loader = ffcv_loader
+        self.mixing = mixing
+        self.meta = meta
+        self.targets = targets
+        self.device = device
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.channels = meta.channels
+        self._scale = self._shift = None
+        if mean is not None:
+            # x_normalised = (x / 255 - mean) / std = x * scale + shift, one fused multiply-add.
+            std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            self._scale = (1.0 / (255.0 * std_t)).to(dtype)
+            self._shift = (-mean_t / std_t).to(dtype)
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta.num_classes
+
+    @property
+    def batch_size(self) -> int:
+        return self.ffcv_loader.batch_size
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` will produce."""
+        return self.ffcv_loader.next_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` produce epoch ``epoch`` (order and mixing), e.g. when resuming."""
+        self.ffcv_loader.next_epoch = int(epoch)
+
+    @property
+    def mixing_enabled(self) -> bool:
+        return self.mixing.enabled
+
+    @mixing_enabled.setter
+    def mixing_enabled(self, on: bool) -> None:
+        self.mixing.enabled = on
+
+    def __len__(self) -> int:
+        return len(self.ffcv_loader)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, object]]:
+        self.mixing.set_epoch(self.ffcv_loader.next_epoch)
+        for images, labels in self.ffcv_loader:
+            yield self._finish_images(images), self._finish_targets(labels)
+
+    def _finish_images(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels == 1:
+            images = images[:, :1]   # grayscale is stored as three equal channels
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        if self.dtype == torch.uint8 and self._scale is None:
+            return images.contiguous(memory_format=memory_format)
+        images = images.to(self.dtype, memory_format=memory_format)
+        if self._scale is not None:
+            images = images.mul_(self._scale).add_(self._shift)
+        return images
+
+    def _finish_targets(self, labels: torch.Tensor):
+        if self.targets == "label":
+            return labels.view(-1)
+        if self.targets == "pair":
+            return labels[:, 0].long(), labels[:, 1].long(), labels[:, 2]
+        return labels
+
+
+def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: float = 0.0,
+                cutmix_alpha: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5,
+                mode: str = "batch", label_smoothing: float = 0.0, targets: str = "soft",
+                image_size: Optional[Union[int, Tuple[int, int]]] = None, crop: str = "auto",
+                device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+                normalize: bool = True, mean: Optional[Sequence[float]] = None,
+                std: Optional[Sequence[float]] = None, channels_last: bool = False, order: str = "random",
+                seed: int = 0, distributed: bool = False, num_workers: Optional[int] = None,
+                drop_last: bool = True, batches_ahead: int = 3, os_cache: bool = True,
+                indices: Optional[Sequence[int]] = None, num_classes: Optional[int] = None) -> MixLoader:
+    """An FFCV loader of ``path`` that yields ``(images, targets)`` with MixUp/CutMix done in Numba on uint8.
+
+    Mixing: ``mixup_alpha``/``cutmix_alpha`` (Beta parameters, 0 = off), ``mix_prob``, ``switch_prob``,
+    ``mode`` ("batch" | "pair" | "elem") and ``label_smoothing``, as in ``ffmix.Mixing``. With no alpha set
+    this is a plain evaluation loader (one-hot targets, or int64 labels with targets="label").
+
+    targets: "soft" -> float32 (N, num_classes); "pair" -> ``(y_a, y_b, lam)`` for index-based
+    cross-entropy; "label" -> int64 (N,), only without mixing.
+    image_size / crop: fixed-size datasets are used as stored unless ``image_size`` differs; datasets of
+    varying size need ``image_size`` and are cropped randomly (random-resized-crop) or centrally
+    (crop="center"); crop="auto" picks random for shuffled training orders with mixing, else center.
+    device, dtype, normalize, mean, std, channels_last: how images arrive. With ``normalize=False,
+    dtype=torch.uint8`` they are the raw mixed pixels. Grayscale files give one channel.
+    order: "random" | "sequential" | "quasi_random"; seed fixes order and mixing; distributed uses
+    torch.distributed's rank and world size (initialise the process group first).
+    num_workers: CPU threads for decoding and mixing (default: all cores available to this process).
+
+    Raises ValueError for out-of-range options and bad or corrupt files, FileNotFoundError for a missing file
+    or metadata, all before any work starts.
+    """
+    mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
+                    switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing, seed=seed)
+    _check_options(batch_size=batch_size, targets=targets, mixing=mixing, crop=crop, order=order,
+                   distributed=distributed, num_workers=num_workers, batches_ahead=batches_ahead, dtype=dtype)
+    device = _resolve_device(device)
+    meta = _read_dataset(path, num_classes)
+    reader = _open_beton(path, meta)
+    _check_labels(reader, meta)
+    if batch_size > len(reader.metadata if indices is None else indices) and drop_last:
+        raise ValueError(f"batch_size={batch_size} is larger than the {meta.num_samples} samples of {path}, "
+                         "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
+
+    decoder, out_size = _image_decoder(meta, image_size, crop, shuffled=(order != "sequential"),
+                                       mixing=mixing.active)
+    image_pipeline = [decoder]
+    label_pipeline = [IntDecoder()]
+    if mixing.active:
+        image_pipeline.append(mixing.image_op())
+    if targets != "label":
+        label_pipeline.append(mixing.label_op(meta.num_classes, targets))
+    image_pipeline.append(ToTensor())
+    label_pipeline.append(ToTensor())
+    if device.type == "cuda":
+        image_pipeline.append(ToDevice(device, non_blocking=True))
+        label_pipeline.append(ToDevice(device, non_blocking=True))
+    image_pipeline.append(ToTorchImage(channels_last=True))  # a free permuted view
+
+    if normalize:
+        if mean is None or std is None:
+            mean, std = (GRAY_MEAN, GRAY_STD) if meta.channels == 1 else (RGB_MEAN, RGB_STD)
+        if len(mean) != meta.channels or len(std) != meta.channels or min(std) <= 0:
+            raise ValueError(f"mean and std need {meta.channels} values (std > 0), got mean={mean}, std={std}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"normalize=True needs a floating dtype, got {dtype}; pass normalize=False")
+    else:
+        mean = std = None
+
+    ffcv_loader = Loader(os.fspath(path), batch_size=batch_size, num_workers=_workers(num_workers),
+                         order=ORDERS[order], distributed=distributed, seed=seed, indices=indices,
+                         drop_last=drop_last, batches_ahead=batches_ahead, os_cache=os_cache,
+                         pipelines={IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline})
+    return MixLoader(ffcv_loader, mixing, meta, targets=targets, device=device, dtype=dtype, mean=mean,
+                     std=std, channels_last=channels_last)
+
+
+def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num_workers, batches_ahead, dtype):
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if targets not in TARGET_KINDS + ("label",):
+        raise ValueError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
+    if targets == "label" and mixing.active:
+        raise ValueError("targets='label' gives one class per image, which cannot describe a mixed image; "
+                         "use targets='soft' or 'pair' with mixing")
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
+    if distributed and order == "quasi_random":
+        raise ValueError("order='quasi_random' is not available with distributed=True (FFCV does not support it); "
+                         "use order='random'")
+    if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("distributed=True needs torch.distributed initialised first "
+                         "(torch.distributed.init_process_group, e.g. under torchrun)")
+    if num_workers is not None and (not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
+        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
+    if not isinstance(batches_ahead, (int, np.integer)) or batches_ahead < 1:
+        raise ValueError(f"batches_ahead must be a positive integer, got {batches_ahead!r}")
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+
+
+def _resolve_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} but no CUDA GPU is available here; use device='cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif device.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
+    return device
+
+
+def _workers(num_workers: Optional[int]) -> int:
+    if num_workers is not None:
+        return int(num_workers)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
+    """ffmix metadata of ``path``; for a plain FFCV file, ``num_classes`` stands in for it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such .beton file: {path}")
+    try:
+        meta = read_meta(path)
+    except FileNotFoundError:
+        if num_classes is None:
+            raise
+        return _plain_ffcv_meta(path, num_classes)
+    if num_classes is not None and num_classes != meta.num_classes:
+        raise ValueError(f"num_classes={num_classes} but {path} has {meta.num_classes} classes")
+    return meta
+
+
+def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    reader = _reader(path)
+    images = reader.metadata["f0"]
+    heights, widths = images["height"].astype(int), images["width"].astype(int)
+    fixed = heights.min() == heights.max() and widths.min() == widths.max()
+    return DatasetMeta(num_samples=int(reader.num_samples), num_classes=int(num_classes),
+                       class_names=[str(k) for k in range(num_classes)], channels=3,
+                       image_shape=(int(heights[0]), int(widths[0])) if fixed else None,
+                       min_size=(int(heights.min()), int(widths.min())),
+                       max_size=(int(heights.max()), int(widths.max())), label_counts=[], source=str(path))
+
+
+def _reader(path: Path) -> Reader:
+    try:
+        return Reader(os.fspath(path))
+    except Exception as exc:  # FFCV raises assorted errors (AssertionError, IndexError...) on bad files
+        raise ValueError(f"{path} is not a readable .beton file ({type(exc).__name__}: {exc}); "
+                         "re-create it with `ffmix convert`") from None
+
+
+def _open_beton(path, meta: DatasetMeta) -> Reader:
+    """Open ``path`` and check it is whole: the fields ffmix needs, every sample's data inside the file."""
+    path = Path(path)
+    reader = _reader(path)
+    if reader.field_names[:2] != [IMAGE_FIELD, LABEL_FIELD]:
+        raise ValueError(f"{path} has fields {reader.field_names}; ffmix needs '{IMAGE_FIELD}' then "
+                         f"'{LABEL_FIELD}' (as `ffmix convert` writes)")
+    if int(reader.num_samples) != meta.num_samples:
+        raise ValueError(f"{path} holds {reader.num_samples} samples but its metadata says {meta.num_samples}; "
+                         "the file or its .json sidecar is stale or corrupt: re-run `ffmix convert`")
+    file_size = path.stat().st_size
+    table = reader.alloc_table
+    truncated = int(reader.header["alloc_table_ptr"]) > file_size or \
+        (len(table) and int((table["ptr"] + table["size"]).max()) > file_size)
+    image_pointers = reader.metadata["f0"]["data_ptr"]
+    if truncated or not np.isin(image_pointers, table["ptr"]).all():
+        raise ValueError(f"{path} is truncated or corrupt (image data lies outside the file); "
+                         "re-create it with `ffmix convert`")
+    return reader
+
+
+def _check_labels(reader: Reader, meta: DatasetMeta) -> None:
+    labels = reader.metadata["f1"]
+    if len(labels) and (labels.min() < 0 or labels.max() >= meta.num_classes):
+        raise ValueError(f"labels in the file range over [{labels.min()}, {labels.max()}] but the dataset has "
+                         f"{meta.num_classes} classes; pass the right num_classes or re-convert")
+
+
+def _image_decoder(meta: DatasetMeta, image_size, crop: str, *, shuffled: bool, mixing: bool):
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    else:
+        size = None
+    if size is None or (meta.image_shape is not None and tuple(meta.image_shape) == size):
+        if meta.image_shape is None:
+            raise ValueError(f"images in this file vary in size (from {meta.min_size} to {meta.max_size}); "
+                             "pass image_size= to crop them to one size")
+        return SimpleRGBImageDecoder(), tuple(meta.image_shape)
+    if crop == "auto":
+        crop = "random" if (shuffled and mixing) else "center"
+    if crop == "random":
+        return RandomResizedCropRGBImageDecoder(size), size
+    return CenterCropRGBImageDecoder(size, ratio=CENTER_CROP_RATIO), size

@@ -1,0 +1,37 @@
+"""Plain NumPy versions of the kernels in ``kernels.py``: slow, obvious, and the oracle of the tests."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def mix_images_reference(images, partner, weight, box):
+    """See ``kernels.mix_images``; returns a new array."""
+    own = images.astype(np.int64)
+    other = own[partner]
+    w = weight.astype(np.int64).reshape(-1, 1, 1, 1)
+    out = ((w * own + (256 - w) * other + 128) // 256).astype(np.uint8)
+    for i, (y0, y1, x0, x1) in enumerate(box):
+        out[i, y0:y1, x0:x1] = images[partner[i], y0:y1, x0:x1]
+    return out
+
+
+def smoothed_one_hot(labels, num_classes, smoothing):
+    """Float64 (N, C): ``smoothing / C`` everywhere, plus ``1 - smoothing`` at each label."""
+    targets = np.full((len(labels), num_classes), smoothing / num_classes)
+    targets[np.arange(len(labels)), labels] += 1.0 - smoothing
+    return targets
+
+
+def soft_targets_reference(labels, partner, lam, num_classes, smoothing):
+    """See ``kernels.soft_targets``; returns float32 (N, C)."""
+    lam = np.asarray(lam, np.float64).reshape(-1, 1)
+    own = smoothed_one_hot(labels, num_classes, smoothing)
+    other = smoothed_one_hot(labels[partner], num_classes, smoothing)
+    return (lam * own + (1.0 - lam) * other).astype(np.float32)
+
+
+def box_area_lam(box, height, width):
+    """The λ a CutMix box implies: the fraction of the image left outside it."""
+    box = np.asarray(box, np.int64)
+    area = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])
+    return 1.0 - area / (height * width)

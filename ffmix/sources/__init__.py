@@ -1,0 +1,84 @@
+"""Input formats for ``ffmix convert``, one module each, all giving a ``SourceDataset``.
+
+``open_source(path)`` detects the format from what ``path`` is (``format=`` overrides):
+
+* ``npz``: a ``.npz`` file with ``images`` and ``labels`` (module ``npz``);
+* ``cifar10`` / ``cifar100``: the python batches folder, ``data_batch_1..5`` + ``test_batch`` or ``train`` +
+  ``test`` (module ``cifar``; also found one level down, as the official archives unpack);
+* ``idx``: a folder of MNIST-style ``*-images-idx3-ubyte[.gz]`` files, or one such file (module ``idx``);
+* ``imagefolder``: a ``class_name/image.ext`` tree (module ``imagefolder``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from ..errors import FfmixError
+from .base import ArraySource, BadSampleError, SourceDataset
+
+FORMATS = ("imagefolder", "cifar10", "cifar100", "idx", "npz")
+
+__all__ = ["FORMATS", "ArraySource", "BadSampleError", "SourceDataset", "detect_format", "open_source"]
+
+
+def detect_format(path: os.PathLike) -> str:
+    """The format of ``path`` (one of ``FORMATS``); raises ``FfmixError`` when it cannot tell."""
+    from . import cifar, idx
+
+    path = Path(path)
+    _check_readable(path)
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return "npz"
+        if idx.looks_like_idx_file(path):
+            return "idx"
+        raise FfmixError(f"cannot tell the format of file {path}: expected an .npz or an IDX images file "
+                         "(*-images-idx3-ubyte[.gz]); pass --format")
+    variant = cifar.detect_variant(path)
+    if variant is not None:
+        return variant
+    if idx.find_idx_files(path):
+        return "idx"
+    if any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(path)):
+        return "imagefolder"
+    raise FfmixError(f"cannot tell the format of {path}: it holds no class folders, CIFAR batches or IDX "
+                     "files; pass --format (one of: " + ", ".join(FORMATS) + ")")
+
+
+def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional[str] = None,
+                label_kind: Optional[str] = None) -> SourceDataset:
+    """Open ``path`` as a dataset of ``format`` (detected when ``None``).
+
+    ``split`` (``train``/``test``) selects a split where the format has them; ``label_kind``
+    (``fine``/``coarse``) applies to CIFAR-100 only. Raises ``FfmixError`` (or ``FileNotFoundError``) for
+    a missing or unreadable source, an unknown format, an option the format does not take, or bad content.
+    """
+    path = Path(path)
+    _check_readable(path)
+    if format is None:
+        format = detect_format(path)
+    if format not in FORMATS:
+        raise FfmixError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if label_kind is not None and format != "cifar100":
+        raise FfmixError(f"--label-kind applies to cifar100 only, not to {format}")
+    if format == "npz":
+        from .npz import NpzSource
+        if split is not None:
+            raise FfmixError("an .npz source has no splits; drop --split (write one .npz per split)")
+        return NpzSource(path)
+    if format in ("cifar10", "cifar100"):
+        from .cifar import CifarSource
+        return CifarSource(path, variant=format, split=split or "train", label_kind=label_kind or "fine")
+    if format == "idx":
+        from .idx import IdxSource
+        return IdxSource(path, split=split or "train")
+    from .imagefolder import ImageFolderSource
+    return ImageFolderSource(path, split=split)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"SOURCE {path} does not exist")
+    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+        raise PermissionError(f"SOURCE {path} is not readable (permission denied)")

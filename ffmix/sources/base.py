@@ -1,0 +1,200 @@
+"""What every input format turns into: an indexed dataset of ``(H, W, 3) uint8`` images and integer labels.
+
+A source knows its labels, class names and length up front (cheap: file lists, label arrays) and decodes
+images only when asked, so the decoding runs in FFCV's writer processes, not in the main one.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import FfmixError
+
+
+class BadSampleError(FfmixError):
+    """One sample could not be read (e.g. an image file that fails to decode); ``sample`` names it."""
+
+    def __init__(self, sample: str, reason: str):
+        super().__init__(f"cannot read {sample}: {reason}")
+        self.sample = sample
+        self.reason = reason
+
+
+class SourceDataset:
+    """An indexed dataset that ``ffmix.convert`` writes to a ``.beton``.
+
+    Subclasses set ``labels`` (``(N,)`` int64, validated), ``class_names``, ``channels`` (1 for grayscale,
+    3 for colour, ``None`` when only decoding tells, as for an image folder), ``name`` (the format),
+    ``source`` (a path or description) and ``split``, and implement ``read(index)``.
+
+    ``dataset[i]`` is ``(image, label)`` with ``image`` an ``(H, W, 3)`` uint8 array (grayscale repeated
+    on the three channels, since FFCV's image field is RGB) and ``label`` a Python int.
+    """
+
+    name: str = "dataset"
+    source: str = ""
+    split: Optional[str] = None
+    channels: Optional[int] = None
+    labels: np.ndarray
+    class_names: List[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, index: int) -> np.ndarray:
+        """The image at ``index`` as stored: ``(H, W)`` uint8 for grayscale, ``(H, W, 3)`` for colour.
+
+        Raises ``BadSampleError`` when that one sample cannot be read."""
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """A name for sample ``index`` that a user can find (a file path, or the index in an array)."""
+        return f"sample {index} of {self.source or self.name}"
+
+    def max_image_bytes(self) -> Optional[int]:
+        """The largest ``H * W * 3`` over all images when known without decoding, else ``None``."""
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, int]:
+        return to_rgb(self.read(index)), int(self.labels[index])
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3)`` uint8 -> C-contiguous ``(H, W, 3)`` uint8 (gray copied to each channel)."""
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
+def as_image(array: np.ndarray, where: str) -> np.ndarray:
+    """Check one image array and give it as ``(H, W)`` (grayscale) or ``(H, W, 3)`` uint8.
+
+    Accepts ``(H, W)``, ``(H, W, 1)`` and ``(H, W, 3)`` uint8; raises ``FfmixError`` naming ``where`` otherwise.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise FfmixError(f"{where}: images must be uint8 (0-255), got dtype {array.dtype}; "
+                         "scale and cast them with np.clip(x, 0, 255).astype(np.uint8)")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise FfmixError(f"{where}: an image must be (H, W) grayscale or (H, W, 3) RGB, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise FfmixError(f"{where}: an image has an empty side (shape {array.shape})")
+    if max(array.shape[:2]) > 65535:
+        raise FfmixError(f"{where}: an image side is over 65535 px (shape {array.shape}), more than FFCV "
+                         "stores; pass --max-resolution")
+    return array
+
+
+def check_labels(labels: Union[np.ndarray, Sequence], where: str,
+                 num_classes: Optional[int] = None) -> np.ndarray:
+    """Validate labels and return them as ``(N,)`` int64.
+
+    Labels must be non-negative integers (floats are accepted only when integral, e.g. 3.0), and below
+    ``num_classes`` when it is given. Raises ``FfmixError`` naming ``where``, the first bad index and value.
+    """
+    try:
+        values = np.asarray(labels)
+    except (ValueError, TypeError) as exc:
+        raise FfmixError(f"{where}: labels are not a flat list of integers ({exc})") from None
+    if values.dtype == object and all(isinstance(v, numbers.Integral) for v in values.ravel().tolist()):
+        values = values.astype(np.int64)
+    if values.ndim != 1:
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        else:
+            raise FfmixError(f"{where}: labels must be one integer per sample, shape (N,), got shape {values.shape}")
+    if values.dtype == bool or not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise FfmixError(f"{where}: labels must be integers, got dtype {values.dtype}")
+    if np.issubdtype(values.dtype, np.floating):
+        not_integral = ~np.isfinite(values) | (values != np.round(values))
+        if not_integral.any():
+            first = int(np.argmax(not_integral))
+            raise FfmixError(f"{where}: labels must be integers; label {first} is {values[first]}")
+    if values.size and values.min() < 0:
+        first = int(np.argmax(values < 0))
+        raise FfmixError(f"{where}: labels must be non-negative class indices; label {first} is {values[first]}")
+    if values.size and values.max() > np.iinfo(np.int64).max:
+        raise FfmixError(f"{where}: label {int(np.argmax(values))} is too large for int64")
+    values = values.astype(np.int64)
+    if num_classes is not None and values.size and values.max() >= num_classes:
+        first = int(np.argmax(values >= num_classes))
+        raise FfmixError(f"{where}: label {first} is {values[first]}, but there are only {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    return values
+
+
+def index_class_names(labels: np.ndarray) -> List[str]:
+    """Class names ``'0' .. str(max label)`` for sources that store none."""
+    count = int(labels.max()) + 1 if len(labels) else 0
+    return [str(k) for k in range(count)]
+
+
+def check_class_names(class_names: Optional[Sequence[str]], labels: np.ndarray, where: str) -> List[str]:
+    """``class_names`` as a list of str covering every label, or index names when ``None``."""
+    if class_names is None:
+        return index_class_names(labels)
+    names = [str(n) for n in class_names]
+    if len(set(names)) != len(names):
+        raise FfmixError(f"{where}: class names must be unique, got {names}")
+    if len(labels) and int(labels.max()) >= len(names):
+        first = int(np.argmax(labels >= len(names)))
+        raise FfmixError(f"{where}: label {first} is {labels[first]}, but only {len(names)} class names were given")
+    return names
+
+
+class ArraySource(SourceDataset):
+    """In-memory images: one ``(N, H, W[, 1|3])`` uint8 array, or a list of ``(H, W[, 3])`` arrays of any sizes.
+
+    Raises ``FfmixError`` for wrong dtypes or shapes, mismatched lengths, bad labels or an empty dataset.
+    """
+
+    name = "arrays"
+
+    def __init__(self, images, labels, class_names: Optional[Sequence[str]] = None, source: str = "arrays",
+                 split: Optional[str] = None, name: str = "arrays"):
+        self.name = name
+        self.source = source
+        self.split = split
+        if isinstance(images, np.ndarray):
+            if images.ndim not in (3, 4):
+                raise FfmixError(f"{source}: images must be (N, H, W) or (N, H, W, 3), got shape {images.shape}")
+            if len(images):
+                as_image(images[0], source)  # dtype and per-image shape, checked once for the whole array
+            if images.ndim == 4 and images.shape[3] == 1:
+                images = images[:, :, :, 0]
+            self._images = images
+            self._stacked = True
+        else:
+            self._images = [as_image(image, f"{source}: image {i}") for i, image in enumerate(images)]
+            self._stacked = False
+        self.labels = check_labels(labels, source)
+        if len(self._images) != len(self.labels):
+            raise FfmixError(f"{source}: {len(self._images)} images but {len(self.labels)} labels; "
+                             "there must be one label per image")
+        if len(self.labels) == 0:
+            raise FfmixError(f"{source}: the dataset is empty (0 images)")
+        self.class_names = check_class_names(class_names, self.labels, source)
+        if self._stacked:
+            self.channels = 1 if self._images.ndim == 3 else 3
+        else:
+            kinds = {image.ndim for image in self._images}
+            self.channels = 1 if kinds == {2} else 3
+
+    def read(self, index: int) -> np.ndarray:
+        return self._images[index]
+
+    def describe(self, index: int) -> str:
+        return f"image {index} of {self.source}"
+
+    def max_image_bytes(self) -> Optional[int]:
+        if self._stacked:
+            return int(self._images.shape[1] * self._images.shape[2] * 3)
+        return max(int(image.shape[0] * image.shape[1] * 3) for image in self._images)

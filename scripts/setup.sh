@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine: system libraries FFCV builds against, the
+# Fashion-MNIST package the demo uses, and a .venv with ffmix installed in editable mode.
+# A second run only checks and returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing system packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.ffmix-installed
+# Reinstall only when the declared dependencies changed since the last install.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing ffmix and its dependencies into .venv (first run: a few minutes)"
+    .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+    # FFCV's setup.py imports numpy and finds OpenCV/libjpeg-turbo through pkg-config, so it
+    # is built without build isolation after its build needs are present.
+    .venv/bin/python -m pip install -q numpy setuptools wheel
+    .venv/bin/python -m pip install -q --no-build-isolation "ffcv>=1.0.2"
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$stamp"
+fi
