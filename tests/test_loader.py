@@ -81,6 +81,19 @@ def test_pixels_and_targets_carry_the_same_weights(files, options):
     assert mixed_any, "the loader never mixed anything"
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_float_pixels_carry_exactly_the_label_weight(files, channels_last):
+    # Float output is mixed, converted and normalised in one pass without rounding to uint8 in between, so
+    # the agreement is exact up to float32 arithmetic. mean 0, std 1 keeps pixels in [0, 1].
+    loader = make_loader(files["encoded"], batch_size=32, num_workers=2, mixup_alpha=0.7, cutmix_alpha=1.0,
+                         mode="elem", mean=(0, 0, 0), std=(1, 1, 1), channels_last=channels_last, seed=8)
+    for images, targets in collect(loader, epochs=2):
+        assert images.dtype == torch.float32 and images.shape == (32, 3, HEIGHT, WIDTH)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        assert images.is_contiguous(memory_format=memory_format)
+        np.testing.assert_allclose(images.double().mean(dim=(1, 2, 3)).numpy(), targets[:, 1].numpy(), atol=1e-5)
+
+
 def test_pair_targets_agree_with_the_pixels(files):
     loader = make_loader(files["encoded"], batch_size=32, num_workers=2, dtype=torch.uint8, normalize=False,
                          mixup_alpha=0.5, cutmix_alpha=1.0, mode="elem", targets="pair")

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from numba import njit
 
 from ffmix import Mixing
-from ffmix.ops.kernels import mix_images, pair_targets, soft_targets
+from ffmix.ops.kernels import mix_images, mix_normalize, pair_targets, soft_targets
 from ffmix.ops.params import MODE_BATCH, MODE_ELEM, MODE_PAIR, MODES, WEIGHT_ONE, draw_mix_params
-from ffmix.ops.reference import box_area_lam, mix_images_reference, soft_targets_reference
+from ffmix.ops.reference import (box_area_lam, mix_images_reference, mix_normalize_reference,
+                                  soft_targets_reference)
 from ffmix.ops.rng import batch_key, symmetric_beta
 
 SEEDS = range(400)
@@ -43,6 +44,24 @@ def test_mix_images_matches_reference_exactly(n, height, width, channels, mode, 
     mix_images(images, out, partner, weight, box)
     np.testing.assert_array_equal(out, mix_images_reference(images, partner, weight, box))
     np.testing.assert_array_equal(images, before)  # the input is only read
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 7), height=st.integers(1, 11), width=st.integers(1, 11), channels=st.sampled_from([1, 3]),
+       keep_one=st.booleans(), channels_last=st.booleans(), mode=st.sampled_from(sorted(MODES)),
+       key=st.integers(0, 2**64 - 1))
+def test_mix_normalize_matches_reference(n, height, width, channels, keep_one, channels_last, mode, key):
+    rng = np.random.default_rng(key % 2**32)
+    images = rng.integers(0, 256, (n, height, width, channels), dtype=np.uint8)
+    out_channels = 1 if keep_one else channels
+    scale = rng.uniform(0.001, 0.02, out_channels).astype(np.float32)
+    shift = rng.uniform(-2, 2, out_channels).astype(np.float32)
+    partner, weight, box, _ = draw(key, n, height, width, 0.5, 1.0, 0.9, 0.5, MODES[mode])
+    shape = (n, height, width, out_channels) if channels_last else (n, out_channels, height, width)
+    out = np.full(shape, np.nan, np.float32)
+    mix_normalize(images, out, partner, weight, box, scale, shift, channels_last)
+    expected = mix_normalize_reference(images, partner, weight, box, scale, shift, channels_last)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_blend_rounds_to_nearest_instead_of_truncating():

@@ -15,8 +15,8 @@ from numba import carray, cfunc, types
 from numba.np.ufunc import parallel as _parallel
 
 from .control import ENABLED, EPOCH, HEIGHT, WIDTH, as_pointer, read_control
-from .kernels import mix_images, pair_targets, soft_targets
-from .params import draw_mix_params
+from .kernels import mix_images, mix_normalize, pair_targets, soft_targets
+from .params import WEIGHT_ONE, draw_mix_params
 from .rng import batch_key
 
 # A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
@@ -42,6 +42,35 @@ def mix_image_batch(images_at, out_at, indices_at, count, height, width, channel
     partner, weight, box, _ = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
                                               cutmix_alpha, mix_prob, switch_prob, mode)
     mix_images(images, out, partner, weight, box)
+    return MIXED
+
+
+@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _i64, _address, _i64, _f64, _f64, _f64, _f64,
+            _i64, _address, _address, _i64), cache=True, nogil=True)
+def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, channels, out_channels, control_at,
+                        seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, scale_at, shift_at,
+                        channels_last):
+    """Mix ``count`` uint8 (H, W, C) images and write them as normalised float32 to ``out`` ((count, C', H, W),
+    or (count, H, W, C') if ``channels_last``), ``scale``/``shift`` holding C' float32 each. With mixing
+    switched off the images are only converted."""
+    control = read_control(control_at)
+    images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
+    indices = carray(as_pointer(indices_at), (count,), np.uint64)
+    scale = carray(as_pointer(scale_at), (out_channels,), np.float32)
+    shift = carray(as_pointer(shift_at), (out_channels,), np.float32)
+    if control[ENABLED] == 0:
+        partner = np.arange(count)
+        weight = np.full(count, WEIGHT_ONE, np.int32)
+        box = np.zeros((count, 4), np.int32)
+    else:
+        key = batch_key(seed, control[EPOCH], indices)
+        partner, weight, box, _ = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
+                                                  cutmix_alpha, mix_prob, switch_prob, mode)
+    if channels_last:
+        out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
+    else:
+        out = carray(as_pointer(out_at), (count, out_channels, height, width), np.float32)
+    mix_normalize(images, out, partner, weight, box, scale, shift, channels_last != 0)
     return MIXED
 
 

@@ -22,7 +22,7 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
-from .batch import BAD_LABEL, MIXED, mix_image_batch, mix_label_batch
+from .batch import BAD_LABEL, MIXED, mix_image_batch, mix_label_batch, mix_normalize_batch
 from .control import ENABLED, EPOCH, HEIGHT, WIDTH, ControlBlock
 from .params import MODES
 
@@ -83,9 +83,13 @@ class Mixing:
         """Switch mixing off (targets become plain smoothed one-hots) or back on, without recompiling."""
         self.control[ENABLED] = int(bool(on))
 
-    def image_op(self) -> "MixImages":
-        """The operation for the decoded uint8 (N, H, W, C) image batch; place it before ``ToTensor``."""
-        return MixImages(self)
+    def image_op(self, float_output: Optional["FloatOutput"] = None) -> "MixImages":
+        """The operation for the decoded uint8 (N, H, W, C) image batch; place it before ``ToTensor``.
+
+        It yields uint8 (N, H, W, C), or with ``float_output`` float32 images normalised and laid out in the
+        same pass (see ``FloatOutput``): on a CPU that saves the separate conversion passes afterwards.
+        """
+        return MixImages(self, float_output)
 
     def label_op(self, num_classes: int, targets: str = "soft") -> "MixLabels":
         """The operation for the integer label batch (after ``IntDecoder``).
@@ -98,6 +102,31 @@ class Mixing:
     def _scalars(self):
         return (float(self.mixup_alpha), float(self.cutmix_alpha), float(self.mix_prob),
                 float(self.switch_prob), MODES[self.mode])
+
+
+@dataclass(frozen=True)
+class FloatOutput:
+    """How ``MixImages`` writes float32 images instead of uint8.
+
+    mean, std: per output channel, in [0, 1] pixel units as torchvision's ``Normalize``; None for plain
+    0..255 floats. channels: how many of the decoded channels to keep (1 reads a grayscale file stored as
+    three equal channels); None keeps all. channels_last: write (N, H, W, C) instead of (N, C, H, W).
+    """
+
+    mean: Optional[Tuple[float, ...]] = None
+    std: Optional[Tuple[float, ...]] = None
+    channels: Optional[int] = None
+    channels_last: bool = False
+
+    def scale_and_shift(self, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+        """float32 arrays with ``normalised = pixel * scale + shift`` for each of ``channels`` channels."""
+        if self.mean is None or self.std is None:
+            return np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        if mean.shape != (channels,) or std.shape != (channels,) or (std <= 0).any():
+            raise ValueError(f"mean and std need {channels} values each (std > 0), got mean={self.mean}, "
+                             f"std={self.std}")
+        return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
 
 def _index_scratch() -> AllocationQuery:
@@ -121,9 +150,11 @@ def _copy_indices(indices, scratch):
 class MixImages(Operation):
     """FFCV operation: mixes a decoded uint8 image batch; see ``Mixing``."""
 
-    def __init__(self, mixing: Mixing):
+    def __init__(self, mixing: Mixing, float_output: Optional[FloatOutput] = None):
         super().__init__()
         self.mixing = mixing
+        self.float_output = float_output
+        self.scale = self.shift = None   # float output: kept here, the compiled code holds their addresses
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Optional[AllocationQuery]]:
         shape = previous_state.shape
@@ -132,9 +163,22 @@ class MixImages(Operation):
                              f"the decoder, before ToTensor (it got {previous_state.dtype} {shape})")
         # Tell the label op the size the boxes are cut in; every declaration happens before any batch runs.
         self.mixing.control[HEIGHT], self.mixing.control[WIDTH] = int(shape[0]), int(shape[1])
-        return previous_state, (AllocationQuery(shape, np.dtype(np.uint8)), _index_scratch())
+        if self.float_output is None:
+            return previous_state, (AllocationQuery(shape, np.dtype(np.uint8)), _index_scratch())
+        height, width, channels = shape
+        out_channels = self.float_output.channels or channels
+        if not 1 <= out_channels <= channels:
+            raise ValueError(f"float_output.channels must be in [1, {channels}], got {out_channels}")
+        self.scale, self.shift = self.float_output.scale_and_shift(out_channels)
+        out_shape = ((height, width, out_channels) if self.float_output.channels_last
+                     else (out_channels, height, width))
+        float32 = np.dtype(np.float32)
+        return (replace(previous_state, shape=out_shape, dtype=float32),
+                (AllocationQuery(out_shape, float32), _index_scratch()))
 
     def generate_code(self):
+        if self.float_output is not None:
+            return self._generate_float_code()
         control_at = np.uint64(self.mixing.control.address)
         seed = self.mixing.seed
         mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode = self.mixing._scalars()
@@ -151,6 +195,27 @@ class MixImages(Operation):
 
         mix_images_op.with_indices = True
         return mix_images_op
+
+    def _generate_float_code(self):
+        control_at = np.uint64(self.mixing.control.address)
+        seed = self.mixing.seed
+        mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode = self.mixing._scalars()
+        scale_at, shift_at = np.uint64(self.scale.ctypes.data), np.uint64(self.shift.ctypes.data)
+        out_channels = np.int64(len(self.scale))
+        channels_last = np.int64(self.float_output.channels_last)
+
+        def mix_normalize_op(images, buffers, indices):
+            out, index_scratch = buffers
+            count, height, width, channels = images.shape
+            converted = out[:count]
+            sample_ids = _copy_indices(indices, index_scratch)
+            mix_normalize_batch(images.ctypes.data, converted.ctypes.data, sample_ids.ctypes.data, count, height,
+                                width, channels, out_channels, control_at, seed, mixup_alpha, cutmix_alpha,
+                                mix_prob, switch_prob, mode, scale_at, shift_at, channels_last)
+            return converted
+
+        mix_normalize_op.with_indices = True
+        return mix_normalize_op
 
 
 class MixLabels(Operation):

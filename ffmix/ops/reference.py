@@ -35,3 +35,17 @@ def box_area_lam(box, height, width):
     box = np.asarray(box, np.int64)
     area = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2])
     return 1.0 - area / (height * width)
+
+
+def mix_normalize_reference(images, partner, weight, box, scale, shift, channels_last):
+    """See ``kernels.mix_normalize``; returns float32 (N, C', H, W) or (N, H, W, C')."""
+    own = images.astype(np.float64)
+    w = weight.astype(np.float64).reshape(-1, 1, 1, 1) / 256
+    pixels = w * own + (1 - w) * own[partner]
+    for i, (y0, y1, x0, x1) in enumerate(box):
+        pixels[i, y0:y1, x0:x1] = own[partner[i], y0:y1, x0:x1]
+    out_channels = len(scale)
+    normalised = pixels[..., :out_channels] * np.asarray(scale) + np.asarray(shift)
+    if not channels_last:
+        normalised = normalised.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(normalised, dtype=np.float32)
