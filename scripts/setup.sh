@@ -17,17 +17,22 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# pip prints one warning per missing local index folder on some machines; they are noise here.
+pip_quiet() {
+    .venv/bin/python -m pip -q "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+}
+
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.ffmix-installed
 # Reinstall only when the declared dependencies changed since the last install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing ffmix and its dependencies into .venv (first run: a few minutes)"
-    .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+    pip_quiet install --upgrade pip setuptools wheel
     # FFCV's setup.py imports numpy and finds OpenCV/libjpeg-turbo through pkg-config, so it
     # is built without build isolation after its build needs are present.
-    .venv/bin/python -m pip install -q numpy setuptools wheel
-    .venv/bin/python -m pip install -q --no-build-isolation "ffcv>=1.0.2"
-    .venv/bin/python -m pip install -q -e '.[test]'
+    pip_quiet install numpy
+    pip_quiet install --no-build-isolation "ffcv>=1.0.2"
+    pip_quiet install -e '.[test]'
     touch "$stamp"
 fi
