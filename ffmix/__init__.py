@@ -15,6 +15,7 @@ _EXPORTS = {
     "make_loader": "ffmix.loader",
     "MixLoader": "ffmix.loader",
     "Mixing": "ffmix.ops.mixing",
+    "FloatOutput": "ffmix.ops.mixing",
     "MixImages": "ffmix.ops.mixing",
     "MixLabels": "ffmix.ops.mixing",
     "DatasetMeta": "ffmix.metadata",
