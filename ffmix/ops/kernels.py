@@ -92,6 +92,53 @@ def _blend_span(out_row, own_row, other_row, channel, start, stop, own_scale, ot
         out_row[x] = own_row[x, channel] * own_scale + other_row[x, channel] * other_scale + offset
 
 
+@njit(cache=True, inline="always")
+def _blend_span_planar(red, green, blue, own, other, start, stop, own_scale, other_scale, shift):
+    """RGB pixels ``[start, stop)`` of one row into three planes; ``own``/``other`` are the rows as flat
+    bytes. The literal stride of 3 lets LLVM vectorise the interleaved loads, which a stride known only at
+    run time prevents (3-5x slower); the scales are (r, g, b) tuples so they stay in registers."""
+    for x in range(start, stop):
+        red[x] = own[3 * x] * own_scale[0] + other[3 * x] * other_scale[0] + shift[0]
+        green[x] = own[3 * x + 1] * own_scale[1] + other[3 * x + 1] * other_scale[1] + shift[1]
+        blue[x] = own[3 * x + 2] * own_scale[2] + other[3 * x + 2] * other_scale[2] + shift[2]
+
+
+@njit(cache=True, inline="always")
+def _blend_span_interleaved(out, own, other, start, stop, own_scale, other_scale, shift):
+    """The same, written interleaved (channels last) into the flat float row ``out``."""
+    for x in range(start, stop):
+        out[3 * x] = own[3 * x] * own_scale[0] + other[3 * x] * other_scale[0] + shift[0]
+        out[3 * x + 1] = own[3 * x + 1] * own_scale[1] + other[3 * x + 1] * other_scale[1] + shift[1]
+        out[3 * x + 2] = own[3 * x + 2] * own_scale[2] + other[3 * x + 2] * other_scale[2] + shift[2]
+
+
+@njit(cache=True, inline="always")
+def _mix_normalize_rgb(images, out, i, j, own_weight, y0, y1, x0, x1, scale, shift, channels_last):
+    n, height, width, _ = images.shape
+    rows = images.reshape(n, height, width * 3)
+    other_weight = np.float32(1.0) - own_weight
+    own_scale = (own_weight * scale[0], own_weight * scale[1], own_weight * scale[2])
+    other_scale = (other_weight * scale[0], other_weight * scale[1], other_weight * scale[2])
+    paste_own = (np.float32(0.0), np.float32(0.0), np.float32(0.0))
+    paste_other = (scale[0], scale[1], scale[2])
+    offsets = (shift[0], shift[1], shift[2])
+    for y in range(height):
+        in_box = y0 <= y < y1 and x1 > x0
+        cut_from = x0 if in_box else width
+        cut_to = x1 if in_box else width
+        own, other = rows[i, y], rows[j, y]
+        if channels_last:
+            flat = out[i, y].reshape(width * 3)
+            _blend_span_interleaved(flat, own, other, 0, cut_from, own_scale, other_scale, offsets)
+            _blend_span_interleaved(flat, own, other, cut_from, cut_to, paste_own, paste_other, offsets)
+            _blend_span_interleaved(flat, own, other, cut_to, width, own_scale, other_scale, offsets)
+        else:
+            red, green, blue = out[i, 0, y], out[i, 1, y], out[i, 2, y]
+            _blend_span_planar(red, green, blue, own, other, 0, cut_from, own_scale, other_scale, offsets)
+            _blend_span_planar(red, green, blue, own, other, cut_from, cut_to, paste_own, paste_other, offsets)
+            _blend_span_planar(red, green, blue, own, other, cut_to, width, own_scale, other_scale, offsets)
+
+
 @njit(cache=True, parallel=True, nogil=True, fastmath=True)
 def mix_normalize(images, out, partner, weight, box, scale, shift, channels_last):
     """Mix, convert to float and normalise in one pass over memory, writing (N, C', H, W) or (N, H, W, C').
@@ -102,27 +149,27 @@ def mix_normalize(images, out, partner, weight, box, scale, shift, channels_last
     the float keeps the exact weight its label gets), with the box of ``box[i]`` taken from ``images[j]``
     whole, then ``out = p * scale[c] + shift[c]`` (scale = 1 / (255 std), shift = -mean / std normalises).
     """
-    n, height, width, _ = images.shape
+    n, height, width, channels = images.shape
     out_channels = scale.shape[0]
     for i in prange(n):
         j = partner[i]
         own_weight = np.float32(weight[i]) / np.float32(WEIGHT_ONE)
         y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        if channels == 3 and out_channels == 3:
+            _mix_normalize_rgb(images, out, i, j, own_weight, y0, y1, x0, x1, scale, shift, channels_last)
+            continue
         for y in range(height):
-            own_row, other_row = images[i, y], images[j, y]
             # The row splits into [0, cut_from) blended, [cut_from, cut_to) pasted, [cut_to, W) blended;
             # plain loops over each span vectorise, a per-pixel test would not.
             in_box = y0 <= y < y1 and x1 > x0
             cut_from = x0 if in_box else width
             cut_to = x1 if in_box else width
+            own_row, other_row = images[i, y], images[j, y]
             for c in range(out_channels):
                 # Fold the blend weights into the normalisation: one multiply-add per source pixel.
                 own_scale = own_weight * scale[c]
                 other_scale = (np.float32(1.0) - own_weight) * scale[c]
-                if channels_last:
-                    out_row = out[i, y, :, c]
-                else:
-                    out_row = out[i, c, y]
+                out_row = out[i, y, :, c] if channels_last else out[i, c, y]
                 _blend_span(out_row, own_row, other_row, c, 0, cut_from, own_scale, other_scale, shift[c])
                 _blend_span(out_row, own_row, other_row, c, cut_from, cut_to, np.float32(0.0), scale[c], shift[c])
                 _blend_span(out_row, own_row, other_row, c, cut_to, width, own_scale, other_scale, shift[c])
