@@ -1,0 +1,232 @@
+"""``ffmix bench``: ffmix against what people run today for MixUp/CutMix, side by side in one run.
+
+Sections (``ffmix bench SECTION``; default ``all``):
+
+* ``ops``: mixing alone on one in-memory batch: the ffmix op, FFCV's ImageMixup, the NumPy and PyTorch
+  tutorial functions, torchvision's MixUp and CutMix, against ``np.copyto`` of the batch (``ops.py``);
+* ``e2e``: images/s delivered to the training loop as (images, soft targets) by the PyTorch DataLoader
+  recipes, FFCV's loader with its own mixup, and ffmix, on three datasets (``e2e.py``, ``data.py``);
+* ``scaling``: the same for 1..N workers and two batch sizes, and an epoch's time at N/4 and N samples;
+* ``startup``: fresh processes, loader built -> first batch, Numba cache warm and cold (``startup.py``).
+
+The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one), so
+none is faster because it does less. Output: a header (machine, versions), tables, the targets, ``--json``
+and ``--plot`` (``report.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+SECTIONS = ("ops", "e2e", "scaling", "startup")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Measure ffmix against the usual MixUp/CutMix data paths on the same data, workers and batch size: "
+        "mixing alone (ops), end to end (e2e), scaling, and loader start-up. Prints a table; --json and --plot "
+        "write every figure. The datasets are generated in a work folder (Fashion-MNIST is read from "
+        f"--fmnist when present). A full run takes a few minutes; --quick well under one.")
+    parser.add_argument("section", nargs="?", default="all", choices=("all",) + SECTIONS,
+                        help="which part to run")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny data and short runs: checks that everything works, in well under a minute")
+    parser.add_argument("--json", metavar="PATH", default=None, help="write every figure to this JSON file")
+    parser.add_argument("--plot", metavar="PATH", default=None, help="write a bar chart (PNG) of images/s")
+    parser.add_argument("--device", default="cpu", help="where batches are delivered: cpu or cuda[:N]")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="CPU workers/threads for every path (default: the cores available)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="batch size for the 28x28 and 32x32 datasets (default 512; --quick 256)")
+    parser.add_argument("--jpeg-batch-size", type=int, default=None, metavar="N",
+                        help="batch size for the JPEG dataset (default 128; --quick 32)")
+    parser.add_argument("--runs", type=int, default=None, metavar="N",
+                        help="timed runs per measurement, the median is reported (default 5; --quick 3)")
+    parser.add_argument("--min-run-s", type=float, default=None, metavar="S",
+                        help="shortest timed run in seconds (default 0.5; --quick 0.05)")
+    parser.add_argument("--datasets", default=None, metavar="LIST",
+                        help="end-to-end datasets, comma-separated from fmnist, rgb32, jpeg224 "
+                             "(default: all three; --quick: rgb32)")
+    parser.add_argument("--warm-runs", type=int, default=None, metavar="N",
+                        help="start-up: fresh processes with the Numba cache warm (default 3; --quick 1)")
+    parser.add_argument("--cold-runs", type=int, default=None, metavar="N",
+                        help="start-up: fresh processes with an empty Numba cache (default 1; --quick 0)")
+    parser.add_argument("--fmnist", default="/usr/share/datasets/fashion-mnist", metavar="DIR",
+                        help="Fashion-MNIST IDX folder (a synthetic 28x28 stand-in is used if missing)")
+    parser.add_argument("--work-dir", default=None, metavar="DIR",
+                        help="keep the generated datasets here and reuse them (default: a temporary folder)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _settings(args) -> Dict[str, object]:
+    from .data import cpu_count
+
+    quick = args.quick
+    def pick(value, full, small):
+        return value if value is not None else (small if quick else full)
+
+    settings = {
+        "quick": quick,
+        "workers": pick(args.workers, cpu_count(), cpu_count()),
+        "batch_size": pick(args.batch_size, 512, 256),
+        "jpeg_batch_size": pick(args.jpeg_batch_size, 128, 32),
+        "runs": pick(args.runs, 5, 3),
+        "min_run_s": pick(args.min_run_s, 0.5, 0.05),
+        "warm_runs": pick(args.warm_runs, 3, 1),
+        "cold_runs": pick(args.cold_runs, 1, 0),
+        "device": args.device,
+        "sections": list(SECTIONS) if args.section == "all" else [args.section],
+    }
+    for name in ("workers", "batch_size", "jpeg_batch_size", "runs"):
+        if settings[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {settings[name]}")
+    if settings["min_run_s"] < 0 or settings["warm_runs"] < 0 or settings["cold_runs"] < 0:
+        raise ValueError("--min-run-s, --warm-runs and --cold-runs must not be negative")
+    listed = args.datasets if args.datasets is not None else ("rgb32" if quick else "fmnist,rgb32,jpeg224")
+    datasets = [d.strip() for d in listed.split(",") if d.strip()]
+    unknown = sorted(set(datasets) - {"fmnist", "rgb32", "jpeg224"})
+    if unknown or not datasets:
+        raise ValueError(f"--datasets takes a comma-separated list of fmnist, rgb32, jpeg224; got {listed!r}")
+    settings["datasets"] = datasets
+    if quick and args.section == "all":
+        # start-up needs fresh processes that import torch and compile FFCV's pipelines: tens of seconds
+        settings["sections"] = ["ops", "e2e", "scaling"]
+    return settings
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} but no CUDA GPU is available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {name!r}")
+    return device
+
+
+def _lap(section_s: Dict[str, float], name: str, mark: float) -> float:
+    now = time.perf_counter()
+    if now - mark > 1e-3:
+        section_s[name] = now - mark
+    return now
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    for name in ("json", "plot"):
+        target = getattr(args, name)
+        if target is not None and Path(target).is_dir():
+            raise ValueError(f"--{name} {target} is a folder; give a file path")
+    started = time.perf_counter()
+    from tqdm import tqdm
+
+    from . import data, e2e, ops, report, startup
+    from .measure import machine
+
+    device = _device(settings["device"])
+    sections = settings["sections"]
+    quick = settings["quick"]
+    workers = settings["workers"]
+    runs = settings["runs"]
+    results: Dict[str, List[dict]] = {}
+    skipped: Dict[str, str] = {}
+    section_s: Dict[str, float] = {}
+    if quick and args.section == "all":
+        skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
+    header = machine(str(device))
+    config = {k: v for k, v in settings.items()}
+
+    needs_data = any(s in sections for s in ("e2e", "scaling", "startup"))
+    specs = {s.name: s for s in data.standard_specs(quick, Path(args.fmnist))}
+    wanted = [specs[name] for name in settings["datasets"]] if "e2e" in sections else []
+    if any(s in sections for s in ("scaling", "startup")) and specs["rgb32"] not in wanted:
+        wanted.append(specs["rgb32"])
+    # scaling: 1, 2 and all workers, two batch sizes; --quick: ffmix only, one batch size
+    scaling_workers = sorted({1, min(2, workers), workers})
+    scaling_batches = sorted({128, settings["batch_size"]}) if not quick else [settings["batch_size"]]
+    grid_pipelines = ("ffmix",) if quick else e2e.GRID_PIPELINES
+    size_pipelines = ("ffmix",) if quick else e2e.SIZE_PIPELINES
+    e2e_pipelines = list(e2e.PIPELINES)
+    steps = 0
+    if "ops" in sections:
+        steps += ops.progress_steps(quick)
+    if "e2e" in sections:
+        steps += e2e.e2e_steps(wanted if "e2e" in sections else [], e2e_pipelines, runs)
+    if "scaling" in sections:
+        steps += e2e.scaling_steps(scaling_workers, scaling_batches, min(runs, 3), grid_pipelines, size_pipelines)
+    if "startup" in sections:
+        steps += startup.startup_steps(settings["warm_runs"], settings["cold_runs"])
+
+    work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ffmix-bench-"))
+    datasets = {}
+    try:
+        with tqdm(total=steps, desc="ffmix bench", unit="step", disable=args.quiet, file=sys.stderr,
+                  dynamic_ncols=True) as progress:
+            if needs_data:
+                for spec in wanted:
+                    progress.set_postfix_str(f"preparing {spec.name}")
+                    datasets[spec.name] = data.prepare(spec, work_dir, workers)
+            mark = time.perf_counter()
+            section_s["setup"] = mark - started  # imports and datasets
+            if "ops" in sections:
+                # one batch in memory is steady from the second call: shorter runs suffice
+                results["ops"] = ops.run_ops(quick=quick, threads=workers, runs=runs,
+                                             min_run_s=min(settings["min_run_s"], 0.2), progress=progress)
+            mark = _lap(section_s, "ops", mark)
+            if "e2e" in sections:
+                chosen = [datasets[name] for name in settings["datasets"]]
+                batch_sizes = {d.name: settings["jpeg_batch_size"] if d.spec.jpeg else settings["batch_size"]
+                               for d in chosen}
+                results["e2e"] = e2e.run_e2e(chosen, pipelines=e2e_pipelines, batch_sizes=batch_sizes,
+                                             workers=workers, runs=runs, min_run_s=settings["min_run_s"],
+                                             device=device, progress=progress)
+            mark = _lap(section_s, "e2e", mark)
+            if "scaling" in sections:
+                results["scaling"] = e2e.run_scaling(
+                    datasets["rgb32"], worker_counts=scaling_workers, batch_sizes=scaling_batches,
+                    size_batch=settings["batch_size"], max_workers=workers, runs=min(runs, 3),
+                    min_run_s=settings["min_run_s"], device=device, progress=progress,
+                    grid_pipelines=grid_pipelines, size_pipelines=size_pipelines)
+            mark = _lap(section_s, "scaling", mark)
+            if "startup" in sections:
+                if settings["warm_runs"] + settings["cold_runs"] == 0:
+                    skipped["startup"] = "--warm-runs 0 and --cold-runs 0"
+                else:
+                    rgb = datasets["rgb32"]
+                    results["startup"] = startup.run_startup(
+                        beton=rgb.beton, batch_size=settings["batch_size"], workers=workers,
+                        num_classes=rgb.num_classes, warm_runs=settings["warm_runs"],
+                        cold_runs=settings["cold_runs"], progress=progress,
+                        fill="ffmix.ops.batch" not in sys.modules)  # this process filled the cache already
+                    if settings["cold_runs"] == 0:
+                        skipped["startup, cold cache"] = "--cold-runs 0 (the --quick default: a cold ffmix " \
+                                                         "compile takes tens of seconds)"
+            _lap(section_s, "startup", mark)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    header["load_average_end"] = machine(str(device))["load_average"]
+    full_report = {
+        "machine": header, "config": config,
+        "datasets": {name: d.describe() for name, d in datasets.items()},
+        "results": results, "skipped": skipped,
+        "targets": report.evaluate_targets(results, quick),
+        "seconds": time.perf_counter() - started, "section_seconds": section_s,
+    }
+    print(report.render(full_report))
+    if args.json:
+        report.write_json(full_report, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        report.write_plot(full_report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0

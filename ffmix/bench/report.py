@@ -1,0 +1,306 @@
+"""What ``ffmix bench`` shows: a header (machine, versions), tables for people, the targets with met/missed,
+a JSON file with every figure, and a bar chart."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+# (section, where, ffmix row, other row, comparison, threshold, what) for ratios of images/s;
+# "ops_memcpy" compares ffmix time to the memcpy time of the same batch; "startup" warm first-batch times.
+TARGETS = [
+    ("e2e", "rgb32", "ffmix", "dl_collate", ">=", 20.0, "end to end 32x32 raw: ffmix / DataLoader + collate_fn"),
+    ("e2e", "rgb32", "ffmix", "ffcv_mixup", ">=", 4.0, "end to end 32x32 raw: ffmix / FFCV + its ImageMixup"),
+    ("e2e", "rgb32", "ffmix", "dl_torchvision", ">=", 20.0,
+     "end to end 32x32 raw: ffmix / DataLoader + torchvision v2 MixUp/CutMix"),
+    ("e2e", "jpeg224", "ffmix", "dl_collate", ">=", 5.0, "end to end 224 JPEG: ffmix / DataLoader + collate_fn"),
+    ("e2e", "rgb32", "ffmix", "ffmix_off", ">=", 0.8, "end to end 32x32 raw: ffmix mixing on / mixing off"),
+    ("e2e", "jpeg224", "ffmix", "ffmix_off", ">=", 0.9, "end to end 224 JPEG: ffmix mixing on / mixing off"),
+    ("ops", "imagenet", "ffmix", "ffcv", ">=", 8.0, "mixing alone, ImageNet batch: ffmix / FFCV ImageMixup"),
+    ("ops", "imagenet", "ffmix", "torch", ">=", 20.0,
+     "mixing alone, ImageNet batch: ffmix / vectorised float PyTorch"),
+    ("ops_memcpy", "imagenet", "ffmix", "memcpy", "<=", 2.5, "mixing alone, ImageNet batch: ffmix time / memcpy"),
+    ("ops", "cifar", "ffmix", "ffcv", ">=", 4.0, "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup"),
+    ("startup", "warm", "ffmix", "ffcv_plain", "<=", 1.5,
+     "start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"),
+]
+
+
+def evaluate_targets(results: Dict[str, List[dict]], quick: bool) -> List[dict]:
+    """Each target whose rows were measured: the measured ratio, the threshold and whether it is met."""
+    evaluated = []
+    for section, where, mine, other, comparison, threshold, what in TARGETS:
+        measured = _ratio(results, section, where, mine, other)
+        if measured is None:
+            continue
+        met = measured >= threshold if comparison == ">=" else measured <= threshold
+        evaluated.append({"target": what, "section": section, "where": where, "measured": measured,
+                          "comparison": comparison, "threshold": threshold, "met": bool(met),
+                          "quick": quick})
+    return evaluated
+
+
+def _ratio(results, section, where, mine, other) -> Optional[float]:
+    if section == "e2e":
+        rows = {r["pipeline"]: r for r in results.get("e2e", []) if r["dataset"] == where}
+        if mine in rows and other in rows:
+            return rows[mine]["images_per_s"] / rows[other]["images_per_s"]
+    elif section in ("ops", "ops_memcpy"):
+        rows = {r["impl"]: r for r in results.get("ops", []) if r.get("shape_role") == where}
+        if mine in rows and other in rows:
+            if section == "ops":
+                return rows[mine]["images_per_s"] / rows[other]["images_per_s"]
+            return rows[mine]["ms_per_batch"] / rows[other]["ms_per_batch"]
+    elif section == "startup":
+        rows = {r["loader"]: r for r in results.get("startup", []) if r["cache"] == where}
+        if mine in rows and other in rows:
+            return rows[mine]["to_first_batch_s"] / rows[other]["to_first_batch_s"]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+def fmt_rate(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def fmt_ratio(value: Optional[float]) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.3g}×" if value < 100 else f"{value:,.0f}×"
+
+
+def fmt_ms(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
+    """A Markdown table, padded so it also reads well as plain text; ``align``: 'l' or 'r' per column."""
+    widths = [max(len(str(h)), *(len(str(r[k])) for r in rows)) if rows else len(str(h))
+              for k, h in enumerate(headers)]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                                 for c, w, a in zip(cells, widths, align)) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align)) + "|"
+    return "\n".join([line(headers), rule] + [line(r) for r in rows])
+
+
+def check_text(row: dict) -> str:
+    check = row.get("check") or {}
+    if check.get("ok", True):
+        return "ok"
+    return "FAIL: " + "; ".join(check.get("problems", []))
+
+
+def header_text(machine: dict, config: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    gpu = machine["gpu"] or "none"
+    load = machine.get("load_average")
+    lines = [
+        f"ffmix bench{' --quick' if config.get('quick') else ''} ({', '.join(config['sections'])}), "
+        f"{machine['date']}",
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, GPU: {gpu}; "
+        f"{machine['os']}" + (f"; load average at start {load[0]}" if load else ""),
+        f"versions: {versions}",
+        f"settings: {config['workers']} workers/threads, device {config['device']}; median of {config['runs']} "
+        f"runs, taken in turns; a loader's run is an epoch (>= {config['min_run_s']} s, cut to ~2 s for slow "
+        f"ones); warm-up (first epoch, compiles) excluded; MixUp α=0.8, CutMix α=1.0, switch 0.5, one decision "
+        f"per batch in ffmix (mode=batch)",
+    ]
+    return "\n".join(lines)
+
+
+def ops_text(rows: List[dict]) -> str:
+    parts = []
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        shape_rows = [r for r in rows if r["shape"] == shape]
+        body = [[r["label"], r["input"], str(r["threads"]), fmt_ms(r["ms_per_batch"]), fmt_rate(r["images_per_s"]),
+                 fmt_ratio(r["vs_ffmix"]), fmt_ratio(r["x_memcpy"]), check_text(r)] for r in shape_rows]
+        parts.append(f"Mixing alone, batch {shape} uint8 (N×H×W×C), one batch in memory\n" + table(
+            ["implementation", "input", "threads", "ms/batch", "images/s", "rate ÷ ffmix", "time ÷ memcpy",
+             "check"], body, "lllrrrrl"))
+    return "\n\n".join(parts)
+
+
+def e2e_text(rows: List[dict]) -> str:
+    parts = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        data_rows = [r for r in rows if r["dataset"] == dataset]
+        first = data_rows[0]
+        body = []
+        for r in data_rows:
+            warm = "-" if r["pipeline"] == "memcpy" else f"{r['warmup_s']:.2f}"
+            body.append([r["label"], fmt_rate(r["images_per_s"]), fmt_ms(r["ms_per_batch"]),
+                         fmt_ratio(r["vs_ffmix"]), fmt_ratio(r["x_memcpy"]), warm, check_text(r)])
+        notes = [f"  note ({r['pipeline']}): {r['note']}" for r in data_rows if r.get("note")]
+        parts.append(f"End to end: {first['dataset_title']}; batch {first['batch_size']}, {first['workers']} workers, "
+                     f"device {first['device']}\n" + table(
+                         ["pipeline", "images/s", "ms/batch", "rate ÷ ffmix", "time ÷ memcpy", "first epoch s",
+                          "check"], body, "lrrrrrl") + ("\n" + "\n".join(notes) if notes else ""))
+    return "\n\n".join(parts)
+
+
+def scaling_text(rows: List[dict]) -> str:
+    parts = []
+    grid = [r for r in rows if r["kind"] == "workers_batch"]
+    if grid:
+        pipelines = list(dict.fromkeys(r["pipeline"] for r in grid))
+        configs = list(dict.fromkeys((r["workers"], r["batch_size"]) for r in grid))
+        labels = {r["pipeline"]: r["label"] for r in grid}
+        body = []
+        for workers, batch in configs:
+            cells = [str(workers), str(batch)]
+            for p in pipelines:
+                match = [r for r in grid if r["pipeline"] == p and r["workers"] == workers and r["batch_size"] == batch]
+                cells.append(fmt_rate(match[0]["images_per_s"]) if match else "-")
+            body.append(cells)
+        parts.append(f"Scaling on {grid[0]['dataset']} ({grid[0]['samples']} samples): images/s by workers and "
+                     "batch size\n" +
+                     table(["workers", "batch"] + [labels[p] for p in pipelines], body, "rr" + "r" * len(pipelines)))
+    sizes = [r for r in rows if r["kind"] == "dataset_size"]
+    if sizes:
+        body = [[r["label"], f"{r['epoch_s_small']:.3f}", f"{r['epoch_s_large']:.3f}", f"{r['growth']:.2f}×",
+                 fmt_rate(r["images_per_s_small"]), fmt_rate(r["images_per_s_large"])] for r in sizes]
+        parts.append(f"Scaling with dataset size on {sizes[0]['dataset']} (batch {sizes[0]['batch_size']}, "
+                     f"{sizes[0]['workers']} workers): epoch time at N={sizes[0]['n_small']} and "
+                     f"4N={sizes[0]['n_large']} (4.00× is linear)\n" +
+                     table(["pipeline", "epoch s at N", "epoch s at 4N", "growth", "images/s at N", "images/s at 4N"],
+                           body, "lrrrrr"))
+    return "\n\n".join(parts)
+
+
+def startup_text(rows: List[dict]) -> str:
+    body = [[r["label"], r["cache"], f"{r['to_first_batch_s']:.2f}", f"{r['ffmix_import_s']:.2f}",
+             f"{r['build_s']:.2f}", f"{r['first_batch_s']:.2f}", f"{r['import_s']:.2f}", str(len(r["runs_s"])),
+             check_text(r)] for r in rows]
+    first = rows[0]
+    return (f"Start-up: fresh process, after the shared imports (torch, FFCV) -> first batch; batch "
+            f"{first['batch_size']}, {first['workers']} workers\n" +
+            table(["loader", "Numba cache", "to first batch s", "ffmix import s", "build s", "iter+first batch s",
+                   "shared imports s", "runs", "check"], body, "llrrrrrrl"))
+
+
+def targets_text(targets: List[dict]) -> str:
+    if not targets:
+        return ""
+    body = [[t["target"], f"{t['measured']:.3g}×", f"{t['comparison']} {t['threshold']:g}×",
+             "met" if t["met"] else "MISSED"] for t in targets]
+    quick = " (--quick: tiny data, not the sizes the targets are set for)" if targets[0]["quick"] else ""
+    return f"Targets{quick}\n" + table(["target", "measured", "needed", ""], body, "lrrl")
+
+
+def render(report: dict) -> str:
+    parts = [header_text(report["machine"], report["config"])]
+    for name, line in report.get("datasets", {}).items():
+        parts.append(f"dataset {name}: {line}")
+    results = report["results"]
+    if results.get("ops"):
+        parts.append(ops_text(results["ops"]))
+    if results.get("e2e"):
+        parts.append(e2e_text(results["e2e"]))
+    if results.get("scaling"):
+        parts.append(scaling_text(results["scaling"]))
+    if results.get("startup"):
+        parts.append(startup_text(results["startup"]))
+    for name, why in report.get("skipped", {}).items():
+        parts.append(f"{name}: skipped ({why})")
+    if report.get("targets"):
+        parts.append(targets_text(report["targets"]))
+    laps = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("section_seconds", {}).items())
+    parts.append(f"total {report['seconds']:.0f} s" + (f" ({laps})" if laps else ""))
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ json, plot
+
+def write_json(report: dict, path: os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=2, default=_plain))
+    os.replace(tmp, path)
+
+
+def _plain(value):
+    try:
+        import numpy as np
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:
+        pass
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+# families share a colour map: ffmix greens, FFCV blues, PyTorch/torchvision/NumPy oranges, limits grey
+_FAMILIES = (("ffmix", "Greens", ("ffmix", "ffmix_mixup", "ffmix_off", "ffmix_uint8")),
+             ("ffcv", "Blues", ("ffcv_mixup", "ffcv", "ffcv_plain")),
+             ("other", "Oranges", ("dl_collate", "torch", "dl_torchvision", "tv_mixup", "tv_cutmix", "numpy_loop")),
+             ("limit", "Greys", ("memcpy", "memcpy_float")))
+
+
+def _colour(key: str, plt):
+    for _, cmap, members in _FAMILIES:
+        if key in members:
+            return plt.get_cmap(cmap)(0.85 - 0.5 * members.index(key) / max(len(members) - 1, 1))
+    return "tab:purple"
+
+
+def write_plot(report: dict, path: os.PathLike) -> None:
+    """Bars of images/s (log scale): one group per dataset end to end, one group per batch shape alone."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    panels = [(name, rows) for name, rows in (("e2e", results.get("e2e")), ("ops", results.get("ops"))) if rows]
+    if not panels:
+        raise ValueError("--plot needs the e2e or ops section; nothing to plot")
+    figure, axes = plt.subplots(len(panels), 1, figsize=(13, 5.2 * len(panels)), squeeze=False)
+    for axis, (name, rows) in zip(axes[:, 0], panels):
+        group_key, bar_key = ("dataset", "pipeline") if name == "e2e" else ("shape", "impl")
+        groups = list(dict.fromkeys(r[group_key] for r in rows))
+        bars = list(dict.fromkeys(r[bar_key] for r in rows))
+        labels = {r[bar_key]: r["label"] for r in rows}
+        width = 0.8 / len(bars)
+        for k, bar in enumerate(bars):
+            xs, ys = [], []
+            for g, group in enumerate(groups):
+                match = [r for r in rows if r[group_key] == group and r[bar_key] == bar]
+                if match:
+                    xs.append(g - 0.4 + width * (k + 0.5))
+                    ys.append(match[0]["images_per_s"])
+            axis.bar(xs, ys, width=width, label=labels[bar], color=_colour(bar, plt),
+                     hatch="//" if bar.startswith("memcpy") else None, edgecolor="black" if bar == "ffmix" else None)
+        axis.set_yscale("log")
+        axis.set_xticks(range(len(groups)))
+        if name == "e2e":
+            titles = {r["dataset"]: r["dataset_title"].split(":")[0] for r in rows}
+            axis.set_xticklabels([titles[g] for g in groups])
+            axis.set_title("End to end: images/s delivered as (normalised float32 images, soft targets)")
+        else:
+            axis.set_xticklabels([f"batch {g} uint8" for g in groups])
+            axis.set_title("Mixing alone: images/s on one in-memory batch")
+        axis.set_ylabel("images/s (log scale)")
+        axis.grid(axis="y", which="both", alpha=0.3)
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    machine = report["machine"]
+    figure.suptitle(f"ffmix bench, {machine['date'][:10]}: {machine['cpu']}, {machine['cores']} cores, "
+                    f"{report['config']['workers']} workers", fontsize=11)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,294 @@
+"""``ffmix bench``: the quick run end to end (every row there, every rate positive, every path's output
+checked), and the competitor implementations value for value, so none of them is fast because it does less.
+No speed thresholds here: those are the benchmark's job, on a quiet machine."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import datagen
+from ffmix import cli
+from ffmix.bench import alternatives, e2e, ops, report
+from ffmix.bench.alternatives import (MixingCollate, TorchvisionCollate, check_batch, numpy_mixup_per_sample,
+                                      torch_cutmix, torch_mixup)
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK_TIMEOUT_S = 600
+
+
+# ------------------------------------------------------------------------------- the quick run, once
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """``ffmix bench --quick --json`` in a fresh process: (report dict, stdout)."""
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "bench.json"
+    plot = folder / "bench.png"
+    done = subprocess.run([sys.executable, "-m", "ffmix.cli", "bench", "--quick", "--quiet", "--json", str(out),
+                           "--plot", str(plot), "--work-dir", str(folder / "work")],
+                          cwd=REPO, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout, plot
+
+
+def test_quick_header_names_machine_and_versions(quick):
+    result, stdout, _ = quick
+    machine = result["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1
+    for package in ("ffmix", "ffcv", "torch", "numba", "numpy"):
+        assert machine["versions"][package]
+    assert result["config"]["quick"] is True
+    assert machine["cpu"] in stdout and "versions:" in stdout
+
+
+def test_quick_ops_has_every_implementation_at_both_shapes(quick):
+    rows = quick[0]["results"]["ops"]
+    for shape in ("64x64x64x3", "256x32x32x3"):
+        present = {r["impl"] for r in rows if r["shape"] == shape}
+        assert present == set(ops.IMPLEMENTATIONS), shape
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["ms_per_batch"] > 0
+        assert len(row["runs_s"]) >= 1 and all(s > 0 for s in row["runs_s"])
+        assert row["check"]["ok"], (row["impl"], row["check"])
+        assert math.isfinite(row["vs_ffmix"]) and math.isfinite(row["x_memcpy"])
+
+
+def test_quick_e2e_has_every_pipeline_with_checked_output(quick):
+    rows = quick[0]["results"]["e2e"]
+    assert {r["pipeline"] for r in rows} == set(e2e.PIPELINES) | {"memcpy"}
+    for row in rows:
+        assert row["images_per_s"] > 0, row["pipeline"]
+        if row["pipeline"] == "memcpy":
+            continue
+        assert row["warmup_s"] > 0 and len(row["runs_s"]) == quick[0]["config"]["runs"]
+        if row["pipeline"] == "ffcv_mixup":
+            # FFCV 1.0.2's MixupToOneHot overwrites same-class rows; that is the only problem tolerated
+            assert all("do not sum to one" in p for p in row["check"]["problems"]), row["check"]
+            assert row["note"]
+        else:
+            assert row["check"]["ok"], (row["pipeline"], row["check"])
+
+
+def test_quick_scaling_and_targets(quick):
+    result = quick[0]
+    scaling = result["results"]["scaling"]
+    grid = [r for r in scaling if r["kind"] == "workers_batch"]
+    sizes = [r for r in scaling if r["kind"] == "dataset_size"]
+    assert grid and all(r["images_per_s"] > 0 for r in grid)
+    assert {r["workers"] for r in grid} >= {1}
+    assert sizes and all(r["epoch_s_large"] > 0 and r["epoch_s_small"] > 0 for r in sizes)
+    assert "startup" in result["skipped"]
+    assert result["targets"], "the targets whose rows ran are evaluated"
+    for target in result["targets"]:
+        assert target["measured"] > 0 and isinstance(target["met"], bool) and target["quick"]
+
+
+def test_quick_prints_tables_and_plot(quick):
+    _, stdout, plot = quick
+    assert "| pipeline" in stdout and "| implementation" in stdout and "Targets" in stdout
+    from PIL import Image
+    with Image.open(plot) as image:
+        assert image.size[0] > 500 and image.size[1] > 500
+
+
+# ------------------------------------------------------------------------------ the competitors' maths
+
+def test_numpy_loop_blends_each_sample_with_its_partner():
+    rng = np.random.default_rng(3)
+    images = rng.random((6, 3, 4, 5), dtype=np.float32)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    mixed, targets = numpy_mixup_per_sample(images, labels, 3, 0.8, np.random.default_rng(7))
+    replay = np.random.default_rng(7)
+    partner = replay.permutation(6)
+    for i in range(6):
+        lam = replay.beta(0.8, 0.8)
+        np.testing.assert_allclose(mixed[i], lam * images[i] + (1 - lam) * images[partner[i]], rtol=1e-6)
+        assert targets[i, labels[i]] == pytest.approx(lam if labels[partner[i]] != labels[i] else 1.0, abs=1e-6)
+    np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+
+
+def test_torch_mixup_blends_with_per_sample_lambda():
+    images = torch.rand(8, 3, 5, 5)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    torch.manual_seed(11)
+    mixed, targets = torch_mixup(images, labels, 4, 0.4)
+    torch.manual_seed(11)
+    lam = torch.distributions.Beta(0.4, 0.4).sample((8,))
+    partner = torch.randperm(8)
+    expected = images * lam.view(-1, 1, 1, 1) + images[partner] * (1 - lam.view(-1, 1, 1, 1))
+    torch.testing.assert_close(mixed, expected)
+    torch.testing.assert_close(targets.sum(1), torch.ones(8))
+    assert len(set(lam.tolist())) > 1, "λ is drawn per sample"
+
+
+def test_torch_cutmix_pastes_the_partners_box_and_weighs_by_area():
+    images = torch.arange(4 * 1 * 8 * 8, dtype=torch.float32).view(4, 1, 8, 8)
+    original = images.clone()
+    labels = torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(5)
+    mixed, targets = torch_cutmix(images, labels, 4, 1.0)
+    changed = (mixed != original).flatten(1).any(dim=1)            # samples whose partner is another one
+    area = int((mixed != original).any(dim=0)[0].sum())              # one box for the whole batch
+    assert changed.any() and 0 < area < 64
+    own = targets[torch.arange(4), labels]
+    assert torch.allclose(own[changed], torch.full((int(changed.sum()),), 1 - area / 64))
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))
+
+
+def test_collates_give_the_contract():
+    samples = [(torch.rand(3, 6, 6), k % 5) for k in range(10)]
+    for collate in (MixingCollate(5, 0.8, 1.0), TorchvisionCollate(5, 0.8, 1.0)):
+        for _ in range(4):  # both branches (MixUp and CutMix) are drawn over a few calls
+            images, targets = collate(samples)
+            result = check_batch(images, targets, batch_size=10, channels=3, image_shape=(6, 6), num_classes=5,
+                                 mixed=True)
+            assert result["ok"], result
+
+
+def test_check_batch_catches_what_would_make_a_path_look_faster():
+    images = torch.zeros(4, 3, 2, 2)
+    one_hot = torch.eye(4)
+    assert check_batch(images, one_hot, batch_size=4, channels=3, image_shape=(2, 2), num_classes=4,
+                       mixed=False)["ok"]
+    unmixed = check_batch(images, one_hot, batch_size=4, channels=3, image_shape=(2, 2), num_classes=4, mixed=True)
+    assert not unmixed["ok"] and "not mixed" in unmixed["problems"][0]
+    ffcv_like = one_hot * 0.7
+    ffcv_like[0, 1] = 0.3
+    bad = check_batch(images, ffcv_like, batch_size=4, channels=3, image_shape=(2, 2), num_classes=4, mixed=True)
+    assert bad["bad_rows"] == 3
+    wrong_shape = check_batch(images[:, :1], one_hot, batch_size=4, channels=3, image_shape=(2, 2), num_classes=4,
+                              mixed=False)
+    assert not wrong_shape["ok"]
+
+
+def test_ffcv_mixup_to_one_hot_drops_weight_for_same_class_partners():
+    """Why the FFCV row is flagged: its MixupToOneHot assigns where it should add."""
+    from ffcv.transforms.mixup import MixupToOneHot
+
+    one_hotter = MixupToOneHot(3).generate_code()
+    rows = torch.tensor([[1.0, 1.0, 0.7], [2.0, 0.0, 0.6]])  # (label, partner label, λ)
+    targets = one_hotter(rows, torch.empty(2, 3))
+    assert targets[0].sum().item() == pytest.approx(0.3)    # should be 1
+    assert targets[1].sum().item() == pytest.approx(1.0)
+
+
+def test_ops_check_needs_a_change_inside_the_input_range():
+    images = np.random.default_rng(0).integers(10, 200, (6, 4, 4, 3), dtype=np.uint8)
+    mixed = ((images.astype(np.uint16) + np.roll(images, 1, axis=0)) // 2).astype(np.uint8)
+    assert ops.check_mixed(images, mixed)["ok"]
+    assert not ops.check_mixed(images, images.copy())["ok"]
+    assert not ops.check_mixed(images, np.full_like(images, 255))["ok"]
+    assert not ops.check_mixed(images, mixed, targets=np.full((6, 10), 0.2))["ok"]
+
+
+def test_jpeg_dataset_gives_normalised_crops(tmp_path):
+    written = datagen.write_image_folder(tmp_path, ["a", "b"], per_class=2, sizes=[(40, 50), (36, 30)], ext=".jpg")
+    files = [path for path, _, _ in written]
+    labels = np.array([label for _, label, _ in written])
+    dataset = alternatives.JpegFiles(files, labels, 24)
+    image, label = dataset[3]
+    assert image.shape == (3, 24, 24) and image.dtype == torch.float32 and label == 1
+    assert image.min() < 0 < image.max()
+
+
+def test_array_dataset_gray_and_rgb():
+    gray = alternatives.ArrayImages(np.full((2, 5, 5), 255, np.uint8), np.array([0, 1]), channels=1)
+    image, _ = gray[0]
+    assert image.shape == (1, 5, 5) and torch.allclose(image, torch.ones(1, 5, 5))   # (1 - 0.5) / 0.5
+    rgb = alternatives.ArrayImages(np.zeros((2, 5, 5, 3), np.uint8), np.array([0, 1]), channels=3)
+    image, _ = rgb[1]
+    assert image.shape == (3, 5, 5)
+    torch.testing.assert_close(image[:, 0, 0], -torch.tensor(alternatives.RGB_MEAN) / torch.tensor(alternatives.RGB_STD))
+
+
+# ------------------------------------------------------------------------------------- report, CLI
+
+def _fake_results():
+    e2e_rows = []
+    for dataset in ("rgb32", "jpeg224"):
+        for pipeline, rate in (("ffmix", 1000.0), ("ffmix_off", 1100.0), ("dl_collate", 40.0),
+                               ("dl_torchvision", 60.0), ("ffcv_mixup", 300.0)):
+            e2e_rows.append({"section": "e2e", "dataset": dataset, "dataset_title": f"{dataset}: x",
+                             "pipeline": pipeline, "label": pipeline, "images_per_s": rate,
+                             "ms_per_batch": 1.0, "vs_ffmix": rate / 1000, "x_memcpy": 2.0, "warmup_s": 1.0,
+                             "batch_size": 8, "workers": 2, "device": "cpu", "check": {"ok": True}})
+    ops_rows = [{"section": "ops", "shape": "8x4x4x3", "shape_role": "imagenet", "impl": impl, "label": impl,
+                 "input": "uint8", "threads": 2, "images_per_s": rate, "ms_per_batch": ms, "vs_ffmix": 1.0,
+                 "x_memcpy": 1.0, "check": {"ok": True}}
+                for impl, rate, ms in (("ffmix", 900.0, 2.0), ("ffcv", 100.0, 18.0), ("torch", 30.0, 60.0),
+                                       ("memcpy", 3000.0, 1.0))]
+    startup_rows = [{"section": "startup", "loader": loader, "label": loader, "cache": "warm", "to_first_batch_s": s,
+                     "ffmix_import_s": 0.0, "build_s": 0.1, "first_batch_s": s, "import_s": 1.0, "runs_s": [s], "batch_size": 8,
+                     "workers": 2, "check": {"ok": True}} for loader, s in (("ffmix", 3.0), ("ffcv_plain", 2.0))]
+    return {"e2e": e2e_rows, "ops": ops_rows, "startup": startup_rows}
+
+
+def test_targets_are_ratios_of_the_rows():
+    targets = {t["target"]: t for t in report.evaluate_targets(_fake_results(), quick=False)}
+    collate = targets["end to end 32x32 raw: ffmix / DataLoader + collate_fn"]
+    assert collate["measured"] == pytest.approx(25.0) and collate["met"]
+    assert not targets["end to end 32x32 raw: ffmix / FFCV + its ImageMixup"]["met"]          # 3.33 < 4
+    assert targets["mixing alone, ImageNet batch: ffmix time / memcpy"]["measured"] == pytest.approx(2.0)
+    startup = targets["start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"]
+    assert startup["measured"] == pytest.approx(1.5) and startup["met"]
+    assert "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup" not in targets   # no such rows: not evaluated
+
+
+def test_render_shows_every_section_and_the_verdicts():
+    results = _fake_results()
+    full = {"results": results, "targets": report.evaluate_targets(results, quick=False), "skipped": {},
+            "machine": {"date": "2026-01-01T00:00", "cpu": "Some CPU", "cores": 2, "memory_gib": 8, "gpu": None,
+                        "os": "Linux", "load_average": [0.1, 0.1, 0.1], "versions": {"ffmix": "0.1.0"}},
+            "config": {"quick": False, "sections": ["ops", "e2e", "startup"], "workers": 2, "device": "cpu",
+                       "runs": 5, "min_run_s": 0.5}, "seconds": 1.0}
+    text = report.render(full)
+    assert "Some CPU" in text and "Start-up" in text and "MISSED" in text and "met" in text
+    assert text.count("| pipeline") == 2   # one end-to-end table per dataset
+
+
+def test_plot_has_one_group_per_dataset(tmp_path):
+    full = {"results": _fake_results(), "machine": {"date": "2026-01-01T00:00", "cpu": "cpu", "cores": 2},
+            "config": {"workers": 2}}
+    report.write_plot(full, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_cli_rejects_bad_options(capsys):
+    assert cli.main(["bench", "--datasets", "imagenet", "--quiet"]) == 1
+    assert "--datasets" in capsys.readouterr().err
+    assert cli.main(["bench", "--runs", "0", "--quiet"]) == 1
+    if not torch.cuda.is_available():
+        assert cli.main(["bench", "ops", "--device", "cuda", "--quiet"]) == 1
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_startup_probe_reports_times(tmp_path):
+    """The start-up probe's measurement, run in this process (the section runs it in fresh ones)."""
+    from ffmix.bench import startup
+    from ffmix.convert import convert_arrays
+
+    beton = tmp_path / "s.beton"
+    convert_arrays(datagen.smooth_images(64, 8, 8), datagen.labels_for(64, 4), beton, force=True)
+    for loader in ("ffmix", "ffcv_plain"):
+        result = startup.measure(loader, str(beton), batch_size=16, workers=1, num_classes=4)
+        assert result["first_batch_s"] > 0 and result["batch_shape"][0] == 16
+        assert startup._check(result, 16, 4, loader)["ok"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quick_e2e_delivers_on_the_gpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, "-m", "ffmix.cli", "bench", "e2e", "--quick", "--quiet", "--device", "cuda",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]["e2e"]
+    assert all(r["device"] == "cuda" and r["images_per_s"] > 0 for r in rows)
+    assert all(r["check"]["ok"] for r in rows if r["pipeline"] not in ("memcpy", "ffcv_mixup"))

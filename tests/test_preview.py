@@ -1,0 +1,80 @@
+"""``ffmix preview``: the PNG has the size its layout promises, captions name the two heaviest classes, and bad
+input gives one line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import datagen
+from ffmix import cli
+from ffmix.convert import convert_arrays
+from ffmix.preview import CAPTION_PX, PAD_PX, TITLE_PX, caption, grid_layout, mixed_batch, top_two
+
+NAMES = ["T-shirt", "Trouser", "Pullover", "Dress"]
+
+
+@pytest.fixture(scope="module")
+def gray_beton(tmp_path_factory):
+    path = tmp_path_factory.mktemp("preview") / "gray.beton"
+    convert_arrays(datagen.smooth_images(40, 28, 28, channels=1), datagen.labels_for(40, 4), path,
+                   class_names=NAMES, force=True)
+    return path
+
+
+def test_preview_writes_a_png_of_the_expected_size(gray_beton, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = cli.main(["preview", str(gray_beton), "--mixup-alpha", "0.8", "--cutmix-alpha", "1.0", "--out", str(out),
+                     "--count", "12", "--columns", "4"])
+    assert code == 0, capsys.readouterr().err
+    # 28 px images enlarged 5x (the smallest whole factor reaching 128 px): 4 columns, 3 rows of 140 px tiles
+    width = PAD_PX + 4 * (140 + PAD_PX)
+    height = TITLE_PX + 3 * (140 + CAPTION_PX + PAD_PX) + PAD_PX
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (width, height)
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10, "the grid shows images, not a blank page"
+    assert f"{width}x{height}" in capsys.readouterr().out
+
+
+def test_layout_defaults_to_about_square_and_never_shrinks():
+    assert grid_layout(16, 32, 32, 128)[:3] == (4, 4, 4)
+    assert grid_layout(13, 300, 200, 128)[:3] == (4, 4, 1)       # large images stay at their size
+    assert grid_layout(3, 10, 10, 128, columns=8)[:2] == (3, 1)   # no empty columns
+
+
+def test_captions_name_the_two_heaviest_classes():
+    row = np.array([0.0, 0.62, 0.0, 0.38], np.float32)
+    assert [name for name, _ in top_two(row, NAMES)] == ["Trouser", "Dress"]
+    assert caption(row, NAMES, 40) == "0.62 Trouser\n0.38 Dress"
+    assert top_two(np.array([0, 0, 1.0, 0]), NAMES) == [("Pullover", 1.0)]   # same-class partners: one line
+
+
+def test_preview_batch_is_raw_mixed_pixels_with_soft_targets(gray_beton):
+    images, targets, meta = mixed_batch(gray_beton, count=12, mixup_alpha=0.0, cutmix_alpha=1.0, mix_prob=1.0,
+                                        switch_prob=0.5, mode="elem", label_smoothing=0.0, image_size=None, seed=1,
+                                        epoch=0)
+    assert images.dtype == np.uint8 and images.shape == (12, 28, 28, 1)
+    assert meta.class_names == NAMES
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+    assert ((targets > 0).sum(axis=1) == 2).any(), "CutMix mixed some images"
+
+
+def test_preview_needs_an_image_size_for_varying_images(tmp_path, capsys):
+    images = [datagen.smooth_images(1, h, w)[0] for h, w in ((20, 24), (30, 18), (24, 24), (18, 30))]
+    beton = tmp_path / "varying.beton"
+    convert_arrays(images, [0, 1, 0, 1], beton, force=True)
+    out = tmp_path / "v.png"
+    assert cli.main(["preview", str(beton), "--out", str(out)]) == 1
+    assert "--image-size" in capsys.readouterr().err
+    assert cli.main(["preview", str(beton), "--out", str(out), "--image-size", "16", "--count", "4"]) == 0
+    with Image.open(out) as image:
+        assert image.size == grid_layout(4, 16, 16, 128)[3:]
+
+
+def test_preview_rejects_bad_options(gray_beton, tmp_path, capsys):
+    assert cli.main(["preview", str(gray_beton), "--out", str(tmp_path / "grid.jpg")]) == 1
+    assert ".png" in capsys.readouterr().err
+    assert cli.main(["preview", str(tmp_path / "missing.beton"), "--out", str(tmp_path / "g.png")]) == 1
+    assert "missing.beton" in capsys.readouterr().err
+    assert cli.main(["preview", str(gray_beton), "--out", str(tmp_path / "g.png"), "--count", "0"]) == 1

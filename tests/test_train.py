@@ -1,0 +1,347 @@
+"""``ffmix train``: it learns, resumes bit for bit, splits epochs over ranks, and refuses bad input cleanly.
+
+Data: 16x16 grayscale images of four translation-invariant patterns (horizontal stripes, vertical stripes,
+checkerboard, blob) at random phase and contrast plus noise, which the ``tiny`` model separates in a few
+epochs. 256 training images = 2 ranks x 8 batches x 16, so FFCV's distributed order needs no padding.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ffmix import cli
+from ffmix.convert import convert_arrays
+from ffmix.train import Config, config_to_argv, configure_parser
+from ffmix.distributed import torchrun_command
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = REPO / ".venv" / "bin" / "python"
+NUM_CLASSES = 4
+TRAIN_SAMPLES = 256
+SUBPROCESS_TIMEOUT = 240  # seconds; a hang fails the test instead of blocking the suite
+
+
+def pattern_images(count: int, size: int, seed: int, num_classes: int = NUM_CLASSES):
+    """``(count, size, size)`` uint8 images and their int64 labels, every class equally often."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % num_classes
+    rng.shuffle(labels)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    images = np.empty((count, size, size), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        phase, contrast = rng.uniform(0, 2 * np.pi), rng.uniform(60, 110)
+        if label == 0:
+            pattern = np.sin(rows * 1.6 + phase)
+        elif label == 1:
+            pattern = np.sin(cols * 1.6 + phase)
+        elif label == 2:
+            pattern = np.sin(rows * 1.6 + phase) * np.sin(cols * 1.6 + phase)
+        else:
+            r0, c0 = rng.uniform(4, size - 4, 2)
+            pattern = 2 * np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / 8.0) - 1
+        values = 128 + contrast * pattern + rng.normal(0, 20, (size, size))
+        images[i] = np.clip(np.rint(values), 0, 255)
+    return images, labels.astype(np.int64)
+
+
+def write_beton(path: Path, count: int, size: int, seed: int, num_classes: int = NUM_CLASSES) -> Path:
+    images, labels = pattern_images(count, size, seed, num_classes)
+    convert_arrays(images, labels, path, class_names=[f"c{k}" for k in range(num_classes)], num_workers=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train-data")
+    return {
+        "train": write_beton(folder / "train.beton", TRAIN_SAMPLES, 16, seed=1),
+        "val": write_beton(folder / "val.beton", 128, 16, seed=2),
+        "val_3_classes": write_beton(folder / "val3.beton", 48, 16, seed=3, num_classes=3),
+        "val_12px": write_beton(folder / "val12.beton", 48, 12, seed=4),
+        "train_16_images": write_beton(folder / "small.beton", 16, 16, seed=5),
+    }
+
+
+# Mixing on (MixUp and CutMix), flips, and mixing switched off for the last epoch: every source of randomness
+# the resume test must reproduce.
+RECIPE = ["--model", "tiny", "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--mixup-alpha", "0.4",
+          "--cutmix-alpha", "1.0", "--mix-off-epoch", "3", "--hflip", "--tta", "--seed", "3", "--device", "cpu"]
+
+
+def train(argv, capsys=None) -> tuple:
+    """Run ``ffmix train ARGV`` in this process; returns (exit code, stdout, stderr)."""
+    code = cli.main(["train", *map(str, argv)])
+    if capsys is None:
+        return code, "", ""
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def data_args(data, train="train", val="val"):
+    return ["--train", data[train], "--val", data[val]]
+
+
+def read_metrics(run_dir: Path):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    """The recipe, trained without interruption."""
+    run_dir = tmp_path_factory.mktemp("runs") / "full"
+    code, _, _ = train(data_args(data) + RECIPE + ["--out", run_dir])
+    assert code == 0
+    return run_dir
+
+
+def test_short_training_lowers_the_loss_and_beats_chance(full_run):
+    metrics = read_metrics(full_run)
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert [m["mixing"] for m in metrics] == [True, True, False]   # --mix-off-epoch 3
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"]
+    assert metrics[-1]["val_loss"] < 0.8 * np.log(NUM_CLASSES)   # chance: log(4) nats
+    assert metrics[-1]["val_acc"] > 0.6                          # chance: 0.25
+    for name in ("config.json", "last.pt", "best.pt", "curves.png"):
+        assert (full_run / name).stat().st_size > 0
+    config = json.loads((full_run / "config.json").read_text())
+    assert config["config"]["model"] == "tiny" and config["config"]["lr"] == 0.1
+    best = torch.load(full_run / "best.pt", weights_only=True)
+    assert best["val_acc"] == max(m["val_acc"] for m in metrics)
+
+
+def test_epoch_lines_and_summary(data, tmp_path, capsys):
+    code, out, err = train(data_args(data) + ["--model", "tiny", "--epochs", "1", "--batch-size", "64",
+                                              "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    epoch_line = next(line for line in lines if line.startswith("epoch"))
+    metrics = read_metrics(tmp_path / "run")[0]
+    assert f"train loss {metrics['train_loss']:.4f}" in epoch_line
+    assert f"val acc {100 * metrics['val_acc']:6.2f}%" in epoch_line and "img/s" in epoch_line
+    assert lines[-1].startswith("done: 1 epochs") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
+
+
+def state_of(checkpoint_path: Path) -> dict:
+    return torch.load(checkpoint_path, weights_only=True)
+
+
+def assert_same_tensors(a, b, where=""):
+    """Bitwise equality of nested dicts/lists of tensors and numbers."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f"{where} differs (max |diff| {(a.double() - b.double()).abs().max()})"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(data, full_run, tmp_path, capsys):
+    run_dir = tmp_path / "resumed"
+    code, out, err = train(data_args(data) + RECIPE + ["--out", run_dir, "--stop-after-epoch", "1"], capsys)
+    assert code == 0 and "stopped after epoch 1 of 3" in out, err
+    assert len(read_metrics(run_dir)) == 1
+    code, out, err = train(data_args(data) + RECIPE + ["--out", run_dir, "--resume"], capsys)
+    assert code == 0 and "resuming after epoch 1" in out, err
+
+    full, resumed = state_of(full_run / "last.pt"), state_of(run_dir / "last.pt")
+    assert_same_tensors(full["model"], resumed["model"], "model")
+    assert_same_tensors(full["optimizer"], resumed["optimizer"], "optimizer")
+    assert_same_tensors(full["rng"], resumed["rng"], "rng")
+    for key in ("train_loss", "val_loss", "val_acc", "mixing", "lr"):
+        assert [m[key] for m in read_metrics(full_run)] == [m[key] for m in read_metrics(run_dir)], key
+
+
+def test_resuming_a_finished_run_changes_nothing(data, full_run, capsys):
+    before = snapshot(full_run)
+    code, out, err = train(data_args(data) + RECIPE + ["--out", full_run, "--resume"], capsys)
+    assert code == 0 and "nothing to do" in out, err
+    assert snapshot(full_run) == before
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+def snapshot(folder: Path) -> dict:
+    """{relative path: sha256} of every file under ``folder`` ({} if it does not exist)."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_refused(argv, capsys, *fragments):
+    code, out, err = train(argv, capsys)
+    assert code == 1, (out, err)
+    message = err.strip()
+    assert message.startswith("ffmix train: error: ") and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_missing_file_is_refused_before_anything_is_written(data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert_refused(["--train", tmp_path / "nope.beton", "--val", data["val"], "--out", run_dir], capsys,
+                   "nope.beton", "no such file")
+    assert_refused(data_args(data) + ["--val", tmp_path / "gone.beton", "--out", run_dir], capsys, "gone.beton")
+    assert not run_dir.exists()
+
+
+def test_train_and_val_must_agree(data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert_refused(data_args(data, val="val_3_classes") + ["--out", run_dir], capsys, "4 classes", "--val has 3")
+    assert_refused(data_args(data, val="val_12px") + ["--out", run_dir], capsys, "16x16", "12x12")
+    assert not run_dir.exists()
+
+
+def test_batch_larger_than_the_dataset_is_refused(data, tmp_path, capsys):
+    assert_refused(data_args(data, train="train_16_images") + ["--batch-size", "32", "--out", tmp_path / "r"],
+                   capsys, "--batch-size 32", "16 training images")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_run_dir_is_refused(data, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert_refused(data_args(data) + ["--out", blocker / "run"], capsys, "cannot write to run directory")
+    assert_refused(data_args(data) + ["--out", blocker], capsys, "is a file")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_resume_without_a_checkpoint_is_refused(data, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert_refused(data_args(data) + ["--out", tmp_path / "empty", "--resume"], capsys, "no checkpoint",
+                   "last.pt")
+    assert_refused(data_args(data) + ["--resume"], capsys, "--resume needs --out")
+
+
+def test_existing_or_incompatible_runs_are_not_overwritten(data, full_run, tmp_path, capsys):
+    before = snapshot(full_run)
+    assert_refused(data_args(data) + RECIPE + ["--out", full_run], capsys, "already holds a run", "--resume")
+    changed = [arg if arg != "0.1" else "0.05" for arg in RECIPE]   # --lr 0.05 instead of 0.1
+    assert_refused(data_args(data) + changed + ["--out", full_run, "--resume"], capsys, "incompatible",
+                   "--lr 0.1 in the checkpoint but 0.05 now")
+    assert_refused(data_args(data, val="val_12px") + RECIPE + ["--out", full_run, "--resume"], capsys, "12x12")
+    assert snapshot(full_run) == before
+
+    broken = tmp_path / "broken"
+    shutil.copytree(full_run, broken)
+    (broken / "last.pt").write_bytes(b"not a checkpoint")
+    broken_before = snapshot(broken)
+    assert_refused(data_args(data) + RECIPE + ["--out", broken, "--resume"], capsys, "not a readable")
+    assert snapshot(broken) == broken_before
+
+
+def test_train_script_reports_errors_in_one_line(tmp_path):
+    result = subprocess.run([str(REPO / "train"), "--train", str(tmp_path / "x.beton"), "--val",
+                             str(tmp_path / "y.beton")], capture_output=True, text=True,
+                            timeout=SUBPROCESS_TIMEOUT)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"ffmix train: error: --train {tmp_path / 'x.beton'}: no such file; "
+                                     "create it with `ffmix convert`")
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+def test_config_round_trips_through_the_command_line_nproc_uses():
+    import argparse
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    argv = ["--train", "a.beton", "--val", "b.beton", "--mixup-alpha", "0.2", "--hflip", "--epochs", "7",
+            "--mix-off-epoch", "6", "--out", "runs/x", "--lr", "0.05"]
+    config = Config(**vars(parser.parse_args(argv)))
+    again = Config(**vars(parser.parse_args(config_to_argv(config)[1:])))
+    assert again == config
+    command = torchrun_command(2, config_to_argv(config))
+    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc-per-node=2" in command
+    assert command[command.index("ffmix.cli") + 1:] == config_to_argv(config)
+
+
+# ------------------------------------------------------------------------------------------- distributed
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_share_each_epoch_and_end_with_the_same_weights(data, tmp_path):
+    run_dir, dump = tmp_path / "ddp", tmp_path / "dump"
+    command = [str(REPO / ".venv" / "bin" / "torchrun"), "--nproc-per-node", "2", "--master-port",
+               str(free_port()), "-m", "ffmix.cli", "train", *map(str, data_args(data)),
+               "--model", "tiny", "--epochs", "2", "--batch-size", "32", "--mixup-alpha", "0.4",
+               "--cutmix-alpha", "1.0", "--mix-off-epoch", "2", "--device", "cpu", "--out", str(run_dir),
+               "--debug-dump", str(dump)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    labels = pattern_images(TRAIN_SAMPLES, 16, seed=1)[1]
+    for epoch in range(2):
+        ids = [np.array(rank["sample_ids"][epoch]) for rank in ranks]
+        assert len(ids[0]) == len(ids[1]) == TRAIN_SAMPLES // 2
+        assert not set(ids[0]) & set(ids[1])                           # disjoint
+        assert set(ids[0]) | set(ids[1]) == set(range(TRAIN_SAMPLES))  # together, the whole dataset
+    assert not np.array_equal(ranks[0]["sample_ids"][0], ranks[0]["sample_ids"][1])  # reshuffled per epoch
+    for rank in ranks:  # epoch 2 is unmixed: the labels that arrived are those of the recorded ids
+        assert rank["labels"][1] == labels[rank["sample_ids"][1]].tolist()
+    assert_same_tensors(ranks[0]["model"], ranks[1]["model"], "rank 0 vs rank 1")
+
+    # Validation accuracy counts every held-out image once: the reduced figure equals a one-process evaluation.
+    metrics = read_metrics(run_dir)
+    assert len(metrics) == 2 and not (run_dir / "rank1").exists()
+    correct, loss = evaluate_here(ranks[0]["model"], data["val"])
+    assert round(metrics[-1]["val_acc"] * 128) == correct
+    assert metrics[-1]["val_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def evaluate_here(state: dict, val_path: Path):
+    """(correct predictions, mean cross-entropy) of the ``tiny`` model with ``state`` on ``val_path``."""
+    from ffmix.loader import make_loader
+    from ffmix.models import build_model
+
+    model = build_model("tiny", 1, NUM_CLASSES)
+    model.load_state_dict(state)
+    model.eval()
+    loader = make_loader(val_path, batch_size=128, order="sequential", targets="label", drop_last=False,
+                         num_workers=1)
+    correct, loss_sum, count = 0, 0.0, 0
+    with torch.no_grad():
+        for images, labels in loader:
+            logits = model(images)
+            correct += int((logits.argmax(1) == labels).sum())
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            count += len(labels)
+    return correct, loss_sum / count
+
+
+# --------------------------------------------------------------------------------------------------- GPU
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_training_with_bf16_and_channels_last_learns(data, tmp_path, capsys):
+    code, out, err = train(data_args(data) + ["--model", "tiny", "--epochs", "3", "--batch-size", "32",
+                                              "--mixup-alpha", "0.4", "--device", "cuda", "--out",
+                                              tmp_path / "gpu"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "gpu" / "config.json").read_text())
+    assert config["precision"] == "bf16" and config["device"].startswith("cuda")
+    assert read_metrics(tmp_path / "gpu")[-1]["val_acc"] > 0.6
