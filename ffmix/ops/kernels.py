@@ -20,17 +20,33 @@ def mix_images(images, out, partner, weight, box):
     """Mix a uint8 batch into ``out``; ``images`` is only read.
 
     images, out: uint8 (N, H, W, C), C-contiguous. For each sample ``i`` with partner ``j``:
-    ``out[i] = round((weight[i] * images[i] + (256 - weight[i]) * images[j]) / 256)`` (half up), then the
-    rectangle ``box[i] = (y0, y1, x0, x1)`` of ``out[i]`` is replaced by the same rectangle of ``images[j]``.
+    ``out[i] = round((weight[i] * images[i] + (256 - weight[i]) * images[j]) / 256)`` (half up), or, when
+    ``box[i] = (y0, y1, x0, x1)`` is not empty (CutMix; its weight is then 256), ``images[i]`` with that
+    rectangle taken from ``images[j]``.
     """
-    n = images.shape[0]
+    n, height, width, channels = images.shape
     flat_in = images.reshape(n, -1)
     flat_out = out.reshape(n, -1)
+    rows_in = images.reshape(n, height, width * channels)
+    rows_out = out.reshape(n, height, width * channels)
     pixels = flat_in.shape[1]
     for i in prange(n):
         j = partner[i]
         own_weight = np.int32(weight[i])
-        if own_weight == WEIGHT_ONE:
+        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        if y1 > y0 and x1 > x0:
+            # CutMix: one pass, row by row, each row in three flat spans (own, partner's box, own), rather
+            # than a full copy followed by a second write of the box.
+            for y in range(height):
+                dst, own_row = rows_out[i, y], rows_in[i, y]
+                if y0 <= y < y1:
+                    other_row = rows_in[j, y]
+                    dst[:x0 * channels] = own_row[:x0 * channels]
+                    dst[x0 * channels:x1 * channels] = other_row[x0 * channels:x1 * channels]
+                    dst[x1 * channels:] = own_row[x1 * channels:]
+                else:
+                    dst[:] = own_row
+        elif own_weight == WEIGHT_ONE:
             flat_out[i, :] = flat_in[i, :]
         else:
             other_weight = WEIGHT_ONE - own_weight
@@ -38,10 +54,6 @@ def mix_images(images, out, partner, weight, box):
             for k in range(pixels):
                 # int32 arithmetic: 255 * 256 + 128 fits, and LLVM vectorises the loop.
                 dst[k] = (own[k] * own_weight + other[k] * other_weight + _HALF) >> 8
-        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
-        if y1 > y0 and x1 > x0:
-            for y in range(y0, y1):
-                out[i, y, x0:x1, :] = images[j, y, x0:x1, :]
     return out
 
 
