@@ -205,7 +205,8 @@ def test_array_dataset_gray_and_rgb():
     rgb = alternatives.ArrayImages(np.zeros((2, 5, 5, 3), np.uint8), np.array([0, 1]), channels=3)
     image, _ = rgb[1]
     assert image.shape == (3, 5, 5)
-    torch.testing.assert_close(image[:, 0, 0], -torch.tensor(alternatives.RGB_MEAN) / torch.tensor(alternatives.RGB_STD))
+    expected = -torch.tensor(alternatives.RGB_MEAN) / torch.tensor(alternatives.RGB_STD)
+    torch.testing.assert_close(image[:, 0, 0], expected)
 
 
 # ------------------------------------------------------------------------------------- report, CLI
@@ -225,8 +226,9 @@ def _fake_results():
                 for impl, rate, ms in (("ffmix", 900.0, 2.0), ("ffcv", 100.0, 18.0), ("torch", 30.0, 60.0),
                                        ("memcpy", 3000.0, 1.0))]
     startup_rows = [{"section": "startup", "loader": loader, "label": loader, "cache": "warm", "to_first_batch_s": s,
-                     "ffmix_import_s": 0.0, "build_s": 0.1, "first_batch_s": s, "import_s": 1.0, "runs_s": [s], "batch_size": 8,
-                     "workers": 2, "check": {"ok": True}} for loader, s in (("ffmix", 3.0), ("ffcv_plain", 2.0))]
+                     "ffmix_import_s": 0.0, "build_s": 0.1, "first_batch_s": s, "import_s": 1.0, "runs_s": [s],
+                     "batch_size": 8, "workers": 2, "check": {"ok": True}}
+                    for loader, s in (("ffmix", 3.0), ("ffcv_plain", 2.0))]
     return {"e2e": e2e_rows, "ops": ops_rows, "startup": startup_rows}
 
 
