@@ -33,6 +33,7 @@ import numpy as np
 
 from .errors import FfmixError
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, meta_path, write_meta
+from .system import available_cpus
 from .sources.base import ArraySource, BadSampleError, SourceDataset, to_rgb
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
@@ -182,7 +183,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="with --write-mode proportion: the share of images stored as JPEG")
     parser.add_argument("--smart-threshold", type=int, default=DEFAULT_SMART_THRESHOLD, metavar="BYTES",
                         help="with --write-mode smart: store as JPEG the images whose raw size exceeds this")
-    parser.add_argument("--workers", type=int, default=_cpu_count(), metavar="N",
+    parser.add_argument("--workers", type=int, default=available_cpus(), metavar="N",
                         help="FFCV writer processes (default: %(default)s, the CPUs available)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="write only the first N samples (for trials)")
@@ -220,13 +221,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- internals
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
 
 def _check_options(write_mode, max_resolution, jpeg_quality, compress_probability, smart_threshold,
                    num_workers, limit) -> None:
@@ -378,8 +372,9 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
                 num_workers: int, progress: bool, stop_on_bad: bool, label: str) -> _Pass:
     """One run of FFCV's writer over ``indices`` into ``temp`` (truncated first)."""
     from ffcv.fields import IntField, RGBImageField
-    from ffcv.memory_allocator import MemoryAllocator
     from ffcv.writer import DatasetWriter
+
+    from .ffcv_compat import finalize_writer, prepare_writer, release_writer, writer_state
     from tqdm import tqdm
 
     image_field = RGBImageField(write_mode=options["write_mode"], max_resolution=options["max_resolution"],
@@ -403,14 +398,13 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
     outcome = _Pass()
     bar = None
     try:
-        writer.num_samples = count
-        writer.prepare()  # header and field table into the file; the per-sample table in shared memory
+        prepare_writer(writer, count)  # header and field table into the file; the per-sample table in shared memory
         for chunk_number in range(num_chunks):
             work_queue.put(chunk_number)
         for _ in range(num_processes):
             work_queue.put(None)
-        allocator = MemoryAllocator(writer.fname, writer.data_region_start, writer.page_size)
-        args = (work_queue, writer.metadata_sm, writer.metadata_type, writer.fields, allocator, done_count,
+        metadata_memory, metadata_type, fields, allocator = writer_state(writer)
+        args = (work_queue, metadata_memory, metadata_type, fields, allocator, done_count,
                 colour_count, allocations_queue, problem_queue, dataset, indices, chunk)
         processes = [context.Process(target=_writer_process, args=args, daemon=True)
                      for _ in range(num_processes)]
@@ -450,7 +444,7 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
             process.join()
         _take_problems(problem_queue, outcome, stop_on_bad, block=True)
         bar.update(done_count.value - bar.n)
-        writer.finalize(allocations)
+        finalize_writer(writer, allocations)
         outcome.colour_count = colour_count.value
         return outcome
     finally:
@@ -466,10 +460,7 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
                     process.kill()
                     process.join()
             work_queue.cancel_join_thread()  # unread chunk numbers must not keep us waiting at exit
-            shared = getattr(writer, "metadata_sm", None)
-            if hasattr(shared, "unlink"):  # absent if prepare() failed
-                shared.close()
-                shared.unlink()
+            release_writer(writer)
 
 
 def _take_problems(problem_queue, outcome: _Pass, stop_on_bad: bool, block: bool) -> None:
@@ -496,15 +487,14 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
 
     Like FFCV's own worker, but an unreadable sample is reported (and its row left empty, the pass being
     redone or abandoned by the main process) rather than killing the process with a traceback."""
-    from ffcv.writer import handle_sample
+    from .ffcv_compat import close_allocator, open_allocator, write_sample
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group; the main process stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         metadata = np.frombuffer(metadata_memory.buf, dtype=metadata_type)
-        field_names = metadata_type.names
-        allocator.__enter__()  # not `with`: after a failure, flushing would wait for pages that never come
+        open_allocator(allocator)
         while True:
             chunk_number = work_queue.get()
             if chunk_number is None:
@@ -521,7 +511,7 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
                 colour += image.ndim == 3
                 sample = (to_rgb(image), int(dataset.labels[source_index]))
                 try:
-                    handle_sample(sample, destination, field_names, metadata, allocator, fields)
+                    write_sample(sample, destination, metadata, allocator, fields)
                 except ValueError as exc:
                     if "page size" not in str(exc):
                         raise
@@ -532,8 +522,7 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
                 done_count.value += min(first + chunk, len(indices)) - first
             with colour_count.get_lock():
                 colour_count.value += colour
-        allocator.__exit__(None, None, None)
-        allocations_queue.put(allocator.allocations)
+        allocations_queue.put(close_allocator(allocator))
     except Exception:
         problem_queue.put(_Problem("crash", detail=traceback.format_exc()))
         sys.exit(1)
@@ -542,11 +531,9 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
 def _describe(temp: Path, dataset: SourceDataset, indices: np.ndarray, colour_count: int, options: dict,
               limit: Optional[int], skipped: List[str]) -> DatasetMeta:
     """The sidecar's facts, the image sizes read back from the written file (after any resizing)."""
-    from ffcv.reader import Reader
+    from .ffcv_compat import field_table, open_reader
 
-    reader = Reader(os.fspath(temp))
-    # FFCV's per-sample table has unnamed columns (f0, f1, ...) in field order
-    image_table = reader.metadata[reader.metadata.dtype.names[reader.field_names.index(IMAGE_FIELD)]]
+    image_table = field_table(open_reader(temp), IMAGE_FIELD)
     heights = image_table["height"].astype(np.int64)
     widths = image_table["width"].astype(np.int64)
     labels = dataset.labels[indices]

@@ -14,6 +14,8 @@ from typing import List, Sequence
 import torch
 import torch.distributed as dist
 
+from .system import available_cpus
+
 # A rank that dies leaves the others waiting in a collective; torchrun then tears the group down, but a
 # bounded wait also ends a hang that torchrun does not see.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
@@ -43,13 +45,6 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def resolve_device(requested: str, local_rank: int) -> torch.device:
     """``auto`` -> this rank's GPU if CUDA is available, else the CPU. Raises ValueError if CUDA is asked
     for but missing, or there are fewer GPUs than local ranks."""
@@ -73,7 +68,7 @@ def describe_node(requested_device: str) -> Node:
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     device = resolve_device(requested_device, local_rank)
     # Processes on one node share its cores: two ranks each running two threads on two cores thrash.
-    threads = max(1, cpu_count() // local_world_size)
+    threads = max(1, available_cpus() // local_world_size)
     return Node(rank, world_size, local_rank, local_world_size, device, threads)
 
 

@@ -1,5 +1,9 @@
-"""The one exception type the CLI turns into a one-line message instead of a traceback."""
+"""The one exception type for problems with the user's input or machine (as opposed to bugs in ffmix)."""
 
 
-class FfmixError(Exception):
-    """A problem with the user's input or environment, phrased for the user: what, which value, what to do."""
+class FfmixError(ValueError):
+    """A problem with the user's input or environment, phrased for the user: what, which value, what to do.
+
+    A ``ValueError``, so code that catches ``ValueError`` around ffmix calls keeps working; the command line
+    prints these as one line and anything else as a traceback with a request for a bug report.
+    """

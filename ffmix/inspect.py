@@ -141,18 +141,9 @@ def format_report(report: Dict[str, Any]) -> str:
 
 
 def _open_reader(path: Path):
-    from ffcv.reader import Reader
+    from .ffcv_compat import open_reader
 
-    try:
-        reader = Reader(os.fspath(path))
-    except PermissionError:
-        raise
-    except Exception as exc:  # FFCV asserts on a wrong version and fails variously on other bytes
-        raise FfmixError(f"{path} is not a readable FFCV .beton file ({type(exc).__name__}: {exc})") from None
-    if reader.num_samples and len(reader.metadata) != reader.num_samples:
-        raise FfmixError(f"{path} is truncated: its header says {reader.num_samples} samples, "
-                         f"its table holds {len(reader.metadata)}")
-    return reader
+    return open_reader(path)
 
 
 def _pick_field(fields: Dict[str, str], preferred: str, kind: str) -> Optional[str]:

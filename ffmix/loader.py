@@ -7,8 +7,6 @@ blocking) -> only there convert to ``dtype``, normalise and lay out (N, C, H, W)
 from __future__ import annotations
 
 import os
-import queue
-import weakref
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
@@ -17,13 +15,13 @@ import torch
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
                                    SimpleRGBImageDecoder)
-from ffcv.loader import Loader, OrderOption
-from ffcv.loader.epoch_iterator import EpochIterator
-from ffcv.pipeline.compiler import Compiler
-from ffcv.reader import Reader
+from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
+from .errors import FfmixError
+from .ffcv_compat import ResilientLoader, data_extent, field_table, open_reader, page_pointers
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
+from .system import available_cpus
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing
 
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
@@ -35,90 +33,6 @@ GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
 CENTER_CROP_RATIO = 224 / 256
 
 
-class _EpochIterator(EpochIterator):
-    """FFCV's epoch thread, with two fixes (see ``_Loader``).
-
-    A failure inside the pipeline thread used to end that thread silently and leave the consumer waiting
-    forever; here it is handed over and re-raised by ``__next__``.
-    """
-
-    def __init__(self, loader: "_Loader", order):
-        self.failure: Optional[BaseException] = None
-        self.exhausted = False
-        super().__init__(loader, order)
-
-    def start(self):
-        # Continue the ring of batch slots where the previous epoch stopped, so the batch the consumer
-        # may still hold from that epoch is not the first one overwritten.
-        self.current_batch_slot = self.loader.next_slot
-        super().start()
-
-    def run(self):
-        try:
-            super().run()
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
-            self.failure = exc
-            while not self.terminate_event.is_set():
-                try:
-                    self.output_queue.put(None, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-
-    def __next__(self):
-        try:
-            return super().__next__()
-        except StopIteration:
-            self.exhausted = True   # the thread has written its last batch
-            self.loader.next_slot = self.current_batch_slot
-            if self.failure is not None:
-                raise RuntimeError(f"the data pipeline failed: {type(self.failure).__name__}: "
-                                   f"{self.failure}") from self.failure
-            raise
-
-
-class _Loader(Loader):
-    """FFCV's Loader with ``_EpochIterator`` and one set of batch buffers for all epochs.
-
-    FFCV allocates fresh buffers for every epoch (batches_ahead + 2 batches, pinned where possible: about
-    190 MB at 256 x 224 x 224 x 3), so memory and page faults grew with each ``iter()``. Here an epoch reuses
-    the previous epoch's buffers once that epoch has been read to the end; an epoch abandoned midway may
-    still be writing, so the next one gets its own.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.next_slot = 0
-        self._buffers = None
-        self._buffers_epoch = None   # weak reference to the epoch using self._buffers
-        self._gave_shared = False
-        allocate = self.graph.allocate_memory
-
-        def allocate_once(batch_size, slots):
-            previous = self._buffers_epoch() if self._buffers_epoch is not None else None
-            self._gave_shared = previous is None or previous.exhausted
-            if not self._gave_shared:
-                return allocate(batch_size, slots)
-            if self._buffers is None:
-                self._buffers = allocate(batch_size, slots)
-            return self._buffers
-
-        self.graph.allocate_memory = allocate_once
-
-    def __iter__(self):
-        # FFCV's Loader.__iter__, building our iterator class.
-        Compiler.set_num_threads(self.num_workers)
-        order = self.next_traversal_order()
-        selected_order = order[:len(self) * self.batch_size]
-        self.next_epoch += 1
-        if self.code is None or self.recompile:
-            self.generate_code()
-        iterator = _EpochIterator(self, selected_order)
-        if self._gave_shared:
-            self._buffers_epoch = weakref.ref(iterator)
-        return iterator
-
-
 class MixLoader:
     """Iterates ``(images, targets)`` batches of one ``.beton``; built by ``make_loader``.
 
@@ -128,7 +42,7 @@ class MixLoader:
     off and on without recompiling.
     """
 
-    def __init__(self, ffcv_loader: Loader, mixing: Mixing, meta: DatasetMeta, *, targets: str,
+    def __init__(self, ffcv_loader: ResilientLoader, mixing: Mixing, meta: DatasetMeta, *, targets: str,
                  finish_images: Callable[[torch.Tensor], torch.Tensor], device: torch.device):
         self.ffcv_loader = ffcv_loader
         self.mixing = mixing
@@ -233,7 +147,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     image_pipeline, finish_images = _image_path(decoder, mixing, meta.channels, device, dtype, mean, std,
                                                 channels_last)
 
-    ffcv_loader = _Loader(os.fspath(path), batch_size=batch_size, num_workers=_workers(num_workers),
+    ffcv_loader = ResilientLoader(os.fspath(path), batch_size=batch_size, num_workers=_workers(num_workers),
                           order=ORDERS[order], distributed=distributed, seed=seed,
                           indices=None if indices is None else np.asarray(indices, np.uint64),
                           drop_last=drop_last, batches_ahead=batches_ahead, os_cache=os_cache,
@@ -338,12 +252,7 @@ def _resolve_device(device) -> torch.device:
 
 
 def _workers(num_workers: Optional[int]) -> int:
-    if num_workers is not None:
-        return int(num_workers)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return available_cpus() if num_workers is None else int(num_workers)
 
 
 def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
@@ -365,8 +274,8 @@ def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
 def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    reader = _reader(path)
-    images = reader.metadata["f0"]
+    reader = open_reader(path)
+    images = field_table(reader, reader.field_names[0])  # a plain FFCV file: its first field
     heights, widths = images["height"].astype(int), images["width"].astype(int)
     fixed = heights.min() == heights.max() and widths.min() == widths.max()
     return DatasetMeta(num_samples=int(reader.num_samples), num_classes=int(num_classes),
@@ -376,37 +285,25 @@ def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
                        max_size=(int(heights.max()), int(widths.max())), label_counts=[], source=str(path))
 
 
-def _reader(path: Path) -> Reader:
-    try:
-        return Reader(os.fspath(path))
-    except Exception as exc:  # FFCV raises assorted errors (AssertionError, IndexError...) on bad files
-        raise ValueError(f"{path} is not a readable .beton file ({type(exc).__name__}: {exc}); "
-                         "re-create it with `ffmix convert`") from None
-
-
-def _open_beton(path, meta: DatasetMeta) -> Reader:
+def _open_beton(path, meta: DatasetMeta):
     """Open ``path`` and check it is whole: the fields ffmix needs, every sample's data inside the file."""
     path = Path(path)
-    reader = _reader(path)
+    reader = open_reader(path)
     if reader.field_names[:2] != [IMAGE_FIELD, LABEL_FIELD]:
         raise ValueError(f"{path} has fields {reader.field_names}; ffmix needs '{IMAGE_FIELD}' then "
                          f"'{LABEL_FIELD}' (as `ffmix convert` writes)")
     if int(reader.num_samples) != meta.num_samples:
         raise ValueError(f"{path} holds {reader.num_samples} samples but its metadata says {meta.num_samples}; "
                          "the file or its .json sidecar is stale or corrupt: re-run `ffmix convert`")
-    file_size = path.stat().st_size
-    table = reader.alloc_table
-    truncated = int(reader.header["alloc_table_ptr"]) > file_size or \
-        (len(table) and int((table["ptr"] + table["size"]).max()) > file_size)
-    image_pointers = reader.metadata["f0"]["data_ptr"]
-    if truncated or not np.isin(image_pointers, table["ptr"]).all():
+    truncated = data_extent(reader) > path.stat().st_size
+    if truncated or not np.isin(field_table(reader, IMAGE_FIELD)["data_ptr"], page_pointers(reader)).all():
         raise ValueError(f"{path} is truncated or corrupt (image data lies outside the file); "
                          "re-create it with `ffmix convert`")
     return reader
 
 
-def _check_labels(reader: Reader, meta: DatasetMeta) -> None:
-    labels = reader.metadata["f1"]
+def _check_labels(reader, meta: DatasetMeta) -> None:
+    labels = field_table(reader, LABEL_FIELD)
     if len(labels) and (labels.min() < 0 or labels.max() >= meta.num_classes):
         raise ValueError(f"labels in the file range over [{labels.min()}, {labels.max()}] but the dataset has "
                          f"{meta.num_classes} classes; pass the right num_classes or re-convert")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from . import distributed
 from .distributed import Node
 from .errors import FfmixError
 from .metadata import DatasetMeta, read_meta
+from .system import available_cpus
 from .models import MODEL_NAMES, build_model, count_parameters, resolve_model_name
 
 CHECKPOINT_FORMAT = 1
@@ -55,7 +57,7 @@ class Config:
     val: str = ""
     model: str = "auto"
     width: Optional[int] = None           # None: the model's default
-    epochs: int = 16
+    epochs: int = 10
     batch_size: int = 256
     optimizer: str = "sgd"
     lr: Optional[float] = None            # None: DEFAULT_LR of the optimizer
@@ -77,7 +79,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    channels_last: str = "auto"
+    channels_last: str = "on"
     compile: bool = False
     workers: Optional[int] = None
     nproc: int = 1
@@ -94,28 +96,45 @@ RUNTIME_KEYS = frozenset({"train", "val", "device", "channels_last", "compile", 
                           "overwrite", "stop_after_epoch", "debug_dump"})
 CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "linear"), "mix_mode": ("batch", "pair", "elem"),
            "targets": ("soft", "pair"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16"),
-           "channels_last": ("auto", "on", "off"), "model": MODEL_NAMES}
+           "channels_last": ("on", "off"), "model": MODEL_NAMES}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults that say something: not None/False, nor where the help already states it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _HelpFormatter
+    parser.description = (
+        "Train an image classifier on the MixUp/CutMix stream of TRAIN.beton and report top-1 accuracy on "
+        "VAL.beton after every epoch. RUN_DIR gets config.json, metrics.jsonl, last.pt (for --resume), best.pt "
+        "and curves.png; only rank 0 of a multi-process run writes there.")
     data = parser.add_argument_group("data")
     data.add_argument("--train", required=True, metavar="TRAIN.beton", help="training set (from `ffmix convert`)")
     data.add_argument("--val", required=True, metavar="VAL.beton", help="held-out set for accuracy")
-    data.add_argument("--image-size", type=int, help="crop/resize to this size (needed for varying sizes)")
-    data.add_argument("--workers", type=int, help="loader threads per process (default: the process's cores)")
+    data.add_argument("--image-size", type=int, metavar="PX", help="crop/resize to PX x PX (needed when image "
+                      "sizes vary)")
+    data.add_argument("--workers", type=int, metavar="N",
+                      help="loader threads per process (default: the cores of the process's share)")
 
     model = parser.add_argument_group("model and optimisation")
     model.add_argument("--model", default="auto", choices=MODEL_NAMES,
                        help="auto: cnn for images up to 28x28, resnet9 above")
-    model.add_argument("--width", type=int, help="channels of the first stage; later stages are multiples "
-                       "(default: cnn 32, resnet9 64, tiny 8)")
-    model.add_argument("--epochs", type=int, default=Config.epochs)
+    model.add_argument("--width", type=int, help="channel count that sets the model's size (default: cnn 48 "
+                       "at 14x14, then 96; resnet9 64, 128, 256, 512; tiny 8, 16)")
+    model.add_argument("--epochs", type=int, default=Config.epochs, help="length of the schedule")
     model.add_argument("--batch-size", type=int, default=Config.batch_size, help="global batch (all processes)")
     model.add_argument("--optimizer", default="sgd", choices=CHOICES["optimizer"], help="sgd is Nesterov SGD")
-    model.add_argument("--lr", type=float, help=f"peak learning rate (default: {DEFAULT_LR})")
-    model.add_argument("--weight-decay", type=float, help=f"(default: {DEFAULT_WEIGHT_DECAY}; never on "
-                       "BatchNorm or biases)")
-    model.add_argument("--momentum", type=float, default=Config.momentum)
+    model.add_argument("--lr", type=float, help="peak learning rate (default: "
+                       + ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items()) + ")")
+    model.add_argument("--weight-decay", type=float, help="on weights, never on BatchNorm or biases (default: "
+                       + ", ".join(f"{wd:g} for {name}" for name, wd in DEFAULT_WEIGHT_DECAY.items()) + ")")
+    model.add_argument("--momentum", type=float, default=Config.momentum, help="SGD momentum")
     model.add_argument("--schedule", default="onecycle", choices=CHOICES["schedule"],
                        help="onecycle: linear warm-up then linear decay to 0; linear: decay to 0 from the start")
     model.add_argument("--warmup", type=float, default=Config.warmup, help="onecycle warm-up, fraction of steps")
@@ -133,22 +152,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      help="one lambda per batch, per pair or per sample")
     mix.add_argument("--mix-off-epoch", type=int, metavar="K",
                      help="train epochs K..EPOCHS (counted from 1) without mixing")
-    mix.add_argument("--label-smoothing", type=float, default=0.0)
+    mix.add_argument("--label-smoothing", type=float, default=0.0, help="epsilon of smoothed one-hot targets")
     mix.add_argument("--targets", default="soft", choices=CHOICES["targets"],
                      help="soft: cross-entropy on mixed soft targets; pair: lam*CE(y_a) + (1-lam)*CE(y_b)")
 
     run_group = parser.add_argument_group("running")
-    run_group.add_argument("--seed", type=int, default=0)
-    run_group.add_argument("--device", default="auto", choices=CHOICES["device"])
+    run_group.add_argument("--seed", type=int, default=0, help="fixes initialisation, order, mixing and flips (default: 0)")
+    run_group.add_argument("--device", default="auto", choices=CHOICES["device"],
+                           help="auto: this rank's GPU if CUDA is available, else the CPU")
     run_group.add_argument("--precision", default="auto", choices=CHOICES["precision"],
                            help="auto: bf16 autocast on GPU, fp32 on CPU")
-    run_group.add_argument("--channels-last", default="auto", choices=CHOICES["channels_last"],
-                           help="NHWC memory layout (auto: on; faster for these convolutions on GPU and CPU)")
-    run_group.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run_group.add_argument("--channels-last", default="on", choices=CHOICES["channels_last"],
+                           help="NHWC memory layout (faster for these convolutions on GPU and CPU)")
+    run_group.add_argument("--compile", action="store_true", help="torch.compile the model (slower on CPU)")
     run_group.add_argument("--nproc", type=int, default=1, help="start this many processes with torchrun")
     run_group.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/train-TIMESTAMP)")
     run_group.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last.pt")
-    run_group.add_argument("--overwrite", action="store_true", help="replace a finished or stopped run in RUN_DIR")
+    run_group.add_argument("--overwrite", action="store_true", help="replace an earlier run in RUN_DIR")
     run_group.add_argument("--stop-after-epoch", type=int, metavar="K",
                            help="stop after epoch K as if interrupted (continue with --resume)")
     # Test hook: each rank writes the sample ids it trained on and its final weights to this folder.
@@ -233,7 +253,7 @@ def launch_processes(config: Config) -> int:
     config = dataclasses.replace(config, out=str(run_dir_of(config)))  # one timestamped default for all ranks
     check_inputs(config, world_size=config.nproc)
     prepare_run_dir(config, is_main=False)  # read-only checks; rank 0 creates it
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, distributed.cpu_count() // config.nproc)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, available_cpus() // config.nproc)))
     if node.device.type == "cuda" and config.nproc > torch.cuda.device_count():
         raise ValueError(f"--nproc {config.nproc} but only {torch.cuda.device_count()} GPU(s) are visible")
     argv = config_to_argv(dataclasses.replace(config, nproc=1))
@@ -523,9 +543,12 @@ def wrap(model: nn.Module, config: Config, node: Node) -> nn.Module:
     that evaluation and checkpoints use (they share parameters)."""
     if node.distributed:
         device_ids = [node.device.index] if node.device.type == "cuda" else None
-        # broadcast_buffers=False: BatchNorm statistics are synchronised once per epoch (broadcast_buffers in
-        # the loop), not before every step.
-        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        # BatchNorm statistics are synchronised once per epoch (broadcast_buffers in the loop), not before every
+        # step. Newer torch calls this switch forward_sync_buffers and warns about the old name.
+        ddp = nn.parallel.DistributedDataParallel
+        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                   else "broadcast_buffers")
+        model = ddp(model, device_ids=device_ids, **{no_sync: False})
     if config.compile:
         model = torch.compile(model)  # after DDP, so compiled graphs break at its gradient buckets
     return model
@@ -751,14 +774,17 @@ def plot_curves(history: List[dict], path: Path) -> None:
 
     epochs = [r["epoch"] for r in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train (on mixed targets)")
+    loss_ax.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train (on its targets)")
     loss_ax.plot(epochs, [r["val_loss"] for r in history], marker="o", label="validation")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    loss_ax.legend()
     acc_ax.plot(epochs, [100 * r["val_acc"] for r in history], marker="o", color="tab:green")
     acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="validation accuracy")
+    unmixed = [r["epoch"] for r in history if not r["mixing"]]
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
+        if unmixed and len(unmixed) < len(history):  # mark --mix-off-epoch: the train loss drops there
+            ax.axvspan(min(unmixed) - 0.5, max(unmixed) + 0.5, color="grey", alpha=0.15, label="no mixing")
+    loss_ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)

@@ -32,7 +32,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # FFCV's setup.py imports numpy and finds OpenCV/libjpeg-turbo through pkg-config, so it
     # is built without build isolation after its build needs are present.
     pip_quiet install numpy
-    pip_quiet install --no-build-isolation "ffcv>=1.0.2"
+    pip_quiet install --no-build-isolation "ffcv==1.0.2"
     pip_quiet install -e '.[test]'
     touch "$stamp"
 fi

@@ -21,8 +21,8 @@ import torch
 
 from ffmix import cli
 from ffmix.convert import convert_arrays
-from ffmix.train import Config, config_to_argv, configure_parser
 from ffmix.distributed import torchrun_command
+from ffmix.train import ARTIFACTS, Config, LrShape, config_to_argv, configure_parser, make_loss
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -131,6 +131,43 @@ def test_epoch_lines_and_summary(data, tmp_path, capsys):
     assert lines[-1].startswith("done: 1 epochs") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
 
 
+@pytest.mark.parametrize("options", [
+    ["--targets", "pair", "--mixup-alpha", "0.4", "--cutmix-alpha", "1.0", "--label-smoothing", "0.1"],
+    ["--optimizer", "adamw", "--schedule", "linear", "--mixup-alpha", "0.4", "--channels-last", "off"],
+    ["--label-smoothing", "0.1"],   # no mixing: integer labels
+], ids=["pair-targets", "adamw-linear", "no-mixing"])
+def test_other_losses_and_optimizers_learn(data, tmp_path, options):
+    code, _, _ = train(data_args(data) + ["--model", "tiny", "--epochs", "3", "--batch-size", "32",
+                                          "--out", tmp_path / "run", *options])
+    assert code == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics[-1]["val_acc"] > 0.6 and metrics[-1]["val_loss"] < metrics[0]["val_loss"]
+
+
+def test_pair_loss_equals_soft_loss_on_the_same_mix():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 5, generator=generator)
+    y_a, y_b = torch.randint(0, 5, (16,), generator=generator), torch.randint(0, 5, (16,), generator=generator)
+    lam = torch.rand(16, generator=generator)
+    smoothing = 0.1
+
+    def smoothed(labels):
+        return torch.nn.functional.one_hot(labels, 5).float() * (1 - smoothing) + smoothing / 5
+    soft_targets = lam[:, None] * smoothed(y_a) + (1 - lam[:, None]) * smoothed(y_b)
+    soft_loss = make_loss(Config(mixup_alpha=1.0, targets="soft"))(logits, soft_targets)
+    pair_loss = make_loss(Config(mixup_alpha=1.0, targets="pair", label_smoothing=smoothing))(logits, (y_a, y_b, lam))
+    assert torch.allclose(soft_loss, pair_loss, rtol=1e-6)
+    assert soft_loss > 0
+
+
+def test_onecycle_rises_then_falls_to_zero():
+    shape = LrShape.of(Config(epochs=4, warmup=0.25), steps_per_epoch=10)   # 40 steps, peak at 10
+    assert shape(0) == pytest.approx(0.1) and shape(5) == pytest.approx(0.55) and shape(10) == 1.0
+    assert shape(25) == pytest.approx(0.5) and shape(40) == 0.0
+    linear = LrShape.of(Config(epochs=4, schedule="linear"), steps_per_epoch=10)
+    assert linear(0) == 1.0 and linear(20) == pytest.approx(0.5) and linear(40) == 0.0
+
+
 def state_of(checkpoint_path: Path) -> dict:
     return torch.load(checkpoint_path, weights_only=True)
 
@@ -224,6 +261,18 @@ def test_unwritable_run_dir_is_refused(data, tmp_path, capsys):
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_run_dir_is_refused(data, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert_refused(data_args(data) + ["--out", locked / "run"], capsys, "cannot write to run directory")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
 def test_resume_without_a_checkpoint_is_refused(data, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert_refused(data_args(data) + ["--out", tmp_path / "empty", "--resume"], capsys, "no checkpoint",
@@ -307,7 +356,8 @@ def test_two_processes_share_each_epoch_and_end_with_the_same_weights(data, tmp_
 
     # Validation accuracy counts every held-out image once: the reduced figure equals a one-process evaluation.
     metrics = read_metrics(run_dir)
-    assert len(metrics) == 2 and not (run_dir / "rank1").exists()
+    assert len(metrics) == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(ARTIFACTS)   # and no temporary files left
     correct, loss = evaluate_here(ranks[0]["model"], data["val"])
     assert round(metrics[-1]["val_acc"] * 128) == correct
     assert metrics[-1]["val_loss"] == pytest.approx(loss, rel=1e-4)

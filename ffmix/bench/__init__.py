@@ -64,7 +64,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args) -> Dict[str, object]:
-    from .data import cpu_count
+    from ..system import available_cpus as cpu_count
 
     quick = args.quick
     def pick(value, full, small):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -184,6 +185,7 @@ def _jpeg_dataset(spec: DatasetSpec, folder: Path, beton: Path, fresh: bool, wor
 
     root = folder / "images"
     if not fresh:
+        shutil.rmtree(root, ignore_errors=True)   # a folder of an earlier specification would add its files
         rng = np.random.default_rng(spec.seed)
         labels = balanced_labels(spec.count, spec.num_classes, spec.seed)
         low, high = spec.side_range
@@ -199,10 +201,3 @@ def _jpeg_dataset(spec: DatasetSpec, folder: Path, beton: Path, fresh: bool, wor
         convert(source, beton, write_mode="jpg", jpeg_quality=90, num_workers=workers, force=True)
     return BenchDataset(spec=spec, beton=beton, labels=source.labels.copy(), class_names=list(source.class_names),
                         image_shape=(spec.crop, spec.crop), files=list(source.files))
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

@@ -155,7 +155,7 @@ def machine(device: str) -> Dict[str, object]:
     import torch
 
     from .. import __version__
-    from .data import cpu_count
+    from ..system import available_cpus as cpu_count
 
     gpu = None
     if torch.cuda.is_available():

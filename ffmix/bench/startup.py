@@ -7,6 +7,8 @@ keeps its kernels in Numba's on-disk cache, so it is measured:
 * warm: the cache filled (one untimed ffmix run first), then the median of several fresh processes;
 * cold: Numba's cache folder pointed at a new empty one for each run, so nothing is cached.
 
+FFCV with its ImageMixup (about 10 s of compiling in every process, and in no target) runs once, warm only.
+
 How: the bench starts one clean process (``python -m ffmix.bench.startup``) that imports what every loader
 needs (torch, FFCV's loader, decoders and transforms: timed once, apart) and then forks one child per
 measurement. A child is a fresh process as far as compiled code goes: nothing of ffmix is loaded in the
@@ -34,6 +36,7 @@ LOADERS = {
     "ffmix": "ffmix make_loader, MixUp+CutMix",
 }
 CHILD_TIMEOUT_S = 300
+PROGRESS_MARK = "ffmix-startup-progress:"
 
 
 def _shared_imports():
@@ -106,7 +109,7 @@ def serve(jobs: List[Dict[str, object]]) -> Dict[str, object]:
     shared_import_s = time.perf_counter() - started
     context = multiprocessing.get_context("fork")
     results = []
-    for job in jobs:
+    for number, job in enumerate(jobs, 1):
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(target=_forked_child, args=(sender, job))
         process.start()
@@ -119,31 +122,53 @@ def serve(jobs: List[Dict[str, object]]) -> Dict[str, object]:
         process.join(30)
         if process.is_alive():
             process.kill()
+        print(f"{PROGRESS_MARK} {number}/{len(jobs)} {job['loader']}", file=sys.stderr, flush=True)
     return {"shared_import_s": shared_import_s, "results": results}
 
 
-def _run_jobs(jobs: List[Dict[str, object]]) -> Dict[str, object]:
-    """Run ``jobs`` in fresh processes: a clean forking parent, or one interpreter each without fork."""
+def _run_jobs(jobs: List[Dict[str, object]], on_done) -> Dict[str, object]:
+    """Run ``jobs`` in fresh processes: a clean forking parent, or one interpreter each without fork.
+    ``on_done(text)`` is called as each job finishes."""
     import multiprocessing
 
     if "fork" in multiprocessing.get_all_start_methods():
         command = [sys.executable, "-m", "ffmix.bench.startup", "--jobs", json.dumps(jobs)]
-        timeout = CHILD_TIMEOUT_S * (len(jobs) + 1)
-        return _checked_json(subprocess.run(command, capture_output=True, text=True, timeout=timeout))
+        return _run_probe(command, CHILD_TIMEOUT_S * (len(jobs) + 1), on_done)
     results, shared = [], []
     for job in jobs:
         command = [sys.executable, "-m", "ffmix.bench.startup", "--jobs", json.dumps([job]), "--no-fork"]
-        answer = _checked_json(subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S))
+        answer = _run_probe(command, CHILD_TIMEOUT_S, on_done)
+        on_done(job["loader"])
         results += answer["results"]
         shared.append(answer["results"][0].get("import_s", 0.0))
     return {"shared_import_s": statistics.median(shared), "results": results}
 
 
-def _checked_json(done: subprocess.CompletedProcess) -> Dict[str, object]:
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"the start-up probe failed (exit {done.returncode}): " + " | ".join(tail))
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+def _run_probe(command: List[str], timeout: float, on_done) -> Dict[str, object]:
+    """Run one probe process, passing its progress lines on; its last stdout line is the JSON answer."""
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        other_lines: List[str] = []
+        try:
+            for line in process.stderr:   # ends when the process closes stderr (exits)
+                if line.startswith(PROGRESS_MARK):
+                    on_done(line[len(PROGRESS_MARK):].strip())
+                else:
+                    other_lines.append(line.rstrip())
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(command, timeout)
+            process.wait(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        output.seek(0)
+        stdout = output.read()
+    if process.returncode != 0:
+        tail = other_lines[-5:] or stdout.strip().splitlines()[-5:]
+        raise RuntimeError(f"the start-up probe failed (exit {process.returncode}): " + " | ".join(tail))
+    answer = json.loads(stdout.strip().splitlines()[-1])
     for result in answer["results"]:
         if "error" in result:
             raise RuntimeError(f"the start-up probe failed: {result['error']}")
@@ -164,20 +189,26 @@ def run_startup(*, beton: Path, batch_size: int, workers: int, num_classes: int,
         jobs.append(dict(loader="ffmix", **common))
         labels.append(("ffmix", "fill"))
     for key in LOADERS:
-        for _ in range(warm_runs):
+        for _ in range(_warm_runs(key, warm_runs)):
             jobs.append(dict(loader=key, **common))
             labels.append((key, "warm"))
-        for _ in range(cold_runs):
+        for _ in range(_cold_runs(key, cold_runs)):
             cold_dirs.append(tempfile.mkdtemp(prefix="ffmix-numba-cold-"))
             jobs.append(dict(loader=key, cache_dir=cold_dirs[-1], **common))
             labels.append((key, "cold"))
-    progress.set_postfix_str(f"startup: {len(jobs)} fresh processes")
+    progress.set_postfix_str(f"startup: importing torch and FFCV, then {len(jobs)} fresh processes")
+    finished = iter(labels)
+
+    def on_done(text: str) -> None:
+        key, state = next(finished, ("?", "?"))
+        progress.set_postfix_str(f"startup: {key} ({state}) done")
+        if state != "fill":
+            progress.update(1)
     try:
-        answer = _run_jobs(jobs)
+        answer = _run_jobs(jobs, on_done)
     finally:
         for folder in cold_dirs:
             shutil.rmtree(folder, ignore_errors=True)
-    progress.update(startup_steps(warm_runs, cold_runs))
     rows = []
     for key, label in LOADERS.items():
         for state in ("warm", "cold"):
@@ -206,8 +237,18 @@ def _check(result: Dict[str, object], batch_size: int, num_classes: int, key: st
     return {"ok": not problems, "problems": problems}
 
 
+def _warm_runs(key: str, warm_runs: int) -> int:
+    # FFCV's ImageMixup costs ~10 s of compiling per process and is in no target: one run tells enough
+    return min(warm_runs, 1) if key == "ffcv_mixup" else warm_runs
+
+
+def _cold_runs(key: str, cold_runs: int) -> int:
+    # with nothing on disk to cache, FFCV's mixup pipeline starts the same cold as warm
+    return 0 if key == "ffcv_mixup" else cold_runs
+
+
 def startup_steps(warm_runs: int, cold_runs: int) -> int:
-    return len(LOADERS) * (warm_runs + cold_runs)
+    return sum(_warm_runs(key, warm_runs) + _cold_runs(key, cold_runs) for key in LOADERS)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

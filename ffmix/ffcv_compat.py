@@ -1,0 +1,326 @@
+"""The one home of what ffmix uses from FFCV beyond its public API.
+
+ffmix leans on a few private parts of FFCV 1.0.2: the Loader's epoch thread and its buffer allocation
+(``Loader.graph.allocate_memory``, ``EpochIterator``'s queue and slots), the Reader's tables, and the
+``DatasetWriter``'s shared per-sample table and page allocator (``convert`` runs its own writer processes).
+They change without notice between FFCV releases, so they are used from this module only, and importing it
+on an FFCV that was not tested fails at once with a message that says what to install.
+
+FFCV's own ``ffcv.__version__`` still reads "0.0.3rc1" in 1.0.2, so the installed distribution is asked.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import threading
+import weakref
+from contextlib import nullcontext
+from importlib import metadata as _metadata
+from typing import Dict, Optional
+
+import numpy as np
+
+from .errors import FfmixError
+
+TESTED_FFCV = "1.0.2"
+
+
+def _check_version() -> None:
+    try:
+        installed = _metadata.version("ffcv")
+    except _metadata.PackageNotFoundError:
+        raise ImportError(f"ffmix needs FFCV {TESTED_FFCV} (`pip install ffcv=={TESTED_FFCV}`); it is not installed")
+    if installed != TESTED_FFCV and not os.environ.get("FFMIX_ANY_FFCV"):
+        raise ImportError(f"ffmix is tested with FFCV {TESTED_FFCV} only and uses some of its internals, but FFCV "
+                          f"{installed} is installed; run `pip install ffcv=={TESTED_FFCV}` (or set FFMIX_ANY_FFCV=1 "
+                          "to try anyway, at your own risk)")
+
+
+_check_version()
+
+import torch  # noqa: E402  (after the version check: a wrong FFCV must fail with the message above)
+from ffcv.loader import Loader  # noqa: E402
+from ffcv.pipeline.compiler import Compiler  # noqa: E402
+from ffcv.reader import Reader  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def open_reader(path) -> Reader:
+    """FFCV's Reader of ``path``; a file FFCV cannot parse is an ``FfmixError`` that says to re-convert."""
+    try:
+        reader = Reader(os.fspath(path))
+    except (PermissionError, FileNotFoundError):
+        raise
+    except Exception as exc:  # FFCV asserts on a wrong version and fails variously on other bytes
+        raise FfmixError(f"{path} is not a readable FFCV .beton file ({type(exc).__name__}: {exc}); "
+                         "re-create it with `ffmix convert`") from None
+    if reader.num_samples and len(reader.metadata) != reader.num_samples:
+        raise FfmixError(f"{path} is truncated: its header says {reader.num_samples} samples, its table holds "
+                         f"{len(reader.metadata)}; re-create it with `ffmix convert`")
+    return reader
+
+
+def field_table(reader: Reader, name: str) -> np.ndarray:
+    """The per-sample metadata column of field ``name`` (FFCV names the columns f0, f1, ... in field order)."""
+    return reader.metadata[f"f{reader.field_names.index(name)}"]
+
+
+def data_extent(reader: Reader) -> int:
+    """One past the last byte the file's tables and pages claim: larger than the file means truncated."""
+    table = reader.alloc_table
+    end = int(reader.header["alloc_table_ptr"])
+    if len(table):
+        end = max(end, int((table["ptr"] + table["size"]).max()))
+    return end
+
+
+def page_pointers(reader: Reader) -> np.ndarray:
+    """Where the file's allocated blocks start (FFCV's allocation table)."""
+    return reader.alloc_table["ptr"]
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def prepare_writer(writer, num_samples: int) -> None:
+    """Write FFCV's header and field table and create the shared per-sample table for ``num_samples``.
+
+    ``DatasetWriter.from_indexed_dataset`` does this and then runs FFCV's own workers; ffmix runs its own.
+    """
+    writer.num_samples = num_samples
+    writer.prepare()
+
+
+def writer_state(writer):
+    """What a writer process needs: (shared per-sample table, its dtype, the fields, a page allocator)."""
+    from ffcv.memory_allocator import MemoryAllocator
+
+    allocator = MemoryAllocator(writer.fname, writer.data_region_start, writer.page_size)
+    return writer.metadata_sm, writer.metadata_type, writer.fields, allocator
+
+
+def write_sample(sample, destination: int, metadata: np.ndarray, allocator, fields) -> None:
+    """Encode one sample (a tuple in field order) into row ``destination`` and the allocator's pages."""
+    from ffcv.writer import handle_sample
+
+    handle_sample(sample, destination, metadata.dtype.names, metadata, allocator, fields)
+
+
+def open_allocator(allocator) -> None:
+    allocator.__enter__()  # not `with`: after a failure, flushing would wait for pages that never come
+
+
+def close_allocator(allocator) -> list:
+    """Flush the allocator's last page; returns its allocations for ``finalize_writer``."""
+    allocator.__exit__(None, None, None)
+    return allocator.allocations
+
+
+def finalize_writer(writer, allocations: list) -> None:
+    writer.finalize(allocations)
+
+
+def release_writer(writer) -> None:
+    """Free the writer's shared per-sample table (absent if ``prepare_writer`` failed)."""
+    shared = getattr(writer, "metadata_sm", None)
+    if hasattr(shared, "unlink"):
+        shared.close()
+        shared.unlink()
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+_LIVE_EPOCHS: "weakref.WeakSet[EpochThread]" = weakref.WeakSet()
+_POLL_S = 0.05
+
+
+class EpochThread(threading.Thread):
+    """One epoch of an FFCV pipeline, computed ahead in a thread into a ring of preallocated batch slots.
+
+    It replaces FFCV's ``EpochIterator`` (same inputs and buffers) for three reasons:
+
+    * a failure inside the pipeline is handed to the consumer and re-raised there (FFCV's thread dies and the
+      consumer waits forever);
+    * ``stop()`` ends the thread within one batch (FFCV's checks its stop flag only while its queue is full),
+      so an abandoned epoch never keeps writing into buffers the next epoch uses;
+    * it starts its ring at ``first_slot``, so the next epoch does not first overwrite the batch the consumer
+      may still hold from the previous one.
+
+    Batch lifetime: with ``S = batches_ahead + 2`` slots and at most ``batches_ahead`` batches waiting in the
+    queue, the slot of the batch just returned is written again only after the consumer has asked for the
+    next one. On CUDA a slot is reused only after the work the consumer queued on it has finished.
+    """
+
+    def __init__(self, loader: "ResilientLoader", order: np.ndarray, first_slot: int, buffers: Dict):
+        super().__init__(daemon=True, name="ffmix-epoch")
+        self.loader = loader
+        self.batch_size = loader.batch_size
+        self.slots = loader.batches_ahead + 2
+        self.batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        self.buffers = buffers
+        self.next_slot = first_slot % self.slots   # where the batch after the last one returned will go
+        self.output_queue: "queue.Queue" = queue.Queue(loader.batches_ahead)
+        self.stop_event = threading.Event()
+        self.failure: Optional[BaseException] = None
+        self.finished = False          # the consumer has seen the end (or the thread was stopped and joined)
+        self.memory_context = loader.memory_manager.schedule_epoch(self.batches)
+        self.memory_context.__enter__()
+        self._closed_memory = False
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            self.consumer_stream = torch.cuda.current_stream()
+            self.streams = [torch.cuda.Stream() for _ in range(self.slots)]
+        _LIVE_EPOCHS.add(self)
+        self.start()
+
+    # -- producer side (the thread)
+    def run(self):
+        try:
+            Compiler.set_num_threads(self.loader.num_workers)
+            slot_done = [None] * self.slots      # CUDA events: the consumer's work on each slot
+            slot = self.next_slot
+            for batch_number, sample_ids in enumerate(self.batches):
+                if self.stop_event.is_set():
+                    return
+                result = self._run_pipeline(batch_number, sample_ids, slot, slot_done[slot])
+                if not self._put((slot, result)):
+                    return
+                if self.cuda:
+                    # Batch b is queued, so the consumer has taken b - batches_ahead: everything it queued on
+                    # slots up to then is submitted. Mark the slot that will be written next-but-one round.
+                    finished_slot = (slot - self.slots + 1) % self.slots
+                    event = torch.cuda.Event()
+                    event.record(self.consumer_stream)
+                    slot_done[finished_slot] = event
+                slot = (slot + 1) % self.slots
+            self._put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+            self.failure = exc
+            self._put(None)
+
+    def _put(self, item) -> bool:
+        while not self.stop_event.is_set():
+            try:
+                self.output_queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run_pipeline(self, batch_number: int, sample_ids: np.ndarray, slot: int, slot_done):
+        self.memory_context.start_batch(batch_number)
+        count = len(sample_ids)
+        stream_context = torch.cuda.stream(self.streams[slot]) if self.cuda else nullcontext()
+        with stream_context:
+            if slot_done is not None:
+                slot_done.wait()
+            args = {"batch_indices": sample_ids, "storage_state": self.memory_context.state,
+                    "metadata": self.loader.reader.metadata}
+            for kind, prefix in (("operation", "memory_"), ("shared", "shared_memory_")):
+                for node_id, buffer in self.buffers[kind].items():
+                    args[f"{prefix}{node_id}"] = _select_slot(buffer, slot, count)
+            code, outputs = self.loader.code
+            for stage_code, stage_outputs in code:
+                for node_id, value in zip(stage_outputs, stage_code(**args)):
+                    args[f"result_{node_id}"] = value
+            return tuple(args[f"result_{node_id}"] for node_id in outputs)
+
+    # -- consumer side
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.finished:
+            raise StopIteration
+        while True:
+            try:
+                item = self.output_queue.get(timeout=_POLL_S)
+                break
+            except queue.Empty:
+                if not self.is_alive() and self.output_queue.empty():
+                    item = None   # stopped from elsewhere
+                    break
+        if item is None:
+            self.stop()
+            if self.failure is not None:
+                raise RuntimeError(f"the data pipeline failed: {type(self.failure).__name__}: "
+                                   f"{self.failure}") from self.failure
+            raise StopIteration
+        slot, result = item
+        self.next_slot = (slot + 1) % self.slots
+        if self.cuda:
+            torch.cuda.current_stream().wait_stream(self.streams[slot])
+        return result
+
+    def stop(self) -> None:
+        """End the thread (within one batch) and release the epoch's read schedule; idempotent."""
+        self.stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()
+        self.finished = True
+        if not self._closed_memory:
+            self._closed_memory = True
+            self.memory_context.__exit__(None, None, None)
+        _LIVE_EPOCHS.discard(self)
+
+
+def _select_slot(buffer, slot: int, count: int):
+    if buffer is None:
+        return None
+    if isinstance(buffer, tuple):
+        return tuple(_select_slot(part, slot, count) for part in buffer)
+    return buffer[slot][:count]
+
+
+@atexit.register
+def _stop_live_epochs() -> None:
+    # A pipeline thread still running compiled code while the interpreter tears down can crash the exit;
+    # a program that leaves an epoch midway must still exit cleanly (status 0).
+    for epoch in list(_LIVE_EPOCHS):
+        epoch.stop()
+
+
+class ResilientLoader(Loader):
+    """FFCV's ``Loader`` running epochs in ``EpochThread`` over one set of batch buffers for all epochs.
+
+    FFCV allocates fresh buffers for every epoch (batches_ahead + 2 batches, pinned where possible: about
+    190 MB at 256 x 224 x 224 x 3). Here ``iter()`` first stops the previous epoch's thread (finished or
+    abandoned), then reuses its buffers, so memory stays flat however epochs end. ``start_epoch`` is the
+    single moment at which the caller's per-epoch values are handed to the compiled code: ``before_start``
+    runs after the previous thread has stopped and before the new one begins.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._buffers = None
+        self._current: Optional[EpochThread] = None
+        self._next_slot = 0
+
+    def start_epoch(self, before_start=None) -> EpochThread:
+        self.stop_epoch()
+        if before_start is not None:
+            before_start(self.next_epoch)
+        Compiler.set_num_threads(self.num_workers)
+        order = self.next_traversal_order()
+        selected = order[:len(self) * self.batch_size]
+        self.next_epoch += 1
+        if self.code is None or self.recompile:
+            self.generate_code()
+        if self._buffers is None:
+            self._buffers = self.graph.allocate_memory(self.batch_size, self.batches_ahead + 2)
+        if torch.cuda.is_available():
+            # The new thread writes slots whose last batches the consumer may still have work queued on.
+            torch.cuda.current_stream().synchronize()
+        self._current = EpochThread(self, selected, self._next_slot, self._buffers)
+        return self._current
+
+    def stop_epoch(self) -> None:
+        """Stop the running epoch, if any; the slot after its last returned batch is where the next begins."""
+        if self._current is not None:
+            self._current.stop()
+            self._next_slot = self._current.next_slot
+            self._current = None
+
+    def __iter__(self):
+        return self.start_epoch()
