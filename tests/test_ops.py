@@ -22,9 +22,9 @@ SEEDS = range(400)
 
 
 def draw(key, n, height=10, width=14, mixup_alpha=0.4, cutmix_alpha=1.0, mix_prob=1.0, switch_prob=0.5,
-         mode=MODE_ELEM):
+         mode=MODE_ELEM, lam_range=(0.0, 1.0)):
     return draw_mix_params(np.uint64(key), n, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob,
-                           mode)
+                           mode, lam_range[0], lam_range[1])
 
 
 # ------------------------------------------------------------------------------ kernels vs the NumPy oracle
@@ -203,7 +203,7 @@ def test_global_random_states_are_untouched():
         np.random.seed(7)
         np.random.random()
         if call_ffmix:
-            draw_mix_params(np.uint64(3), 8, 10, 14, 0.4, 1.0, 1.0, 0.5, 2)
+            draw_mix_params(np.uint64(3), 8, 10, 14, 0.4, 1.0, 1.0, 0.5, 2, 0.0, 1.0)
         return np.random.random()
 
     assert next_numba_draw(True) == next_numba_draw(False)

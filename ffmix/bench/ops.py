@@ -93,7 +93,7 @@ def run_ops(*, quick: bool, threads: int, runs: int, min_run_s: float, progress)
         def ffmix_call(k, mixup=MIXUP_ALPHA, cutmix=CUTMIX_ALPHA):
             key = np.uint64(batch_key(0, k, indices))
             partner, weight, box, _ = draw_mix_params(key, count, height, width, mixup, cutmix, 1.0,
-                                                      SWITCH_PROB, MODES["batch"])
+                                                      SWITCH_PROB, MODES["batch"], 0.0, 1.0)
             mix_images(images, out, partner, weight, box)
             return out
 
@@ -152,7 +152,7 @@ def _checks(images, labels, float_images, float_labels, calls) -> Dict[str, Dict
     from ..ops.rng import batch_key
     key = np.uint64(batch_key(0, 10_000, np.arange(count, dtype=np.uint64)))
     partner, weight, box, _ = draw_mix_params(key, count, height, width, MIXUP_ALPHA, CUTMIX_ALPHA, 1.0,
-                                              SWITCH_PROB, MODES["batch"])
+                                              SWITCH_PROB, MODES["batch"], 0.0, 1.0)
     expected = mix_images_reference(images, partner, weight, box)
     if not np.array_equal(np.array(calls["ffmix"](10_000)), expected):
         checks["ffmix"] = {"ok": False, "problems": ["differs from ops.reference.mix_images_reference"]}

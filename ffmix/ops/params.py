@@ -16,6 +16,10 @@ Parameters of a batch of ``n`` samples (arrays of length ``n``):
 - ``lam[i]``: the weight of sample ``i``'s own class in its target: ``weight / 256`` for MixUp, the exact
   fraction of pixels outside the box for CutMix, 1 when unmixed.
 
+λ drawn from Beta(α, α) is first clipped to ``[lam_low, lam_high]`` (``clip_lam``; (0, 1) leaves it as drawn),
+then quantised (MixUp) or turned into a box (CutMix, whose true λ, the box's area, can differ slightly from the
+clipped value when the box is clipped to the image).
+
 Modes: ``batch`` draws one decision (mixed or not, MixUp or CutMix, λ, box) for the whole batch, ``pair``
 one per pair (both members share it), ``elem`` one per sample.
 """
@@ -50,8 +54,14 @@ def cutmix_box(state, lam, height, width):
     return y0, y1, x0, x1
 
 
+@njit(cache=True, inline="always")
+def clip_lam(lam, lam_low, lam_high):
+    """λ limited to ``[lam_low, lam_high]`` (e.g. (0.1, 0.9) keeps every mix visibly two images)."""
+    return min(max(lam, lam_low), lam_high)
+
+
 @njit(cache=True)
-def draw_one(state, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob):
+def draw_one(state, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, lam_low, lam_high):
     """One mixing decision: ``(weight, y0, y1, x0, x1, lam)``; see the module docstring."""
     if uniform(state) >= mix_prob:
         return WEIGHT_ONE, 0, 0, 0, 0, 1.0
@@ -62,18 +72,21 @@ def draw_one(state, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_p
     if use_cutmix:
         if height <= 0 or width <= 0:   # the image size is unknown: leave the sample unmixed
             return WEIGHT_ONE, 0, 0, 0, 0, 1.0
-        lam = symmetric_beta(state, cutmix_alpha)
+        lam = clip_lam(symmetric_beta(state, cutmix_alpha), lam_low, lam_high)
         y0, y1, x0, x1 = cutmix_box(state, lam, height, width)
         true_lam = 1.0 - ((y1 - y0) * (x1 - x0)) / (height * width)
         return WEIGHT_ONE, y0, y1, x0, x1, true_lam
-    lam = symmetric_beta(state, mixup_alpha)
+    lam = clip_lam(symmetric_beta(state, mixup_alpha), lam_low, lam_high)
     weight = np.int64(np.round(lam * WEIGHT_ONE))
     return weight, 0, 0, 0, 0, weight / WEIGHT_ONE
 
 
 @njit(cache=True)
-def draw_mix_params(key, n, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode):
+def draw_mix_params(key, n, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low,
+                    lam_high):
     """All the randomness of one batch, from the 64-bit ``key``: ``(partner, weight, box, lam)``.
+
+    ``height``/``width``: the size CutMix boxes are cut in (<= 0: unknown, CutMix leaves samples unmixed).
 
     ``partner`` int64 (n,), ``weight`` int32 (n,), ``box`` int32 (n, 4), ``lam`` float64 (n,).
     """
@@ -113,7 +126,7 @@ def draw_mix_params(key, n, height, width, mixup_alpha, cutmix_alpha, mix_prob, 
         if leader[i] != i:
             continue
         w, y0, y1, x0, x1, sample_lam = draw_one(state, height, width, mixup_alpha, cutmix_alpha,
-                                                 mix_prob, switch_prob)
+                                                 mix_prob, switch_prob, lam_low, lam_high)
         weight[i] = w
         box[i, 0], box[i, 1], box[i, 2], box[i, 3] = y0, y1, x0, x1
         lam[i] = sample_lam
