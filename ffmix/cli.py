@@ -6,8 +6,10 @@ when chosen, so ``ffmix convert --help`` answers without importing torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import traceback
 from typing import List, Optional
 
 from .errors import FfmixError
@@ -21,9 +23,21 @@ SUBCOMMANDS = {
     "train": ("ffmix.train", "train a classifier on the mixed stream and report accuracy"),
 }
 
-# Errors that come from the user's input or machine rather than from a bug: print one line, no traceback.
-USER_ERRORS = (FfmixError, ValueError, FileNotFoundError, FileExistsError, PermissionError,
-               NotADirectoryError, IsADirectoryError)
+# Errors that come from the user's input or machine rather than from a bug: one line, no traceback. Anything
+# else is a bug in ffmix and keeps its traceback: a ValueError from deep inside must not pass for bad input.
+USER_ERRORS = (FfmixError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
+               IsADirectoryError)
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EMFILE}
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 1, 70, 130
+BUG_REPORT = ("this is a bug in ffmix, not a problem with your input; please report it with the command line "
+              "and the traceback above")
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """The one place that decides: a one-line message for the user, or a traceback for a bug report."""
+    if isinstance(exc, USER_ERRORS):
+        return True
+    return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
 
 
 def build_parser(argv: List[str]) -> argparse.ArgumentParser:
@@ -53,12 +67,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except USER_ERRORS as exc:
-        print(f"ffmix {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"ffmix {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - sorted into user errors and bugs right here
+        if is_user_error(exc):
+            print(f"ffmix {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        traceback.print_exc()
+        print(f"ffmix {args.command}: internal error: {type(exc).__name__}: {exc}\n{BUG_REPORT}", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import List, Sequence
 import torch
 import torch.distributed as dist
 
+from .errors import FfmixError
 from .system import available_cpus
 
 # A rank that dies leaves the others waiting in a collective; torchrun then tears the group down, but a
@@ -49,13 +50,13 @@ def resolve_device(requested: str, local_rank: int) -> torch.device:
     """``auto`` -> this rank's GPU if CUDA is available, else the CPU. Raises ValueError if CUDA is asked
     for but missing, or there are fewer GPUs than local ranks."""
     if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {requested!r}")
+        raise FfmixError(f"--device must be auto, cpu or cuda, got {requested!r}")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA GPU is available here; use --device cpu")
+        raise FfmixError("--device cuda but no CUDA GPU is available here; use --device cpu")
     if local_rank >= torch.cuda.device_count():
-        raise ValueError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible; "
+        raise FfmixError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible; "
                          "start at most that many processes per node")
     return torch.device("cuda", local_rank)
 

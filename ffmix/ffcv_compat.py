@@ -40,7 +40,7 @@ def _check_version() -> None:
 _check_version()
 
 import torch  # noqa: E402  (after the version check: a wrong FFCV must fail with the message above)
-from ffcv.loader import Loader  # noqa: E402
+from ffcv.loader import Loader, OrderOption  # noqa: E402
 from ffcv.pipeline.compiler import Compiler  # noqa: E402
 from ffcv.reader import Reader  # noqa: E402
 
@@ -281,6 +281,12 @@ def _stop_live_epochs() -> None:
         epoch.stop()
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed for epoch ``epoch`` of run ``seed``, hashed so that no two (seed, epoch) pairs share an
+    order. FFCV seeds its shuffle with ``seed + epoch``, so seeds s and s + 1 would share all but one epoch."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
 class ResilientLoader(Loader):
     """FFCV's ``Loader`` running epochs in ``EpochThread`` over one set of batch buffers for all epochs.
 
@@ -289,6 +295,11 @@ class ResilientLoader(Loader):
     abandoned), then reuses its buffers, so memory stays flat however epochs end. ``start_epoch`` is the
     single moment at which the caller's per-epoch values are handed to the compiled code: ``before_start``
     runs after the previous thread has stopped and before the new one begins.
+
+    Orders differ from FFCV's in two documented ways: the shuffle of epoch e is seeded by a hash of
+    (seed, e), not seed + e; and with ``distributed=True`` every rank gets ``len // world_size`` samples of
+    the epoch's permutation (interleaved), the remainder being left out of that epoch, so the shares are
+    disjoint; FFCV (like ``DistributedSampler``) pads the shares with repeats instead.
     """
 
     def __init__(self, *args, **kwargs):
@@ -296,6 +307,30 @@ class ResilientLoader(Loader):
         self._buffers = None
         self._current: Optional[EpochThread] = None
         self._next_slot = 0
+
+    @property
+    def upcoming_epoch(self) -> int:
+        """The epoch the next ``iter()`` produces."""
+        return self.next_epoch
+
+    @upcoming_epoch.setter
+    def upcoming_epoch(self, epoch: int) -> None:
+        self.next_epoch = int(epoch)
+
+    def next_traversal_order(self):
+        option = self._args["order"]
+        if option == OrderOption.QUASI_RANDOM:
+            return super().next_traversal_order()
+        if option == OrderOption.RANDOM:
+            rng = np.random.default_rng(epoch_seed(self.seed, self.next_epoch))
+            order = rng.permutation(self.indices)
+        else:
+            order = np.asarray(self.indices)
+        if not self.distributed:
+            return order
+        world_size, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        per_rank = len(order) // world_size
+        return order[:per_rank * world_size][rank::world_size]
 
     def start_epoch(self, before_start=None) -> EpochThread:
         self.stop_epoch()
@@ -315,12 +350,15 @@ class ResilientLoader(Loader):
         self._current = EpochThread(self, selected, self._next_slot, self._buffers)
         return self._current
 
-    def stop_epoch(self) -> None:
-        """Stop the running epoch, if any; the slot after its last returned batch is where the next begins."""
-        if self._current is not None:
-            self._current.stop()
-            self._next_slot = self._current.next_slot
-            self._current = None
+    def stop_epoch(self, epoch: Optional[EpochThread] = None) -> None:
+        """Stop the running epoch (only if it is ``epoch``, when given); the next one starts its ring of
+        slots after the last batch this one returned."""
+        current = self._current
+        if current is None or (epoch is not None and epoch is not current):
+            return
+        current.stop()
+        self._next_slot = current.next_slot
+        self._current = None
 
     def __iter__(self):
         return self.start_epoch()

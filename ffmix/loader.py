@@ -38,8 +38,16 @@ class MixLoader:
 
     images: (N, C, H, W) ``dtype`` on ``device``. targets: float32 (N, num_classes) soft targets, or
     ``(y_a, y_b, lam)`` for targets="pair", or int64 (N,) labels for targets="label".
-    Each ``iter()`` is one epoch; ``set_epoch`` seeks (for resuming); ``mixing_enabled`` switches MixUp/CutMix
-    off and on without recompiling.
+
+    Each ``iter()`` is one epoch. ``set_epoch`` (seek, e.g. when resuming) and ``mixing_enabled`` (switch
+    MixUp/CutMix off and on without recompiling) take effect at the next ``iter()``, never inside a running
+    epoch, so every batch's pixels and targets agree.
+
+    Batch lifetime: a yielded batch lives in one of the loader's reused buffers and stays valid until the
+    next batch is requested (the next ``next()``, or a new ``iter()``); ``.clone()`` what you keep longer.
+    On a GPU a buffer is reused only after the work queued on it has finished. Leaving an epoch early
+    (``break``, an exception) stops its thread as soon as the iterator is dropped, at the next ``iter()`` or
+    at ``close()``, whichever comes first; ``with make_loader(...) as loader:`` closes at the end.
     """
 
     def __init__(self, ffcv_loader: ResilientLoader, mixing: Mixing, meta: DatasetMeta, *, targets: str,
@@ -50,6 +58,7 @@ class MixLoader:
         self.targets = targets
         self.device = device
         self._finish_images = finish_images
+        mixing.manage(self)
 
     @property
     def num_classes(self) -> int:
@@ -62,14 +71,17 @@ class MixLoader:
     @property
     def epoch(self) -> int:
         """The epoch the next ``iter()`` will produce."""
-        return self.ffcv_loader.next_epoch
+        return self.ffcv_loader.upcoming_epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` produce epoch ``epoch`` (order and mixing), e.g. when resuming."""
-        self.ffcv_loader.next_epoch = int(epoch)
+        """Make the next ``iter()`` produce epoch ``epoch`` (order, crops and mixing), e.g. when resuming."""
+        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise FfmixError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.ffcv_loader.upcoming_epoch = int(epoch)
 
     @property
     def mixing_enabled(self) -> bool:
+        """Whether the next ``iter()`` mixes (as last set)."""
         return self.mixing.enabled
 
     @mixing_enabled.setter
@@ -80,9 +92,27 @@ class MixLoader:
         return len(self.ffcv_loader)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, object]]:
-        self.mixing.set_epoch(self.ffcv_loader.next_epoch)
-        for images, labels in self.ffcv_loader:
-            yield self._finish_images(images), self._finish_targets(labels)
+        # The one moment per epoch at which Python's settings reach the compiled code: after the previous
+        # epoch's thread has stopped, before the new one starts.
+        epoch = self.ffcv_loader.start_epoch(before_start=self.mixing.control.commit)
+        return self._batches(epoch)
+
+    def _batches(self, epoch) -> Iterator[Tuple[torch.Tensor, object]]:
+        try:
+            for images, labels in epoch:
+                yield self._finish_images(images), self._finish_targets(labels)
+        finally:  # exhausted, broken out of, or dropped: the thread stops
+            self.ffcv_loader.stop_epoch(epoch)
+
+    def close(self) -> None:
+        """Stop the running epoch's thread, if any (idempotent; the loader can still be iterated again)."""
+        self.ffcv_loader.stop_epoch()
+
+    def __enter__(self) -> "MixLoader":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _finish_targets(self, labels: torch.Tensor):
         if self.targets == "label":
@@ -94,7 +124,8 @@ class MixLoader:
 
 def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: float = 0.0,
                 cutmix_alpha: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5,
-                mode: str = "batch", label_smoothing: float = 0.0, targets: str = "soft",
+                mode: str = "batch", label_smoothing: float = 0.0, lam_range: Tuple[float, float] = (0.0, 1.0),
+                targets: str = "soft",
                 image_size: Optional[Union[int, Tuple[int, int]]] = None, crop: str = "auto",
                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
                 normalize: bool = True, mean: Optional[Sequence[float]] = None,
@@ -105,7 +136,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     """An FFCV loader of ``path`` that yields ``(images, targets)`` with MixUp/CutMix done in Numba on uint8.
 
     Mixing: ``mixup_alpha``/``cutmix_alpha`` (Beta parameters, 0 = off), ``mix_prob``, ``switch_prob``,
-    ``mode`` ("batch" | "pair" | "elem") and ``label_smoothing``, as in ``ffmix.Mixing``. With no alpha set
+    ``mode`` ("batch" | "pair" | "elem"), ``label_smoothing`` and ``lam_range``, as in ``ffmix.Mixing``. With no alpha set
     this is a plain evaluation loader (one-hot targets, or int64 labels with targets="label").
 
     targets: "soft" -> float32 (N, num_classes); "pair" -> ``(y_a, y_b, lam)`` for index-based
@@ -124,16 +155,18 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     Raises ValueError for out-of-range options and bad or corrupt files, FileNotFoundError for a missing file
     or metadata, all before any work starts.
     """
-    mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
-                    switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing, seed=seed)
-    _check_options(batch_size=batch_size, targets=targets, mixing=mixing, crop=crop, order=order,
-                   distributed=distributed, num_workers=num_workers, batches_ahead=batches_ahead, dtype=dtype)
     device = _resolve_device(device)
     meta = _read_dataset(path, num_classes)
+    mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
+                    switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing, seed=seed,
+                    lam_range=lam_range, image_size=_output_size(meta, image_size))
+    _check_options(batch_size=batch_size, targets=targets, mixing=mixing, crop=crop, order=order,
+                   distributed=distributed, num_workers=num_workers, batches_ahead=batches_ahead, dtype=dtype)
     reader = _open_beton(path, meta)
     _check_labels(reader, meta)
-    if batch_size > len(reader.metadata if indices is None else indices) and drop_last:
-        raise ValueError(f"batch_size={batch_size} is larger than the {meta.num_samples} samples of {path}, "
+    available = meta.num_samples if indices is None else len(indices)
+    if batch_size > available and drop_last:
+        raise FfmixError(f"batch_size={batch_size} is larger than the {available} samples to read from {path}, "
                          "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
 
     decoder = _image_decoder(meta, image_size, crop, shuffled=(order != "sequential"), mixing=mixing.active)
@@ -148,11 +181,24 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                                                 channels_last)
 
     ffcv_loader = ResilientLoader(os.fspath(path), batch_size=batch_size, num_workers=_workers(num_workers),
-                          order=ORDERS[order], distributed=distributed, seed=seed,
-                          indices=None if indices is None else np.asarray(indices, np.uint64),
-                          drop_last=drop_last, batches_ahead=batches_ahead, os_cache=os_cache,
-                          pipelines={IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline})
+                                  order=ORDERS[order], distributed=distributed, seed=seed,
+                                  indices=None if indices is None else np.asarray(indices, np.uint64),
+                                  drop_last=drop_last, batches_ahead=batches_ahead, os_cache=os_cache,
+                                  pipelines={IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline})
     return MixLoader(ffcv_loader, mixing, meta, targets=targets, finish_images=finish_images, device=device)
+
+
+def _output_size(meta: DatasetMeta, image_size) -> Optional[Tuple[int, int]]:
+    """(height, width) of the decoded images: ``image_size`` when given (crops produce it), else the file's."""
+    if image_size is None:
+        if meta.image_shape is None:
+            raise FfmixError(f"images in this file vary in size (from {meta.min_size} to {meta.max_size}); "
+                             "pass image_size= to crop them to one size")
+        return int(meta.image_shape[0]), int(meta.image_shape[1])
+    size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
+        raise FfmixError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return int(size[0]), int(size[1])
 
 
 def _normalisation(meta: DatasetMeta, normalize: bool, mean, std, dtype):
@@ -160,11 +206,11 @@ def _normalisation(meta: DatasetMeta, normalize: bool, mean, std, dtype):
     if not normalize:
         return None, None
     if not dtype.is_floating_point:
-        raise ValueError(f"normalize=True needs a floating dtype, got {dtype}; pass normalize=False")
+        raise FfmixError(f"normalize=True needs a floating dtype, got {dtype}; pass normalize=False")
     if mean is None or std is None:
         mean, std = (GRAY_MEAN, GRAY_STD) if meta.channels == 1 else (RGB_MEAN, RGB_STD)
     if len(mean) != meta.channels or len(std) != meta.channels or min(std) <= 0:
-        raise ValueError(f"mean and std need {meta.channels} values (std > 0), got mean={mean}, std={std}")
+        raise FfmixError(f"mean and std need {meta.channels} values (std > 0), got mean={mean}, std={std}")
     return tuple(mean), tuple(std)
 
 
@@ -212,42 +258,46 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
 
 def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num_workers, batches_ahead, dtype):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise FfmixError(f"batch_size must be a positive integer, got {batch_size!r}")
     if targets not in TARGET_KINDS + ("label",):
-        raise ValueError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
+        raise FfmixError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
+    if targets == "pair" and mixing.label_smoothing > 0:
+        raise FfmixError(f"targets='pair' yields (y_a, y_b, lam) rows, which cannot carry label_smoothing="
+                         f"{mixing.label_smoothing}; use targets='soft', or pass the smoothing to your loss "
+                         "(F.cross_entropy(..., label_smoothing=eps) on y_a and y_b) and 0 here")
     if targets == "label" and mixing.active:
-        raise ValueError("targets='label' gives one class per image, which cannot describe a mixed image; "
+        raise FfmixError("targets='label' gives one class per image, which cannot describe a mixed image; "
                          "use targets='soft' or 'pair' with mixing")
     if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        raise FfmixError(f"crop must be one of {CROPS}, got {crop!r}")
     if order not in ORDERS:
-        raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
+        raise FfmixError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
     if distributed and order == "quasi_random":
-        raise ValueError("order='quasi_random' is not available with distributed=True (FFCV does not support it); "
+        raise FfmixError("order='quasi_random' is not available with distributed=True (FFCV does not support it); "
                          "use order='random'")
     if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        raise ValueError("distributed=True needs torch.distributed initialised first "
+        raise FfmixError("distributed=True needs torch.distributed initialised first "
                          "(torch.distributed.init_process_group, e.g. under torchrun)")
     if num_workers is not None and (not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
-        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
+        raise FfmixError(f"num_workers must be a positive integer or None, got {num_workers!r}")
     if not isinstance(batches_ahead, (int, np.integer)) or batches_ahead < 1:
-        raise ValueError(f"batches_ahead must be a positive integer, got {batches_ahead!r}")
+        raise FfmixError(f"batches_ahead must be a positive integer, got {batches_ahead!r}")
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+        raise FfmixError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
 
 
 def _resolve_device(device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+        raise FfmixError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={str(device)!r} but no CUDA GPU is available here; use device='cpu'")
+            raise FfmixError(f"device={str(device)!r} but no CUDA GPU is available here; use device='cpu'")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device={str(device)!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise FfmixError(f"device={str(device)!r} but only {torch.cuda.device_count()} GPU(s) are visible")
     elif device.type != "cpu":
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
+        raise FfmixError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
     return device
 
 
@@ -267,13 +317,13 @@ def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
             raise
         return _plain_ffcv_meta(path, num_classes)
     if num_classes is not None and num_classes != meta.num_classes:
-        raise ValueError(f"num_classes={num_classes} but {path} has {meta.num_classes} classes")
+        raise FfmixError(f"num_classes={num_classes} but {path} has {meta.num_classes} classes")
     return meta
 
 
 def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise FfmixError(f"num_classes must be a positive integer, got {num_classes!r}")
     reader = open_reader(path)
     images = field_table(reader, reader.field_names[0])  # a plain FFCV file: its first field
     heights, widths = images["height"].astype(int), images["width"].astype(int)
@@ -290,14 +340,14 @@ def _open_beton(path, meta: DatasetMeta):
     path = Path(path)
     reader = open_reader(path)
     if reader.field_names[:2] != [IMAGE_FIELD, LABEL_FIELD]:
-        raise ValueError(f"{path} has fields {reader.field_names}; ffmix needs '{IMAGE_FIELD}' then "
+        raise FfmixError(f"{path} has fields {reader.field_names}; ffmix needs '{IMAGE_FIELD}' then "
                          f"'{LABEL_FIELD}' (as `ffmix convert` writes)")
     if int(reader.num_samples) != meta.num_samples:
-        raise ValueError(f"{path} holds {reader.num_samples} samples but its metadata says {meta.num_samples}; "
+        raise FfmixError(f"{path} holds {reader.num_samples} samples but its metadata says {meta.num_samples}; "
                          "the file or its .json sidecar is stale or corrupt: re-run `ffmix convert`")
     truncated = data_extent(reader) > path.stat().st_size
     if truncated or not np.isin(field_table(reader, IMAGE_FIELD)["data_ptr"], page_pointers(reader)).all():
-        raise ValueError(f"{path} is truncated or corrupt (image data lies outside the file); "
+        raise FfmixError(f"{path} is truncated or corrupt (image data lies outside the file); "
                          "re-create it with `ffmix convert`")
     return reader
 
@@ -305,7 +355,7 @@ def _open_beton(path, meta: DatasetMeta):
 def _check_labels(reader, meta: DatasetMeta) -> None:
     labels = field_table(reader, LABEL_FIELD)
     if len(labels) and (labels.min() < 0 or labels.max() >= meta.num_classes):
-        raise ValueError(f"labels in the file range over [{labels.min()}, {labels.max()}] but the dataset has "
+        raise FfmixError(f"labels in the file range over [{labels.min()}, {labels.max()}] but the dataset has "
                          f"{meta.num_classes} classes; pass the right num_classes or re-convert")
 
 
@@ -313,12 +363,12 @@ def _image_decoder(meta: DatasetMeta, image_size, crop: str, *, shuffled: bool, 
     if image_size is not None:
         size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
         if len(size) != 2 or min(size) < 1:
-            raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+            raise FfmixError(f"image_size must be a positive int or (height, width), got {image_size!r}")
     else:
         size = None
     if size is None or (meta.image_shape is not None and tuple(meta.image_shape) == size):
         if meta.image_shape is None:
-            raise ValueError(f"images in this file vary in size (from {meta.min_size} to {meta.max_size}); "
+            raise FfmixError(f"images in this file vary in size (from {meta.min_size} to {meta.max_size}); "
                              "pass image_size= to crop them to one size")
         return SimpleRGBImageDecoder()
     if crop == "auto":

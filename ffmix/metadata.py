@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from .errors import FfmixError
+
 FORMAT_VERSION = 1
 IMAGE_FIELD = "image"   # FFCV's own naming, so plain FFCV pipelines read ffmix files
 LABEL_FIELD = "label"
@@ -51,7 +53,7 @@ class DatasetMeta:
                    if f.name not in raw and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]
         if missing:
-            raise ValueError(f"ffmix metadata is missing keys {missing}")
+            raise FfmixError(f"ffmix metadata is missing keys {missing}")
         values = {k: v for k, v in raw.items() if k in known}
         for key in ("image_shape", "min_size", "max_size"):
             if values.get(key) is not None:
@@ -90,7 +92,7 @@ def read_meta(beton_path: os.PathLike) -> DatasetMeta:
     try:
         raw = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{sidecar} is not valid ffmix metadata: {exc}") from None
+        raise FfmixError(f"{sidecar} is not valid ffmix metadata: {exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{sidecar} is not valid ffmix metadata: expected a JSON object")
+        raise FfmixError(f"{sidecar} is not valid ffmix metadata: expected a JSON object")
     return DatasetMeta.from_dict(raw)

@@ -16,6 +16,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .errors import FfmixError
+
 MODEL_NAMES = ("auto", "cnn", "resnet9", "tiny")
 
 
@@ -83,7 +85,7 @@ BUILDERS: Dict[str, Callable[..., nn.Module]] = {"cnn": small_cnn, "resnet9": re
 def resolve_model_name(name: str, image_shape: Optional[Tuple[int, int]]) -> str:
     """``auto`` -> ``cnn`` for images up to 28 pixels a side, else ``resnet9``; other names pass through."""
     if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        raise FfmixError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     if name != "auto":
         return name
     return "cnn" if image_shape is not None and max(image_shape) <= 28 else "resnet9"
@@ -93,9 +95,9 @@ def build_model(name: str, in_channels: int, num_classes: int, width: Optional[i
     """A freshly initialised model ``name`` (not ``auto``: resolve it first) for ``in_channels`` inputs;
     ``width`` sets the channel counts (see each builder), None for the default."""
     if name not in BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(BUILDERS)}")
+        raise FfmixError(f"unknown model {name!r}; choose one of {', '.join(BUILDERS)}")
     if width is not None and width < 1:
-        raise ValueError(f"width must be a positive integer, got {width}")
+        raise FfmixError(f"width must be a positive integer, got {width}")
     return BUILDERS[name](in_channels, num_classes, **({} if width is None else {"width": width}))
 
 

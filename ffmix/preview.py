@@ -16,6 +16,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from .errors import FfmixError
+
 PAD_PX = 8          # between tiles and around the grid
 CAPTION_PX = 34     # two caption lines under each tile
 TITLE_PX = 44       # two title lines above the grid
@@ -90,7 +92,7 @@ def mixed_batch(path, *, count: int, mixup_alpha: float, cutmix_alpha: float, mi
 
     meta = read_meta(path)
     if meta.image_shape is None and image_size is None:
-        raise ValueError(f"the images in {path} vary in size (from {meta.min_size} to {meta.max_size}); "
+        raise FfmixError(f"the images in {path} vary in size (from {meta.min_size} to {meta.max_size}); "
                          "pass --image-size PX to crop them to one size")
     batch_size = min(count, meta.num_samples)
     loader = make_loader(path, batch_size=batch_size, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
@@ -143,15 +145,15 @@ def draw_grid(images: np.ndarray, targets: np.ndarray, class_names: Sequence[str
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        raise ValueError(f"--out must be a .png file, got {args.out}")
+        raise FfmixError(f"--out must be a .png file, got {args.out}")
     if out.is_dir():
-        raise ValueError(f"--out {args.out} is a folder; give a file path such as grid.png")
+        raise FfmixError(f"--out {args.out} is a folder; give a file path such as grid.png")
     if args.count < 1:
-        raise ValueError(f"--count must be at least 1, got {args.count}")
+        raise FfmixError(f"--count must be at least 1, got {args.count}")
     if args.columns is not None and args.columns < 1:
-        raise ValueError(f"--columns must be at least 1, got {args.columns}")
+        raise FfmixError(f"--columns must be at least 1, got {args.columns}")
     if args.tile_px < 1:
-        raise ValueError(f"--tile-px must be at least 1, got {args.tile_px}")
+        raise FfmixError(f"--tile-px must be at least 1, got {args.tile_px}")
     if args.mixup_alpha <= 0 and args.cutmix_alpha <= 0:
         print("ffmix preview: both alphas are 0, so the grid shows unmixed images")
     images, targets, meta = mixed_batch(

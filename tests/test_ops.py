@@ -15,7 +15,7 @@ from ffmix import Mixing
 from ffmix.ops.kernels import mix_images, mix_normalize, pair_targets, soft_targets
 from ffmix.ops.params import MODE_BATCH, MODE_ELEM, MODE_PAIR, MODES, WEIGHT_ONE, draw_mix_params
 from ffmix.ops.reference import (box_area_lam, mix_images_reference, mix_normalize_reference,
-                                  soft_targets_reference)
+                                  mixup_weight_reference, soft_targets_reference)
 from ffmix.ops.rng import batch_key, symmetric_beta
 
 SEEDS = range(400)
@@ -185,6 +185,35 @@ def test_lambda_follows_beta(alpha):
     assert abs(draws.var() - 1 / (4 * (2 * alpha + 1))) < 0.01
 
 
+@pytest.mark.parametrize("mode", [MODE_BATCH, MODE_PAIR, MODE_ELEM])
+@pytest.mark.parametrize("lam_range", [(0.1, 0.9), (0.3, 0.3), (0.0, 0.5)])
+def test_lam_range_clips_lambda_before_quantisation(mode, lam_range):
+    """Clipping draws nothing, so the same key gives the same stream: the clipped weights are the unclipped
+    ones passed through the reference's clip-then-round, and MixUp λ (= weight / 256) stays in range."""
+    low, high = lam_range
+    for key in SEEDS:
+        _, free_weight, _, free_lam = draw(key, 9, mixup_alpha=0.3, cutmix_alpha=0.0, mode=mode)
+        partner, weight, box, lam = draw(key, 9, mixup_alpha=0.3, cutmix_alpha=0.0, mode=mode,
+                                         lam_range=lam_range)
+        # the unclipped weights were rounded from the same λ; rounding is monotone, so clip and round commute
+        bounds = mixup_weight_reference([low, high])
+        np.testing.assert_array_equal(weight, np.clip(free_weight, bounds[0], bounds[1]))
+        assert (lam >= bounds[0] / 256).all() and (lam <= bounds[1] / 256).all()
+        np.testing.assert_array_equal(lam, weight / 256)
+
+
+@pytest.mark.parametrize("lam_range", [(0.1, 0.9), (0.6, 0.8)])
+def test_lam_range_bounds_cutmix_boxes(lam_range):
+    """A CutMix box covers at most 1 - low of the image, up to the rounding of its sides (clipping the box
+    to the image only shrinks it, so λ may exceed ``high`` at the borders but never fall below ``low``)."""
+    height, width = 20, 24
+    rounding = (height + width + 1) / (height * width)
+    for key in SEEDS:
+        _, _, box, lam = draw(key, 8, height, width, mixup_alpha=0.0, cutmix_alpha=1.0, lam_range=lam_range)
+        np.testing.assert_allclose(lam, box_area_lam(box, height, width))
+        assert (lam >= lam_range[0] - rounding).all()
+
+
 def test_same_key_same_parameters_and_keys_differ_by_epoch_seed_and_samples():
     indices = np.arange(10, 20, dtype=np.uint64)
     assert batch_key(0, 1, indices) == batch_key(0, 1, indices.copy())
@@ -226,6 +255,10 @@ def test_global_random_states_are_untouched():
     (dict(label_smoothing=2), "label_smoothing"),
     (dict(mode="rows"), "mode"),
     (dict(seed=-1), "seed"),
+    (dict(mixup_alpha=1, lam_range=(0.9, 0.1)), "lam_range"),
+    (dict(mixup_alpha=1, lam_range=(0.1,)), "lam_range"),
+    (dict(cutmix_alpha=1, image_size=(0, 5)), "image_size"),
+    (dict(cutmix_alpha=1), "image_size"),
 ])
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

@@ -6,7 +6,28 @@ each operation's closure in every process, so calling the kernels directly re-op
 parallel kernel at every start (seconds before the first batch). A ``cfunc`` is compiled once per machine
 (``cache=True``) and called through its address, so the closure that FFCV compiles stays tiny.
 
-Arrays cross the boundary as addresses plus shapes; the callers pass C-contiguous arrays.
+Arrays cross the boundary as addresses plus shapes; the callers pass C-contiguous arrays. The compiler no
+longer checks lifetimes across that boundary, so here is every address these functions read or write, and
+what keeps it alive for as long as the compiled code can run:
+
+============  ===============================================  ============================================
+argument      what it points at                                owner (outlives the compiled pipeline)
+============  ===============================================  ============================================
+images_at     the decoded uint8 batch (the decoder's output)   FFCV's preallocated batch buffers, held by
+                                                               the Loader for all epochs
+out_at        the op's output slot (uint8, float32 images,      FFCV's preallocated buffers (the op's
+              or float32 targets)                              AllocationQuery)
+indices_at    the batch's sample indices as uint64             FFCV's preallocated buffers (index scratch
+                                                               query): ``_copy_indices`` fills it, because a
+                                                               temporary array could be freed before the call
+labels_at     the batch's labels as contiguous int64           FFCV's preallocated buffers (label scratch)
+control_at    epoch and on/off (``control.ControlBlock``)      the ``ControlBlock`` of the ``Mixing``, made in
+                                                               ``Mixing.__init__``, never replaced; both ops
+                                                               hold the ``Mixing``
+============  ===============================================  ============================================
+
+Everything else (seed, alphas, probabilities, λ range, the CutMix size, normalisation scale and shift) is a
+small constant and travels by value, so there is nothing to outlive.
 """
 from __future__ import annotations
 
@@ -14,7 +35,7 @@ import numpy as np
 from numba import carray, cfunc, types
 from numba.np.ufunc import parallel as _parallel
 
-from .control import ENABLED, EPOCH, HEIGHT, WIDTH, as_pointer, read_control
+from .control import ENABLED, EPOCH, as_pointer, read_control
 from .kernels import mix_images, mix_normalize, pair_targets, soft_targets
 from .params import WEIGHT_ONE, draw_mix_params
 from .rng import batch_key
@@ -24,13 +45,15 @@ _parallel._launch_threads()
 
 MIXED, UNCHANGED, BAD_LABEL = 1, 0, -1
 
-_address, _i64, _f64 = types.uintp, types.int64, types.float64
+_address, _i64, _f64, _f32 = types.uintp, types.int64, types.float64, types.float32
+# The mixing settings every entry point takes, in this order (see ``Mixing.settings``).
+_SETTINGS = (_i64, _f64, _f64, _f64, _f64, _i64, _f64, _f64, _i64, _i64)
 
 
-@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _address, _i64, _f64, _f64, _f64, _f64, _i64),
-       cache=True, nogil=True)
+@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _address, *_SETTINGS), cache=True, nogil=True)
 def mix_image_batch(images_at, out_at, indices_at, count, height, width, channels, control_at, seed,
-                    mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode):
+                    mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
+                    box_width):
     """Mix ``count`` uint8 (H, W, C) images into ``out``; returns UNCHANGED when mixing is switched off."""
     control = read_control(control_at)
     if control[ENABLED] == 0:
@@ -39,33 +62,34 @@ def mix_image_batch(images_at, out_at, indices_at, count, height, width, channel
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     key = batch_key(seed, control[EPOCH], indices)
-    partner, weight, box, _ = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
-                                              cutmix_alpha, mix_prob, switch_prob, mode)
+    partner, weight, box, _ = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
+                                              mix_prob, switch_prob, mode, lam_low, lam_high)
     mix_images(images, out, partner, weight, box)
     return MIXED
 
 
-@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _i64, _address, _i64, _f64, _f64, _f64, _f64,
-            _i64, _address, _address, _i64), cache=True, nogil=True)
+@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _i64, _address, *_SETTINGS, _f32, _f32, _f32,
+            _f32, _f32, _f32, _i64), cache=True, nogil=True)
 def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, channels, out_channels, control_at,
-                        seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, scale_at, shift_at,
+                        seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high,
+                        box_height, box_width, scale_0, scale_1, scale_2, shift_0, shift_1, shift_2,
                         channels_last):
     """Mix ``count`` uint8 (H, W, C) images and write them as normalised float32 to ``out`` ((count, C', H, W),
-    or (count, H, W, C') if ``channels_last``), ``scale``/``shift`` holding C' float32 each. With mixing
-    switched off the images are only converted."""
+    or (count, H, W, C') if ``channels_last``), ``pixel * scale_c + shift_c`` for the C' <= 3 channels. With
+    mixing switched off the images are only converted."""
     control = read_control(control_at)
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    scale = carray(as_pointer(scale_at), (out_channels,), np.float32)
-    shift = carray(as_pointer(shift_at), (out_channels,), np.float32)
+    scale = np.array((scale_0, scale_1, scale_2), np.float32)[:out_channels]
+    shift = np.array((shift_0, shift_1, shift_2), np.float32)[:out_channels]
     if control[ENABLED] == 0:
         partner = np.arange(count)
         weight = np.full(count, WEIGHT_ONE, np.int32)
         box = np.zeros((count, 4), np.int32)
     else:
         key = batch_key(seed, control[EPOCH], indices)
-        partner, weight, box, _ = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
-                                                  cutmix_alpha, mix_prob, switch_prob, mode)
+        partner, weight, box, _ = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
+                                                  mix_prob, switch_prob, mode, lam_low, lam_high)
     if channels_last:
         out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
     else:
@@ -74,10 +98,9 @@ def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, cha
     return MIXED
 
 
-@cfunc(_i64(_address, _address, _address, _i64, _address, _i64, _f64, _f64, _f64, _f64, _i64, _i64, _f64,
-            _i64), cache=True, nogil=True)
-def mix_label_batch(labels_at, out_at, indices_at, count, control_at, seed, mixup_alpha, cutmix_alpha,
-                    mix_prob, switch_prob, mode, num_classes, smoothing, soft):
+@cfunc(_i64(_address, _address, _address, _i64, _address, *_SETTINGS, _i64, _f64, _i64), cache=True, nogil=True)
+def mix_label_batch(labels_at, out_at, indices_at, count, control_at, seed, mixup_alpha, cutmix_alpha, mix_prob,
+                    switch_prob, mode, lam_low, lam_high, box_height, box_width, num_classes, smoothing, soft):
     """Targets of ``count`` int64 labels into ``out`` (float32 (count, C) if ``soft``, else (count, 3));
     returns BAD_LABEL, leaving ``out`` unspecified, if a label is outside [0, num_classes)."""
     control = read_control(control_at)
@@ -88,8 +111,8 @@ def mix_label_batch(labels_at, out_at, indices_at, count, control_at, seed, mixu
         lam = np.ones(count)
     else:
         key = batch_key(seed, control[EPOCH], indices)
-        partner, _, _, lam = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
-                                             cutmix_alpha, mix_prob, switch_prob, mode)
+        partner, _, _, lam = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
+                                             mix_prob, switch_prob, mode, lam_low, lam_high)
     if soft:
         out = carray(as_pointer(out_at), (count, num_classes), np.float32)
         return MIXED if soft_targets(labels, partner, lam, num_classes, smoothing, out) else BAD_LABEL

@@ -15,6 +15,26 @@ from .params import WEIGHT_ONE
 _HALF = WEIGHT_ONE // 2  # added before the shift: round half up instead of truncating
 
 
+@njit(cache=True, inline="always")
+def _clamped_box(box, i, height, width):
+    """Row ``i`` of ``box`` limited to the image, so no box the parameters can hold writes outside a row."""
+    y0 = min(max(box[i, 0], 0), height)
+    y1 = min(max(box[i, 1], y0), height)
+    x0 = min(max(box[i, 2], 0), width)
+    x1 = min(max(box[i, 3], x0), width)
+    return y0, y1, x0, x1
+
+
+@njit(cache=True)
+def check_partners(partner, n):
+    """Partners index the batch: the kernels read ``images[partner[i]]`` without bounds checks."""
+    if partner.shape[0] < n:
+        raise ValueError("partner has fewer entries than the batch")
+    for i in range(n):
+        if partner[i] < 0 or partner[i] >= n:
+            raise ValueError("a partner index lies outside the batch")
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def mix_images(images, out, partner, weight, box):
     """Mix a uint8 batch into ``out``; ``images`` is only read.
@@ -30,10 +50,11 @@ def mix_images(images, out, partner, weight, box):
     rows_in = images.reshape(n, height, width * channels)
     rows_out = out.reshape(n, height, width * channels)
     pixels = flat_in.shape[1]
+    check_partners(partner, n)
     for i in prange(n):
         j = partner[i]
-        own_weight = np.int32(weight[i])
-        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        own_weight = np.int32(min(max(weight[i], 0), WEIGHT_ONE))
+        y0, y1, x0, x1 = _clamped_box(box, i, height, width)
         if y1 > y0 and x1 > x0:
             # CutMix: one pass, row by row, each row in three flat spans (own, partner's box, own), rather
             # than a full copy followed by a second write of the box.
@@ -67,6 +88,7 @@ def soft_targets(labels, partner, lam, num_classes, smoothing, out):
     ``out``, if a label is outside [0, C).
     """
     n = labels.shape[0]
+    check_partners(partner, n)
     off_value = smoothing / num_classes
     on_extra = 1.0 - smoothing
     for i in range(n):
@@ -91,6 +113,7 @@ def soft_targets(labels, partner, lam, num_classes, smoothing, out):
 def pair_targets(labels, partner, lam, out):
     """Targets for index-based cross-entropy: ``out[i] = (labels[i], labels[partner[i]], lam[i])`` as float32
     (N, 3); the loss is ``lam * CE(y_a) + (1 - lam) * CE(y_b)``."""
+    check_partners(partner, labels.shape[0])
     for i in range(labels.shape[0]):
         out[i, 0] = labels[i]
         out[i, 1] = labels[partner[i]]
@@ -163,10 +186,11 @@ def mix_normalize(images, out, partner, weight, box, scale, shift, channels_last
     """
     n, height, width, channels = images.shape
     out_channels = scale.shape[0]
+    check_partners(partner, n)
     for i in prange(n):
         j = partner[i]
-        own_weight = np.float32(weight[i]) / np.float32(WEIGHT_ONE)
-        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        own_weight = np.float32(min(max(weight[i], 0), WEIGHT_ONE)) / np.float32(WEIGHT_ONE)
+        y0, y1, x0, x1 = _clamped_box(box, i, height, width)
         if channels == 3 and out_channels == 3:
             _mix_normalize_rgb(images, out, i, j, own_weight, y0, y1, x0, x1, scale, shift, channels_last)
             continue

@@ -1,6 +1,6 @@
 """MixUp/CutMix as a pair of FFCV operations built from one configuration, so they cannot disagree.
 
-    mix = Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, seed=0)
+    mix = Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, seed=0, image_size=(32, 32))
     pipelines = {"image": [SimpleRGBImageDecoder(), mix.image_op(), ToTensor(), ...],
                  "label": [IntDecoder(), mix.label_op(num_classes=10), ToTensor(), ...]}
     for epoch in range(epochs):
@@ -9,6 +9,8 @@
 
 Both operations hash (seed, epoch, the batch's sample indices) into one key and draw the batch's parameters
 from it with the same function, so the label op gives each image exactly the weights its pixels received.
+Everything they need is fixed when they are built and passed to the compiled code by value, except the epoch
+and on/off, which live in the ``ControlBlock`` (see ``control.py`` for when they change).
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
+from ..errors import FfmixError
 from .batch import BAD_LABEL, MIXED, mix_image_batch, mix_label_batch, mix_normalize_batch
-from .control import ENABLED, EPOCH, HEIGHT, WIDTH, ControlBlock
+from .control import ControlBlock
 from .params import MODES
 
 TARGET_KINDS = ("soft", "pair")
+MAX_CHANNELS = 3   # FFCV's image fields decode RGB
 
 
 @dataclass
@@ -39,7 +43,10 @@ class Mixing:
     mode: ``batch`` (one λ per batch), ``pair`` (partners share λ) or ``elem`` (one λ per sample).
     label_smoothing: ε; targets are mixes of smoothed one-hots (ε/C off, 1 - ε + ε/C on).
     seed: with the epoch and the sample indices, fixes every random choice.
-    Raises ValueError for out-of-range values.
+    lam_range: (low, high); each drawn λ is clipped to it before quantisation (default (0, 1): no clipping).
+    image_size: (height, width) of the images the image op receives; needed for CutMix (the label op cuts its
+    boxes in the same size), checked against the image pipeline when it is built.
+    Raises ``FfmixError`` (a ValueError) for out-of-range values.
     """
 
     mixup_alpha: float = 0.0
@@ -49,21 +56,35 @@ class Mixing:
     mode: str = "batch"
     label_smoothing: float = 0.0
     seed: int = 0
+    lam_range: Tuple[float, float] = (0.0, 1.0)
+    image_size: Optional[Tuple[int, int]] = None
     control: ControlBlock = field(default_factory=ControlBlock, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("mixup_alpha", "cutmix_alpha"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0 (0 turns it off), got {value!r}")
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise FfmixError(f"{name} must be a finite number >= 0 (0 turns it off), got {value!r}")
         for name in ("mix_prob", "switch_prob", "label_smoothing"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+            if not (_is_number(value) and 0.0 <= value <= 1.0):
+                raise FfmixError(f"{name} must be in [0, 1], got {value!r}")
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {sorted(MODES)}, got {self.mode!r}")
+            raise FfmixError(f"mode must be one of {sorted(MODES)}, got {self.mode!r}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise FfmixError(f"seed must be a non-negative integer, got {self.seed!r}")
+        low, high = _pair(self.lam_range, "lam_range")
+        if not (_is_number(low) and _is_number(high) and 0.0 <= low <= high <= 1.0):
+            raise FfmixError(f"lam_range must be (low, high) with 0 <= low <= high <= 1, got {self.lam_range!r}")
+        self.lam_range = (float(low), float(high))
+        if self.image_size is not None:
+            height, width = _pair(self.image_size, "image_size")
+            if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in (height, width)):
+                raise FfmixError(f"image_size must be (height, width) in pixels, got {self.image_size!r}")
+            self.image_size = (int(height), int(width))
+        elif self.cutmix_alpha > 0:
+            raise FfmixError("CutMix needs the image size to cut its boxes in: pass image_size=(height, width) "
+                             "of the images the image op receives (make_loader does this for you)")
 
     @property
     def active(self) -> bool:
@@ -71,17 +92,38 @@ class Mixing:
         return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mix_prob > 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next batches mix as epoch ``epoch`` does (call before each epoch's iteration)."""
-        self.control[EPOCH] = int(epoch)
+        """Make the coming batches mix as epoch ``epoch`` does (call before each epoch's iteration).
+
+        In a ``MixLoader`` the loader's own epoch wins and takes effect at its next ``iter()``; in your own FFCV
+        pipeline this takes effect at once, so call it between epochs, not while one runs.
+        """
+        self.control.pending_epoch = int(epoch)
+        if not self._managed:
+            self.control.commit()
 
     @property
     def enabled(self) -> bool:
-        return bool(self.control[ENABLED])
+        """Whether mixing is switched on (as last set; in a ``MixLoader`` it applies from the next ``iter()``)."""
+        return self.control.pending_enabled
 
     @enabled.setter
     def enabled(self, on: bool) -> None:
         """Switch mixing off (targets become plain smoothed one-hots) or back on, without recompiling."""
-        self.control[ENABLED] = int(bool(on))
+        self.control.pending_enabled = bool(on)
+        if not self._managed:
+            self.control.commit()
+
+    @property
+    def _managed(self) -> bool:
+        return getattr(self, "_manager", None) is not None
+
+    def manage(self, owner) -> None:
+        """Let ``owner`` (a loader) decide when changes take effect: it calls ``control.commit`` per epoch."""
+        current = getattr(self, "_manager", None)
+        if current is not None and current is not owner:
+            raise FfmixError("this Mixing already drives another loader, which commits its epoch and on/off at "
+                             "its own times; build one Mixing per loader")
+        self._manager = owner
 
     def image_op(self, float_output: Optional["FloatOutput"] = None) -> "MixImages":
         """The operation for the decoded uint8 (N, H, W, C) image batch; place it before ``ToTensor``.
@@ -95,13 +137,28 @@ class Mixing:
         """The operation for the integer label batch (after ``IntDecoder``).
 
         targets="soft" yields float32 (N, num_classes) rows; "pair" yields float32 (N, 3) rows
-        ``(y_a, y_b, λ)`` for index-based cross-entropy.
+        ``(y_a, y_b, λ)`` for index-based cross-entropy (no label smoothing: apply ε in the loss).
         """
         return MixLabels(self, num_classes, targets)
 
-    def _scalars(self):
-        return (float(self.mixup_alpha), float(self.cutmix_alpha), float(self.mix_prob),
-                float(self.switch_prob), MODES[self.mode])
+    def settings(self) -> tuple:
+        """The values every C entry point takes, by value, in ``batch._SETTINGS`` order."""
+        box_height, box_width = self.image_size or (0, 0)
+        return (np.int64(self.seed), float(self.mixup_alpha), float(self.cutmix_alpha), float(self.mix_prob),
+                float(self.switch_prob), np.int64(MODES[self.mode]), self.lam_range[0], self.lam_range[1],
+                np.int64(box_height), np.int64(box_width))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _pair(value, name):
+    try:
+        first, second = value
+    except (TypeError, ValueError):
+        raise FfmixError(f"{name} must be a pair of numbers, got {value!r}") from None
+    return first, second
 
 
 @dataclass(frozen=True)
@@ -110,7 +167,8 @@ class FloatOutput:
 
     mean, std: per output channel, in [0, 1] pixel units as torchvision's ``Normalize``; None for plain
     0..255 floats. channels: how many of the decoded channels to keep (1 reads a grayscale file stored as
-    three equal channels); None keeps all. channels_last: write (N, H, W, C) instead of (N, C, H, W).
+    three equal channels); None keeps all (FFCV decodes 3). channels_last: write (N, H, W, C) instead of
+    (N, C, H, W).
     """
 
     mean: Optional[Tuple[float, ...]] = None
@@ -118,15 +176,28 @@ class FloatOutput:
     channels: Optional[int] = None
     channels_last: bool = False
 
-    def scale_and_shift(self, channels: int) -> Tuple[np.ndarray, np.ndarray]:
-        """float32 arrays with ``normalised = pixel * scale + shift`` for each of ``channels`` channels."""
+    @property
+    def out_channels(self) -> int:
+        if self.channels is not None:
+            return int(self.channels)
+        return len(self.mean) if self.mean is not None else MAX_CHANNELS
+
+    def scale_and_shift(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """Per-channel ``(scale, shift)`` with ``normalised = pixel * scale + shift``, padded to 3 values."""
+        channels = self.out_channels
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise FfmixError(f"float output can keep 1 to {MAX_CHANNELS} channels, got channels={channels}")
         if self.mean is None or self.std is None:
-            return np.ones(channels, np.float32), np.zeros(channels, np.float32)
-        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
-        if mean.shape != (channels,) or std.shape != (channels,) or (std <= 0).any():
-            raise ValueError(f"mean and std need {channels} values each (std > 0), got mean={self.mean}, "
-                             f"std={self.std}")
-        return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+            scale, shift = np.ones(channels), np.zeros(channels)
+        else:
+            mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+            if mean.shape != (channels,) or std.shape != (channels,) or not (std > 0).all():
+                raise FfmixError(f"mean and std need {channels} values each (std > 0), got mean={self.mean}, "
+                                 f"std={self.std}")
+            scale, shift = 1.0 / (255.0 * std), -mean / std
+        padding = [0.0] * (MAX_CHANNELS - channels)
+        return (tuple(float(v) for v in np.float32(scale)) + tuple(padding),
+                tuple(float(v) for v in np.float32(shift)) + tuple(padding))
 
 
 def _index_scratch() -> AllocationQuery:
@@ -148,28 +219,34 @@ def _copy_indices(indices, scratch):
 
 
 class MixImages(Operation):
-    """FFCV operation: mixes a decoded uint8 image batch; see ``Mixing``."""
+    """FFCV operation: mixes a decoded uint8 image batch; see ``Mixing``.
+
+    Everything its compiled code needs is fixed here, in ``__init__``: ``declare_state_and_memory`` only
+    declares (FFCV calls it again whenever it allocates) and ``generate_code`` captures values, plus the
+    address of the Mixing's control block, which this op keeps alive through ``self.mixing``.
+    """
 
     def __init__(self, mixing: Mixing, float_output: Optional[FloatOutput] = None):
         super().__init__()
         self.mixing = mixing
         self.float_output = float_output
-        self.scale = self.shift = None   # float output: kept here, the compiled code holds their addresses
+        self.scale, self.shift = float_output.scale_and_shift() if float_output is not None else (None, None)
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Optional[AllocationQuery]]:
         shape = previous_state.shape
         if not previous_state.jit_mode or np.dtype(previous_state.dtype) != np.uint8 or len(shape) != 3:
-            raise ValueError("the ffmix image op needs decoded uint8 (H, W, C) images: place it right after "
+            raise FfmixError("the ffmix image op needs decoded uint8 (H, W, C) images: place it right after "
                              f"the decoder, before ToTensor (it got {previous_state.dtype} {shape})")
-        # Tell the label op the size the boxes are cut in; every declaration happens before any batch runs.
-        self.mixing.control[HEIGHT], self.mixing.control[WIDTH] = int(shape[0]), int(shape[1])
+        expected = self.mixing.image_size
+        if expected is not None and tuple(shape[:2]) != expected:
+            raise FfmixError(f"this Mixing was built for {expected[0]}x{expected[1]} images but the image "
+                             f"pipeline gives {shape[0]}x{shape[1]}; build one Mixing per image size")
         if self.float_output is None:
             return previous_state, (AllocationQuery(shape, np.dtype(np.uint8)), _index_scratch())
         height, width, channels = shape
-        out_channels = self.float_output.channels or channels
+        out_channels = self.float_output.out_channels
         if not 1 <= out_channels <= channels:
-            raise ValueError(f"float_output.channels must be in [1, {channels}], got {out_channels}")
-        self.scale, self.shift = self.float_output.scale_and_shift(out_channels)
+            raise FfmixError(f"float_output.channels must be in [1, {channels}], got {out_channels}")
         out_shape = ((height, width, out_channels) if self.float_output.channels_last
                      else (out_channels, height, width))
         float32 = np.dtype(np.float32)
@@ -180,8 +257,8 @@ class MixImages(Operation):
         if self.float_output is not None:
             return self._generate_float_code()
         control_at = np.uint64(self.mixing.control.address)
-        seed = self.mixing.seed
-        mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode = self.mixing._scalars()
+        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
+         box_width) = self.mixing.settings()
 
         def mix_images_op(images, buffers, indices):
             out, index_scratch = buffers
@@ -190,7 +267,7 @@ class MixImages(Operation):
             sample_ids = _copy_indices(indices, index_scratch)
             status = mix_image_batch(images.ctypes.data, mixed.ctypes.data, sample_ids.ctypes.data, count, height,
                                      width, channels, control_at, seed, mixup_alpha, cutmix_alpha, mix_prob,
-                                     switch_prob, mode)
+                                     switch_prob, mode, lam_low, lam_high, box_height, box_width)
             return mixed if status == MIXED else images
 
         mix_images_op.with_indices = True
@@ -198,10 +275,11 @@ class MixImages(Operation):
 
     def _generate_float_code(self):
         control_at = np.uint64(self.mixing.control.address)
-        seed = self.mixing.seed
-        mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode = self.mixing._scalars()
-        scale_at, shift_at = np.uint64(self.scale.ctypes.data), np.uint64(self.shift.ctypes.data)
-        out_channels = np.int64(len(self.scale))
+        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
+         box_width) = self.mixing.settings()
+        scale_0, scale_1, scale_2 = (np.float32(v) for v in self.scale)
+        shift_0, shift_1, shift_2 = (np.float32(v) for v in self.shift)
+        out_channels = np.int64(self.float_output.out_channels)
         channels_last = np.int64(self.float_output.channels_last)
 
         def mix_normalize_op(images, buffers, indices):
@@ -211,7 +289,8 @@ class MixImages(Operation):
             sample_ids = _copy_indices(indices, index_scratch)
             mix_normalize_batch(images.ctypes.data, converted.ctypes.data, sample_ids.ctypes.data, count, height,
                                 width, channels, out_channels, control_at, seed, mixup_alpha, cutmix_alpha,
-                                mix_prob, switch_prob, mode, scale_at, shift_at, channels_last)
+                                mix_prob, switch_prob, mode, lam_low, lam_high, box_height, box_width, scale_0,
+                                scale_1, scale_2, shift_0, shift_1, shift_2, channels_last)
             return converted
 
         mix_normalize_op.with_indices = True
@@ -224,16 +303,20 @@ class MixLabels(Operation):
     def __init__(self, mixing: Mixing, num_classes: int, targets: str = "soft"):
         super().__init__()
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise FfmixError(f"num_classes must be a positive integer, got {num_classes!r}")
         if targets not in TARGET_KINDS:
-            raise ValueError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
+            raise FfmixError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
+        if targets == "pair" and mixing.label_smoothing > 0:
+            raise FfmixError(f"targets='pair' rows (y_a, y_b, λ) cannot carry label_smoothing="
+                             f"{mixing.label_smoothing}; use targets='soft', or set label_smoothing=0 here and "
+                             "pass it to the loss (F.cross_entropy(..., label_smoothing=ε) on y_a and y_b)")
         self.mixing = mixing
         self.num_classes = int(num_classes)
         self.targets = targets
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Optional[AllocationQuery]]:
         if not previous_state.jit_mode:
-            raise ValueError("the ffmix label op needs the decoded integer labels: place it right after "
+            raise FfmixError("the ffmix label op needs the decoded integer labels: place it right after "
                              "IntDecoder, before ToTensor")
         width = self.num_classes if self.targets == "soft" else 3
         return (replace(previous_state, shape=(width,), dtype=np.dtype(np.float32)),
@@ -242,9 +325,9 @@ class MixLabels(Operation):
 
     def generate_code(self):
         control_at = np.uint64(self.mixing.control.address)
-        seed = self.mixing.seed
-        mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode = self.mixing._scalars()
-        num_classes = self.num_classes
+        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
+         box_width) = self.mixing.settings()
+        num_classes = np.int64(self.num_classes)
         smoothing = float(self.mixing.label_smoothing)
         soft = np.int64(self.targets == "soft")
 
@@ -258,7 +341,7 @@ class MixLabels(Operation):
             sample_ids = _copy_indices(indices, index_scratch)
             status = mix_label_batch(flat_labels.ctypes.data, targets.ctypes.data, sample_ids.ctypes.data, count,
                                      control_at, seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode,
-                                     num_classes, smoothing, soft)
+                                     lam_low, lam_high, box_height, box_width, num_classes, smoothing, soft)
             if status == BAD_LABEL:
                 raise ValueError("a label is outside [0, num_classes)")
             return targets
