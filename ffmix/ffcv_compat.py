@@ -62,6 +62,15 @@ def open_reader(path) -> Reader:
     return reader
 
 
+def field_kinds(reader: Reader) -> Dict[str, str]:
+    """Each field's name and FFCV type name (e.g. ``{"image": "RGBImageField", "label": "IntField"}``)."""
+    return {name: type(handler).__name__ for name, handler in reader.handlers.items()}
+
+
+def page_size(reader: Reader) -> int:
+    return int(reader.page_size)
+
+
 def field_table(reader: Reader, name: str) -> np.ndarray:
     """The per-sample metadata column of field ``name`` (FFCV names the columns f0, f1, ... in field order)."""
     return reader.metadata[f"f{reader.field_names.index(name)}"]

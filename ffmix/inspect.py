@@ -40,21 +40,22 @@ def inspect_beton(path: os.PathLike) -> Dict[str, Any]:
         raise FileNotFoundError(f"no such file: {path}")
     if path.is_dir():
         raise FfmixError(f"{path} is a directory, not a .beton file")
-    reader = _open_reader(path)
-    columns = reader.metadata.dtype.names
-    fields = {name: type(handler).__name__ for name, handler in reader.handlers.items()}
+    from .ffcv_compat import field_kinds, field_table, open_reader, page_size
+
+    reader = open_reader(path)
+    fields = field_kinds(reader)
     report: Dict[str, Any] = {
         "path": str(path),
         "file_bytes": path.stat().st_size,
         "num_samples": int(reader.num_samples),
-        "page_size": int(reader.page_size),
+        "page_size": page_size(reader),
         "fields": fields,
     }
     image_name = _pick_field(fields, IMAGE_FIELD, "RGBImageField")
     label_name = _pick_field(fields, LABEL_FIELD, "IntField")
     meta, meta_problem = _sidecar(path)
     if image_name is not None:
-        table = reader.metadata[columns[reader.field_names.index(image_name)]]
+        table = field_table(reader, image_name)
         sizes = Counter(zip(table["height"].tolist(), table["width"].tolist()))
         modes = Counter(IMAGE_MODES.get(int(m), f"mode{m}") for m in table["mode"].tolist())
         report["images"] = {
@@ -67,7 +68,7 @@ def inspect_beton(path: os.PathLike) -> Dict[str, Any]:
             "channels": meta.channels if meta else None,
         }
     if label_name is not None:
-        labels = reader.metadata[columns[reader.field_names.index(label_name)]].astype(np.int64)
+        labels = field_table(reader, label_name).astype(np.int64)
         values, counts = np.unique(labels, return_counts=True)
         names = meta.class_names if meta else None
         report["labels"] = {
@@ -138,12 +139,6 @@ def format_report(report: Dict[str, Any]) -> str:
             empty = labels["empty_classes"]
             lines.append(f"  classes with no samples: {empty[:20]}{' ...' if len(empty) > 20 else ''}")
     return "\n".join(lines)
-
-
-def _open_reader(path: Path):
-    from .ffcv_compat import open_reader
-
-    return open_reader(path)
 
 
 def _pick_field(fields: Dict[str, str], preferred: str, kind: str) -> Optional[str]:
