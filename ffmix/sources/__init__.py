@@ -43,7 +43,9 @@ def detect_format(path: os.PathLike) -> str:
         return variant
     if idx.find_idx_files(path):
         return "idx"
-    if any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(path)):
+    with os.scandir(path) as listing:
+        has_folders = any(entry.is_dir() and not entry.name.startswith(".") for entry in listing)
+    if has_folders:
         return "imagefolder"
     raise FfmixError(f"cannot tell the format of {path}: it holds no class folders, CIFAR batches or IDX "
                      "files; pass --format (one of: " + ", ".join(FORMATS) + ")")

@@ -134,8 +134,9 @@ class ImageFolderSource(ImageFilesSource):
         if split is not None:
             root = self._split_folder(root, split)
         try:
-            class_names = sorted(entry.name for entry in os.scandir(root)
-                                 if entry.is_dir() and not entry.name.startswith("."))
+            with os.scandir(root) as listing:
+                class_names = sorted(entry.name for entry in listing
+                                     if entry.is_dir() and not entry.name.startswith("."))
         except OSError as exc:
             raise FfmixError(f"cannot list {root}: {exc.strerror or exc}") from None
         if not class_names:
@@ -149,14 +150,20 @@ class ImageFolderSource(ImageFilesSource):
         identities = _Identities()
         labels = np.empty(0, np.int64)
         counts: List[int] = []
+        # The root and every class folder are claimed first, so a link inside one class to another class's
+        # folder is skipped there (not read under the wrong label, leaving the real class empty).
+        visited: Dict[Tuple[int, int], str] = {}
         root_stat = os.stat(root)
-        visited: Dict[Tuple[int, int], str] = {(root_stat.st_dev, root_stat.st_ino): str(root)}
+        root_identity = (root_stat.st_dev, root_stat.st_ino)
+        for folder in [str(root)] + [os.path.join(root, name) for name in class_names]:
+            folder_stat = os.stat(folder)
+            visited.setdefault((folder_stat.st_dev, folder_stat.st_ino), folder)
         with tqdm(desc=f"listing {root}", unit=" files", disable=None if progress else True,
                   dynamic_ncols=True, leave=False) as bar:
             for class_name in class_names:
                 folder = os.path.join(root, class_name)
                 before = len(self.files)
-                skipped_as = self._walk(folder, visited, set(visited), identities, bar)
+                skipped_as = self._walk(folder, visited, {root_identity}, identities, bar)
                 if len(self.files) == before:
                     why = f" (it is the folder {skipped_as}, already read)" if skipped_as else (
                         f" (looked for {', '.join(IMAGE_EXTENSIONS)})")
