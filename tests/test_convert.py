@@ -472,6 +472,10 @@ def test_undecodable_image_fails_naming_the_file_and_skip_bad_skips_it(tmp_path,
     code, _, err = run_cli(["convert", tmp_path / "src", out, "--workers", "2"], capsys)
     assert_one_line_error(code, err, str(broken), "--skip-bad")
     assert_nothing_left(out)
+    # in jpg mode the cut-off JPEG is not stored as it is (its header has no end marker): decoded, it fails
+    code, _, err = run_cli(["convert", tmp_path / "src", out, "--workers", "2", "--write-mode", "jpg"], capsys)
+    assert_one_line_error(code, err, str(broken), "--skip-bad")
+    assert_nothing_left(out)
     code, stdout, err = run_cli(["convert", tmp_path / "src", out, "--workers", "2", "--skip-bad"], capsys)
     assert code == 0, err
     assert "wrote 5 samples" in stdout and "skipped 1 unreadable images" in stdout
@@ -620,13 +624,12 @@ def test_a_sidecar_from_another_conversion_is_refused(data, tmp_path, capsys):
     assert read_meta(fine).class_names == read_meta(coarse).class_names
 
 
-CRASH_BETWEEN_RENAMES = """
-import os, sys
-from ffmix import convert
-convert._between_renames = lambda: os._exit(9)  # a power cut / kill -9 right after the sidecar's rename
-from ffmix.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+def _convert_then_crash_between_renames(source, out):
+    """In a forked child (FFCV already imported, so no start-up cost): convert, and die like a power cut or
+    ``kill -9`` right after the sidecar's rename, with no clean-up."""
+    convert_module._between_renames = lambda: os._exit(9)
+    cli.main(["convert", str(source), str(out), "--force", "--quiet", "--workers", "1"])
+    os._exit(0)
 
 
 def test_a_crash_between_the_two_renames_leaves_a_pair_that_is_refused(tmp_path):
@@ -635,9 +638,11 @@ def test_a_crash_between_the_two_renames_leaves_a_pair_that_is_refused(tmp_path)
     out = tmp_path / "o.beton"
     assert cli.main(["convert", str(old), str(out), "--quiet", "--workers", "1"]) == 0
     old_beton = out.read_bytes()
-    result = subprocess.run([sys.executable, "-c", CRASH_BETWEEN_RENAMES, "convert", str(new), str(out), "--force",
-                             "--quiet", "--workers", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 9, result.stderr
+    import multiprocessing
+    child = multiprocessing.get_context("fork").Process(target=_convert_then_crash_between_renames, args=(new, out))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 9
     assert out.read_bytes() == old_beton  # the old file, beside the new sidecar
     assert json.loads(meta_path(out).read_text())["source"] == str(new)
     with pytest.raises(FfmixError, match="re-run `ffmix convert`"):
