@@ -7,7 +7,12 @@ The file is written with FFCV's ``DatasetWriter`` (field ``image``: ``RGBImageFi
   any error, Ctrl-C or SIGTERM removes it, and an existing OUT is replaced only with ``force``;
 * writer processes that report an unreadable image instead of dying with a traceback, and a main loop that
   stops on the first error, notices a dead process and never waits forever;
-* the sidecar (``OUT.beton.json``) with class names, channel count, image sizes and write options.
+* the sidecar (``OUT.beton.json``) with class names, channel count, image sizes, write options and a
+  fingerprint of the ``.beton`` (``metadata.read_meta`` refuses a pair that does not match); the data is
+  fsynced before the renames, the sidecar is renamed first, and the folder is fsynced after;
+* JPEG pass-through: a source JPEG that would be stored as JPEG anyway and needs no resizing is stored byte
+  for byte (``ffcv_compat.write_encoded_jpeg``), when its header shows a kind FFCV decodes;
+* ``skip_bad`` in one pass: the rows of unreadable samples are dropped before the file is finalised.
 
 FFCV is imported only when a file is written, so ``ffmix convert --help`` answers at once.
 """
