@@ -7,7 +7,12 @@ The file is written with FFCV's ``DatasetWriter`` (field ``image``: ``RGBImageFi
   any error, Ctrl-C or SIGTERM removes it, and an existing OUT is replaced only with ``force``;
 * writer processes that report an unreadable image instead of dying with a traceback, and a main loop that
   stops on the first error, notices a dead process and never waits forever;
-* the sidecar (``OUT.beton.json``) with class names, channel count, image sizes and write options.
+* the sidecar (``OUT.beton.json``) with class names, channel count, image sizes, write options and a
+  fingerprint of the ``.beton`` (``metadata.read_meta`` refuses a pair that does not match); the data is
+  fsynced before the renames, the sidecar is renamed first, and the folder is fsynced after;
+* JPEG pass-through: a source JPEG that would be stored as JPEG anyway and needs no resizing is stored byte
+  for byte (``ffcv_compat.write_encoded_jpeg``), when its header shows a kind FFCV decodes;
+* ``skip_bad`` in one pass: the rows of unreadable samples are dropped before the file is finalised.
 
 FFCV is imported only when a file is written, so ``ffmix convert --help`` answers at once.
 """
@@ -32,11 +37,12 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import FfmixError
-from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, meta_path, write_meta
-from .system import available_cpus
+from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, beton_fingerprint, meta_path, write_meta
+from .system import atomic_write, available_cpus, fsync_directory
 from .sources.base import ArraySource, BadSampleError, SourceDataset, to_rgb
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
+PASSTHROUGH_CHOICES = ("yes", "verify", "no")
 # In 'smart' mode an image is stored as JPEG when its raw pixels take more bytes than this (about 148x148 RGB),
 # so thumbnails (CIFAR, MNIST) stay exact and photos are compressed. FFCV itself has no default and would
 # store everything raw.
@@ -74,14 +80,18 @@ def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[s
 def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_resolution: Optional[int] = None,
             jpeg_quality: int = 90, compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
             num_workers: int = 1, force: bool = False, progress: bool = False, skip_bad: bool = False,
-            limit: Optional[int] = None) -> DatasetMeta:
+            limit: Optional[int] = None, passthrough: str = "yes") -> DatasetMeta:
     """Write ``dataset`` (a ``SourceDataset`` from ``ffmix.sources``) to ``out_path`` and its sidecar.
 
     write_mode: FFCV's ``raw`` (exact pixels), ``jpg``, ``smart`` (JPEG when the raw image is over
     ``smart_threshold`` bytes, default 65536) or ``proportion`` (JPEG with ``compress_probability``).
     max_resolution: longest side in px after resizing (images are only shrunk). num_workers: FFCV writer
     processes. limit: write only the first ``limit`` samples. skip_bad: leave out images that fail to decode
-    (their count is in ``write_options['skipped']``) instead of failing.
+    (their count is in ``write_options['skipped']``) instead of failing; the file is still written in one pass.
+    passthrough: ``yes`` stores a source JPEG's bytes as they are when the mode stores that image as JPEG and
+    it needs no resizing and its header shows a kind FFCV decodes (``ffmix.sources.jpeg``); ``verify`` also
+    decodes each such file with FFCV's decoder first (slower); ``no`` decodes and re-encodes every image. The
+    counts are in ``write_options['passed_through']`` and ``['jpeg_encoded']``.
 
     Returns the ``DatasetMeta`` also written to ``<out_path>.json``. Raises ``FfmixError`` for bad options,
     an unreadable sample (unless ``skip_bad``) or an unusable ``out_path``, ``FileExistsError`` if it
@@ -90,6 +100,8 @@ def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_re
     """
     _check_options(write_mode, max_resolution, jpeg_quality, compress_probability, smart_threshold,
                    num_workers, limit)
+    if passthrough not in PASSTHROUGH_CHOICES:
+        raise FfmixError(f"unknown passthrough setting {passthrough!r}; choose one of {', '.join(PASSTHROUGH_CHOICES)}")
     if smart_threshold is None:
         smart_threshold = DEFAULT_SMART_THRESHOLD
     out = check_out_path(out_path, force)
@@ -99,22 +111,29 @@ def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_re
     import ffcv.writer  # noqa: F401  (seconds of Numba set-up; done before the temporary file appears)
 
     options = dict(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=int(jpeg_quality),
-                   compress_probability=float(compress_probability), smart_threshold=int(smart_threshold))
+                   compress_probability=float(compress_probability), smart_threshold=int(smart_threshold),
+                   passthrough=passthrough)
     temp: Optional[Path] = None
     meta_written = False
     with _signals_raise():
         try:
             temp = _claim_temp_file(out)
-            indices, skipped, colour_count = _write_all(temp, dataset, np.arange(count), options, num_workers,
-                                                        progress, skip_bad, out.name)
-            meta = _describe(temp, dataset, indices, colour_count, options, limit, skipped)
+            indices, skipped, colour_count, passed = _write_all(temp, dataset, np.arange(count), options,
+                                                                num_workers, progress, skip_bad, out.name)
+            _fsync_file(temp)  # the data is on disk before any name points at it
+            meta = _describe(temp, dataset, indices, colour_count, options, limit, skipped, passed)
             sidecar = meta_path(out)
             old_sidecar = sidecar.read_bytes() if sidecar.is_file() else None
             with _signals_blocked():  # both renames or neither: a signal now is handled once they are done
+                # The sidecar first: it names its .beton by fingerprint, so a crash between the two renames
+                # leaves a new sidecar beside the old .beton, which read_meta refuses. (The other order could
+                # leave a new .beton beside an old sidecar without a fingerprint, which would be accepted.)
                 write_meta(out, meta)
                 meta_written = True
-                os.replace(temp, out)  # the .beton last: a complete OUT always has its sidecar
+                _between_renames()
+                os.replace(temp, out)
                 temp = None
+                fsync_directory(out.parent)
             return meta
         finally:
             with _signals_blocked():  # a second Ctrl-C must not cut the clean-up short
@@ -124,7 +143,19 @@ def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_re
                         if old_sidecar is None:
                             _remove(sidecar)
                         else:
-                            sidecar.write_bytes(old_sidecar)
+                            atomic_write(sidecar, old_sidecar, durable=True)
+
+
+def _between_renames() -> None:
+    """Nothing; the tests replace it to crash the process between the sidecar's and the .beton's rename."""
+
+
+def _fsync_file(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def check_out_path(out_path, force: bool) -> Path:
@@ -160,10 +191,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = _HelpFormatter
     parser.description = (
         "Write a dataset to an FFCV .beton (fields 'image' and 'label') plus an ffmix sidecar OUT.json with "
-        "class names, channel count and image sizes. The format is detected from SOURCE: a class_name/image "
-        "folder tree, a CIFAR-10/100 python batches folder, a folder of MNIST-style IDX files (gzip or not), "
-        "or an .npz with arrays 'images' (N,H,W[,C]) uint8 and 'labels' (N,). The output is written to a "
-        "temporary file and renamed when complete, so an error or Ctrl-C leaves nothing at OUT.")
+        "class names, channel count, image sizes and a fingerprint of OUT (a sidecar that does not match its "
+        ".beton is refused when loading). The format is detected from SOURCE: a class_name/image folder tree, "
+        "a file list (.csv/.tsv/.txt/.lst of 'path,label' or 'path<TAB>label' rows, paths relative to the "
+        "list, labels all class indices or all class names), a CIFAR-10/100 python batches folder, a folder of "
+        "MNIST-style IDX files (gzip or not), or an .npz with arrays 'images' (N,H,W[,C]) uint8 and 'labels' "
+        "(N,). Duplicates are never written silently: in an image folder, a folder reached again through a "
+        "symbolic link (a cycle, or a second link to it) is skipped with a warning naming it, and one real "
+        "file reached twice (a file link or hard link, or a file list naming it twice) is refused with an error "
+        "naming both paths. The output is written to a temporary file and renamed when complete, so an error or "
+        "Ctrl-C leaves nothing at OUT; both files are flushed to disk before they are renamed.")
     parser.add_argument("source", metavar="SOURCE", help="dataset folder or file")
     parser.add_argument("out", metavar="OUT", help="the .beton to write (its sidecar is OUT.json)")
     parser.add_argument("--format", choices=FORMATS, default=None,
@@ -173,51 +210,86 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "folder with train/ and test/ or val/ subfolders)")
     parser.add_argument("--label-kind", choices=("fine", "coarse"), default=None,
                         help="CIFAR-100 only: the 100 fine or the 20 coarse classes (default fine)")
+    parser.add_argument("--class-names", default=None, metavar="FILE",
+                        help="file lists only: one class name per line, line k naming class k (default: the "
+                             "sorted label names, or '0', '1', ... for index labels)")
     parser.add_argument("--write-mode", choices=WRITE_MODES, default="raw",
                         help="raw: exact pixels; jpg: JPEG; smart: JPEG for images over --smart-threshold "
                              "bytes; proportion: JPEG with probability --compress-probability")
     parser.add_argument("--max-resolution", type=int, default=None, metavar="PX",
                         help="shrink images so the longest side is at most PX (never enlarges)")
-    parser.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG quality, 1-100")
+    parser.add_argument("--jpeg-quality", type=int, default=90, metavar="Q",
+                        help="JPEG quality, 1-100, of the images ffmix encodes (not of those passed through)")
     parser.add_argument("--compress-probability", type=float, default=0.5, metavar="P",
                         help="with --write-mode proportion: the share of images stored as JPEG")
     parser.add_argument("--smart-threshold", type=int, default=DEFAULT_SMART_THRESHOLD, metavar="BYTES",
                         help="with --write-mode smart: store as JPEG the images whose raw size exceeds this")
+    parser.add_argument("--passthrough", choices=PASSTHROUGH_CHOICES, default="yes",
+                        help="JPEG source files (image folder, file list) that the write mode stores as JPEG "
+                             "and that need no resizing are stored byte for byte, without decoding, when their "
+                             "header shows a kind FFCV's decoder reads (8-bit baseline or progressive, gray or "
+                             "YCbCr, complete); others (CMYK, 12-bit, cut off, ...) are decoded and re-encoded, "
+                             "or reported if they cannot be decoded. yes: so (default); verify: also decode each "
+                             "such file with FFCV's decoder before storing it (slower); no: decode and re-encode "
+                             "every image")
     parser.add_argument("--workers", type=int, default=available_cpus(), metavar="N",
                         help="FFCV writer processes (default: %(default)s, the CPUs available)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="write only the first N samples (for trials)")
     parser.add_argument("--skip-bad", action="store_true",
-                        help="leave out images that fail to decode and report their count, instead of failing")
+                        help="leave out images that fail to decode and report their count, instead of failing "
+                             "(the file is still written in one pass)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, summary line or warnings")
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .errors import FfmixWarning
     from .sources import open_source
     check_out_path(args.out, args.force)  # before reading a possibly large source
     if Path(args.out).resolve() == Path(args.source).resolve():
         raise FfmixError(f"OUT {args.out} is SOURCE itself; write the .beton elsewhere")
     started = time.perf_counter()
-    dataset = open_source(args.source, format=args.format, split=args.split, label_kind=args.label_kind)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FfmixWarning)
+        dataset = open_source(args.source, format=args.format, split=args.split, label_kind=args.label_kind,
+                              class_names_file=args.class_names, progress=not args.quiet)
+    for warning in caught:
+        if not args.quiet and issubclass(warning.category, FfmixWarning):
+            print(f"ffmix convert: warning: {warning.message}", file=sys.stderr)
+        elif not issubclass(warning.category, FfmixWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     import_started = time.perf_counter()
     import ffcv.writer  # noqa: F401  (seconds of Numba set-up, left out of the reported time)
     started += time.perf_counter() - import_started
     meta = convert(dataset, args.out, write_mode=args.write_mode, max_resolution=args.max_resolution,
                    jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability,
                    smart_threshold=args.smart_threshold, num_workers=args.workers, force=args.force,
-                   progress=not args.quiet, skip_bad=args.skip_bad, limit=args.limit)
+                   progress=not args.quiet, skip_bad=args.skip_bad, limit=args.limit,
+                   passthrough=args.passthrough)
     seconds = time.perf_counter() - started
     if not args.quiet:
-        megabytes = os.path.getsize(args.out) / 1e6
-        shape = "x".join(map(str, meta.image_shape)) if meta.image_shape else (
-            f"{meta.min_size[0]}x{meta.min_size[1]} to {meta.max_size[0]}x{meta.max_size[1]}")
-        skipped = meta.write_options.get("skipped", 0)
-        print(f"ffmix convert: wrote {meta.num_samples} samples ({meta.num_classes} classes, {shape}, "
-              f"{'gray' if meta.channels == 1 else 'RGB'}, {args.write_mode}) to {args.out} in {seconds:.1f} s: "
-              f"{megabytes:.1f} MB, {meta.num_samples / seconds:.0f} samples/s"
-              + (f"; skipped {skipped} unreadable images" if skipped else ""))
+        print(summary_line(meta, args.out, seconds))
     return 0
+
+
+def summary_line(meta: DatasetMeta, out, seconds: float) -> str:
+    """The one line ``ffmix convert`` prints at the end: what was written, how fast, what was left out."""
+    options = meta.write_options
+    megabytes = os.path.getsize(out) / 1e6
+    shape = "x".join(map(str, meta.image_shape)) if meta.image_shape else (
+        f"{meta.min_size[0]}x{meta.min_size[1]} to {meta.max_size[0]}x{meta.max_size[1]}")
+    line = (f"ffmix convert: wrote {meta.num_samples} samples ({meta.num_classes} classes, {shape}, "
+            f"{'gray' if meta.channels == 1 else 'RGB'}, {options['write_mode']}) to {out} in {seconds:.1f} s: "
+            f"{megabytes:.1f} MB, {meta.num_samples / seconds:.0f} samples/s")
+    if options["write_mode"] != "raw":
+        line += (f"; JPEG: {options.get('passed_through', 0)} stored as they were, "
+                 f"{options.get('jpeg_encoded', 0)} encoded")
+    if options.get("skipped"):
+        line += f"; skipped {options['skipped']} unreadable images"
+    return line
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -332,23 +404,26 @@ class _Problem:
     sample: str = ""
     detail: str = ""
     image_bytes: int = 0
+    row: int = -1      # the row of the file it was to fill
 
 
 @dataclass
 class _Pass:
     bad: List[_Problem] = field(default_factory=list)
     colour_count: int = 0
+    passed_count: int = 0
+    kept: Optional[np.ndarray] = None   # rows written, when some were left out
 
 
 def _write_all(temp: Path, dataset: SourceDataset, indices: np.ndarray, options: dict, num_workers: int,
-               progress: bool, skip_bad: bool, label: str) -> Tuple[np.ndarray, List[str], int]:
-    """Write ``dataset[indices]`` to ``temp``; returns (indices written, skipped sample names, colour images).
+               progress: bool, skip_bad: bool, label: str) -> Tuple[np.ndarray, List[str], int, int]:
+    """Write ``dataset[indices]`` to ``temp``; returns (indices written, skipped sample names, colour images,
+    JPEGs stored as they were).
 
-    With ``skip_bad``, a pass that met unreadable samples is redone without them: the FFCV layout fixes the
-    sample count before writing, and a file with holes would not load. Unreadable files are rare, so the
-    common case stays one pass."""
+    One pass: with ``skip_bad``, the rows of unreadable samples stay empty and are dropped from the tables
+    before the file is finalised (``ffcv_compat.drop_unwritten_rows``). Only an image too large for FFCV's page
+    makes a second pass, with a larger page."""
     page_size = _page_size(dataset, len(indices), options["max_resolution"])
-    skipped: List[str] = []
     while True:
         try:
             outcome = _write_pass(temp, dataset, indices, options, page_size, num_workers, progress,
@@ -356,16 +431,11 @@ def _write_all(temp: Path, dataset: SourceDataset, indices: np.ndarray, options:
         except _PageTooSmall as exc:
             page_size = _page_size_for(exc.image_bytes, floor=page_size * 2)
             continue
-        if not outcome.bad:
-            return indices, skipped, outcome.colour_count
-        skipped += [problem.sample for problem in outcome.bad]
-        indices = np.setdiff1d(indices, [problem.index for problem in outcome.bad])  # stays sorted
-        if len(indices) == 0:
-            raise FfmixError(f"{dataset.source}: none of the {len(skipped)} images could be read "
-                             f"(first: {outcome.bad[0].sample}: {outcome.bad[0].detail})")
-        if progress:
-            print(f"ffmix convert: skipping {len(outcome.bad)} unreadable images; writing the other "
-                  f"{len(indices)} again", file=sys.stderr)
+        skipped = [problem.sample for problem in sorted(outcome.bad, key=lambda problem: problem.row)]
+        kept = indices if outcome.kept is None else indices[outcome.kept]
+        if skipped and progress:
+            print(f"ffmix convert: left out {len(skipped)} unreadable images", file=sys.stderr)
+        return kept, skipped, outcome.colour_count, outcome.passed_count
 
 
 def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options: dict, page_size: int,
@@ -374,7 +444,7 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
-    from .ffcv_compat import finalize_writer, prepare_writer, release_writer, writer_state
+    from .ffcv_compat import drop_unwritten_rows, finalize_writer, prepare_writer, release_writer, writer_state
     from tqdm import tqdm
 
     image_field = RGBImageField(write_mode=options["write_mode"], max_resolution=options["max_resolution"],
@@ -394,6 +464,10 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
     allocations_queue = context.Queue()
     done_count = context.Value("Q", 0)
     colour_count = context.Value("Q", 0)
+    passed_count = context.Value("Q", 0)
+    # proportion mode: which rows hold JPEG, drawn here (FFCV draws in each forked process, whose NumPy
+    # generators all start from the same state)
+    jpeg_rows = np.random.default_rng().random(count) < options["compress_probability"]
     processes = []
     outcome = _Pass()
     bar = None
@@ -404,8 +478,8 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
         for _ in range(num_processes):
             work_queue.put(None)
         metadata_memory, metadata_type, fields, allocator = writer_state(writer)
-        args = (work_queue, metadata_memory, metadata_type, fields, allocator, done_count,
-                colour_count, allocations_queue, problem_queue, dataset, indices, chunk)
+        args = (work_queue, metadata_memory, metadata_type, fields, allocator, done_count, colour_count,
+                passed_count, allocations_queue, problem_queue, dataset, indices, chunk, options, jpeg_rows)
         processes = [context.Process(target=_writer_process, args=args, daemon=True)
                      for _ in range(num_processes)]
         # Children start with SIGINT/SIGTERM held back and set their own handlers before taking them, so a
@@ -444,8 +518,16 @@ def _write_pass(temp: Path, dataset: SourceDataset, indices: np.ndarray, options
             process.join()
         _take_problems(problem_queue, outcome, stop_on_bad, block=True)
         bar.update(done_count.value - bar.n)
+        if outcome.bad:
+            outcome.kept = np.setdiff1d(np.arange(count), [problem.row for problem in outcome.bad])
+            if len(outcome.kept) == 0:
+                first = min(outcome.bad, key=lambda problem: problem.row)
+                raise FfmixError(f"{dataset.source}: none of the {count} images could be read "
+                                 f"(first: {first.sample}: {first.detail})")
+            allocations = drop_unwritten_rows(writer, outcome.kept, allocations)
         finalize_writer(writer, allocations)
         outcome.colour_count = colour_count.value
+        outcome.passed_count = passed_count.value
         return outcome
     finally:
         with _signals_blocked():
@@ -481,17 +563,39 @@ def _take_problems(problem_queue, outcome: _Pass, stop_on_bad: bool, block: bool
 
 
 def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocator, done_count, colour_count,
-                    allocations_queue, problem_queue, dataset: SourceDataset, indices: np.ndarray,
-                    chunk: int) -> None:
+                    passed_count, allocations_queue, problem_queue, dataset: SourceDataset, indices: np.ndarray,
+                    chunk: int, options: dict, jpeg_rows: np.ndarray) -> None:
     """One FFCV writer process: encode the chunks it takes from ``work_queue`` into pages of the file.
 
-    Like FFCV's own worker, but an unreadable sample is reported (and its row left empty, the pass being
-    redone or abandoned by the main process) rather than killing the process with a traceback."""
-    from .ffcv_compat import close_allocator, open_allocator, write_sample
+    Like FFCV's own worker, but an unreadable sample is reported (and its row left empty, to be dropped or the
+    pass abandoned by the main process) rather than killing the process with a traceback, and a JPEG file that
+    the write mode would store as JPEG anyway and that needs no resizing is stored as it is."""
+    from ffcv.fields import RGBImageField
+
+    from .ffcv_compat import (EncodedJPEG, close_allocator, decodes_with_ffcv, open_allocator,
+                              write_encoded_jpeg, write_sample)
+    from .sources.jpeg import read_jpeg_header
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group; the main process stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    write_mode, max_resolution = options["write_mode"], options["max_resolution"]
+    passthrough = options["passthrough"] != "no" and write_mode != "raw"
+    verify = options["passthrough"] == "verify"
+    fixed_fields = {}  # proportion mode: the row's mode is drawn already (jpeg_rows), so encode with that mode
+    if write_mode == "proportion":
+        for mode in ("jpg", "raw"):
+            image_field = RGBImageField(write_mode=mode, max_resolution=max_resolution,
+                                        jpeg_quality=options["jpeg_quality"])
+            fixed_fields[mode] = {IMAGE_FIELD: image_field, LABEL_FIELD: fields[LABEL_FIELD]}
+
+    def stores_jpeg(row: int, height: int, width: int) -> bool:
+        if write_mode == "jpg":
+            return True
+        if write_mode == "smart":
+            return height * width * 3 > options["smart_threshold"]
+        return write_mode == "proportion" and bool(jpeg_rows[row])
+
     try:
         metadata = np.frombuffer(metadata_memory.buf, dtype=metadata_type)
         open_allocator(allocator)
@@ -500,28 +604,48 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
             if chunk_number is None:
                 break
             first = chunk_number * chunk
-            colour = 0
+            colour = passed = 0
             for destination in range(first, min(first + chunk, len(indices))):
                 source_index = int(indices[destination])
+                label = int(dataset.labels[source_index])
                 try:
-                    image = dataset.read(source_index)
+                    encoded = dataset.read_encoded(source_index) if passthrough else None
+                    header = read_jpeg_header(encoded) if encoded is not None else None
+                    if (header is not None and header.storable
+                            and (max_resolution is None or max(header.height, header.width) <= max_resolution)
+                            and stores_jpeg(destination, header.height, header.width)
+                            and (not verify or decodes_with_ffcv(encoded, header.height, header.width))):
+                        sample = (EncodedJPEG(encoded, header.height, header.width), label)
+                        image_bytes = len(encoded)
+                        write = write_encoded_jpeg
+                        colour += header.components == 3
+                        passed += 1
+                    else:
+                        image = dataset.read(source_index)
+                        colour += image.ndim == 3
+                        sample = (to_rgb(image), label)
+                        image_bytes = int(sample[0].nbytes)
+                        write = write_sample
                 except BadSampleError as exc:
-                    problem_queue.put(_Problem("bad", source_index, exc.sample, exc.reason))
+                    problem_queue.put(_Problem("bad", source_index, exc.sample, exc.reason, row=destination))
                     continue
-                colour += image.ndim == 3
-                sample = (to_rgb(image), int(dataset.labels[source_index]))
+                row_fields = fields
+                if fixed_fields and write is write_sample:
+                    row_fields = fixed_fields["jpg" if jpeg_rows[destination] else "raw"]
                 try:
-                    write_sample(sample, destination, metadata, allocator, fields)
+                    write(sample, destination, metadata, allocator, row_fields)
                 except ValueError as exc:
                     if "page size" not in str(exc):
                         raise
                     problem_queue.put(_Problem("too_big", source_index, dataset.describe(source_index),
-                                               str(exc), int(sample[0].nbytes)))
+                                               str(exc), image_bytes, row=destination))
                     return
             with done_count.get_lock():
                 done_count.value += min(first + chunk, len(indices)) - first
             with colour_count.get_lock():
                 colour_count.value += colour
+            with passed_count.get_lock():
+                passed_count.value += passed
         allocations_queue.put(close_allocator(allocator))
     except Exception:
         problem_queue.put(_Problem("crash", detail=traceback.format_exc()))
@@ -529,16 +653,19 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
 
 
 def _describe(temp: Path, dataset: SourceDataset, indices: np.ndarray, colour_count: int, options: dict,
-              limit: Optional[int], skipped: List[str]) -> DatasetMeta:
-    """The sidecar's facts, the image sizes read back from the written file (after any resizing)."""
-    from .ffcv_compat import field_table, open_reader
+              limit: Optional[int], skipped: List[str], passed: int) -> DatasetMeta:
+    """The sidecar's facts, the image sizes read back from the written file (after any resizing), and the
+    fingerprint that ties the sidecar to this file."""
+    from .ffcv_compat import JPEG_MODE, field_table, fingerprint_regions, open_reader
 
     image_table = field_table(open_reader(temp), IMAGE_FIELD)
     heights = image_table["height"].astype(np.int64)
     widths = image_table["width"].astype(np.int64)
     labels = dataset.labels[indices]
     uniform = heights.min() == heights.max() and widths.min() == widths.max()
-    write_options = dict(options, limit=limit, skipped=len(skipped), skipped_samples=skipped[:100])
+    write_options = dict(options, limit=limit, skipped=len(skipped), skipped_samples=skipped[:100],
+                         passed_through=int(passed),
+                         jpeg_encoded=int((image_table["mode"] == JPEG_MODE).sum()) - int(passed))
     if options["write_mode"] != "smart":
         write_options.pop("smart_threshold")
     return DatasetMeta(
@@ -554,4 +681,5 @@ def _describe(temp: Path, dataset: SourceDataset, indices: np.ndarray, colour_co
         source_format=dataset.name,
         split=dataset.split,
         write_options=write_options,
+        beton_fingerprint=beton_fingerprint(temp, fingerprint_regions(temp)),
     )

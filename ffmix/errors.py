@@ -7,3 +7,8 @@ class FfmixError(ValueError):
     A ``ValueError``, so code that catches ``ValueError`` around ffmix calls keeps working; the command line
     prints these as one line and anything else as a traceback with a request for a bug report.
     """
+
+
+class FfmixWarning(UserWarning):
+    """Something in the user's input that ffmix worked around (e.g. a symbolic-link cycle it did not follow);
+    the command line prints these as ``ffmix COMMAND: warning: ...`` lines."""

@@ -16,6 +16,7 @@ import queue
 import threading
 import weakref
 from contextlib import nullcontext
+from dataclasses import dataclass
 from importlib import metadata as _metadata
 from typing import Dict, Optional
 
@@ -136,6 +137,93 @@ def release_writer(writer) -> None:
     if hasattr(shared, "unlink"):
         shared.close()
         shared.unlink()
+
+
+# ------------------------------------------------------------------ writing: JPEG bytes as they are, compaction
+#
+# FFCV's RGBImageField stores a sample in 'jpg' mode as: mode byte 0 (IMAGE_MODES['jpg']), the decoded height and
+# width in the per-sample row, and the JPEG's bytes in one block from the page allocator, whose address goes in
+# the row's data_ptr. Its own encode() always re-encodes pixels; write_encoded_jpeg stores a file's bytes in that
+# same layout, so FFCV's decoders read them like any JPEG it wrote itself.
+
+JPEG_MODE = 0   # FFCV 1.0.2's IMAGE_MODES['jpg']
+
+
+@dataclass(frozen=True)
+class EncodedJPEG:
+    """A JPEG file's bytes with the size its header declares, to be stored without decoding."""
+
+    data: bytes
+    height: int
+    width: int
+
+
+def write_encoded_jpeg(sample, destination: int, metadata: np.ndarray, allocator, fields) -> None:
+    """Like ``write_sample``, but the values that are ``EncodedJPEG`` are stored as they are (image fields).
+
+    ``sample`` is a tuple in field order. Raises ``ValueError`` (FFCV's "page size" message) when the bytes
+    exceed a page, as FFCV's own encode does."""
+    names = metadata.dtype.names
+    for attempt in range(2):  # FFCV's rule: a sample that does not fit the rest of a page restarts on a new one
+        try:
+            allocator.set_current_sample(destination)
+            for name, field, value in zip(names, fields.values(), sample):
+                row = metadata[name][destination:destination + 1]
+                if isinstance(value, EncodedJPEG):
+                    row["mode"] = JPEG_MODE
+                    row["height"], row["width"] = value.height, value.width
+                    row["data_ptr"], storage = allocator.malloc(len(value.data))
+                    storage[:] = np.frombuffer(value.data, dtype=np.uint8)
+                else:
+                    field.encode(row, value, allocator.malloc)
+            return
+        except MemoryError:
+            if attempt == 1:
+                raise
+
+
+def decodes_with_ffcv(data: bytes, height: int, width: int) -> bool:
+    """Whether FFCV's own JPEG decoder (libjpeg-turbo, through ``ffcv.libffcv.imdecode``) reads ``data``
+    without error or warning. Decodes at 1/8 scale: the entropy decoding, where a damaged or unsupported file
+    fails, still runs in full, the rest costs little."""
+    from ffcv.libffcv import imdecode
+
+    source = np.frombuffer(data, dtype=np.uint8)
+    scaled = np.empty(((height + 7) // 8, (width + 7) // 8, 3), dtype=np.uint8)
+    return imdecode(source, scaled, height, width, height, width, 0, 0, 1, 8, False, False) == 0
+
+
+def drop_unwritten_rows(writer, keep: np.ndarray, allocations: list) -> list:
+    """Close the gaps a pass left for samples it could not read, so the file is written once.
+
+    ``keep``: sorted row numbers that hold a sample. The kept rows move to the front of the writer's shared
+    per-sample table and the header's sample count becomes ``len(keep)`` (the Reader reads that many rows; the
+    rest of the table's space stays unused). ``allocations`` ((sample row, ptr, size) triples from all processes) are
+    renumbered to match, since FFCV's memory managers map samples to pages through them. Returns them."""
+    table = np.frombuffer(writer.metadata_sm.buf, dtype=writer.metadata_type)
+    rows = len(table)
+    table[:len(keep)] = table[keep]
+    del table  # a live view would stop release_writer from closing the shared memory
+    writer.num_samples = len(keep)
+    writer.header["num_samples"] = len(keep)
+    new_row = np.full(rows, -1, dtype=np.int64)
+    new_row[keep] = np.arange(len(keep))
+    renumbered = []
+    for row, pointer, size in allocations:
+        if new_row[row] < 0:
+            raise RuntimeError(f"sample row {row} was marked unreadable but holds data")
+        renumbered.append((int(new_row[row]), pointer, size))
+    return renumbered
+
+
+def fingerprint_regions(path) -> list:
+    """The byte ranges of a .beton that identify it: header + field table + per-sample table, and the
+    allocation table at the end. Every label, size and data address is in them; they are a few bytes per
+    sample, so hashing them is cheap where hashing the pages would not be."""
+    reader = open_reader(path)
+    table_end = (int(reader.header.dtype.itemsize) + int(reader.field_descriptors.nbytes)
+                 + int(reader.metadata.nbytes))
+    return [(0, table_end), (int(reader.header["alloc_table_ptr"]), os.path.getsize(path))]
 
 
 # ------------------------------------------------------------------------------------------------ loading

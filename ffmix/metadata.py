@@ -3,17 +3,26 @@
 FFCV files carry per-sample fields only, so dataset-level facts (class names, image mode, how the file
 was written) live in a small JSON sidecar, ``OUT.beton.json``. The loader reads it so it never guesses the
 number of classes or the channel count.
+
+The two files are one unit: the sidecar holds a fingerprint of its ``.beton`` (its size and a BLAKE2b hash of the
+byte ranges that hold the header, field table, per-sample table and allocation table: every label, image size
+and data address), and ``read_meta`` refuses a sidecar whose fingerprint does not match, so a sidecar from
+another conversion (a crash between the two renames, a copied file, CIFAR-100 fine beside coarse: same sample
+count, other labels) is never trusted. Sidecars written before fingerprints existed carry none and are accepted
+unchecked: refusing them would break every older file, and the loader's own count checks still apply.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import FfmixError
+from .system import atomic_write
 
 FORMAT_VERSION = 1
 IMAGE_FIELD = "image"   # FFCV's own naming, so plain FFCV pipelines read ffmix files
@@ -26,7 +35,8 @@ class DatasetMeta:
 
     ``image_shape`` is ``(H, W)`` when every image has the same size, else ``None``; ``channels`` is 1 for a
     grayscale source (stored as 3 identical channels, since FFCV's image field is RGB) and 3 for colour.
-    ``label_counts[k]`` is the number of samples of class ``k``.
+    ``label_counts[k]`` is the number of samples of class ``k``. ``beton_fingerprint`` identifies the
+    ``.beton`` the sidecar belongs to (see the module docstring); ``None`` in sidecars from before it existed.
     """
 
     num_samples: int
@@ -42,6 +52,7 @@ class DatasetMeta:
     split: Optional[str] = None
     write_options: Dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    beton_fingerprint: Optional[Dict[str, Any]] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -67,19 +78,62 @@ def meta_path(beton_path: os.PathLike) -> Path:
 
 
 def write_meta(beton_path: os.PathLike, meta: DatasetMeta) -> Path:
-    """Write the sidecar of ``beton_path`` atomically (temporary file, then rename); returns its path."""
-    target = meta_path(beton_path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(meta.to_json())
-    os.replace(tmp, target)
-    return target
+    """Write the sidecar of ``beton_path`` atomically and durably (temporary file, fsync, rename, fsync of
+    the folder); returns its path."""
+    return atomic_write(meta_path(beton_path), meta.to_json(), durable=True)
+
+
+def beton_fingerprint(beton_path: os.PathLike, regions: Sequence[Tuple[int, int]]) -> Dict[str, Any]:
+    """``{"size", "regions", "blake2b"}``: the file's size and a hash of its byte ranges ``regions``
+    (``[start, end)`` pairs; ``ffcv_compat.fingerprint_regions`` gives the ones that identify a .beton)."""
+    regions = [[int(start), int(end)] for start, end in regions]  # lists, as JSON gives them back
+    return {"size": os.path.getsize(beton_path), "regions": regions,
+            "blake2b": _hash_regions(beton_path, regions)}
+
+
+def _hash_regions(path: os.PathLike, regions: Sequence[Tuple[int, int]]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as stream:
+        for start, end in regions:
+            stream.seek(start)
+            left = end - start
+            while left > 0:
+                block = stream.read(min(left, 1 << 22))
+                if not block:
+                    break
+                digest.update(block)
+                left -= len(block)
+    return digest.hexdigest()
+
+
+def check_fingerprint(beton_path: os.PathLike, meta: DatasetMeta) -> None:
+    """Raise ``FfmixError`` unless ``meta`` (a sidecar's content) was written for the file at ``beton_path``.
+
+    A sidecar without a fingerprint (written before ffmix stored one) passes unchecked."""
+    stored = meta.beton_fingerprint
+    if stored is None:
+        return
+    beton = Path(beton_path)
+    problem = None
+    try:
+        size = os.path.getsize(beton)
+        if size != stored["size"]:
+            problem = f"the file is {size} bytes, the sidecar describes one of {stored['size']}"
+        elif _hash_regions(beton, stored["regions"]) != stored["blake2b"]:
+            problem = "its tables differ from those the sidecar describes"
+    except (KeyError, TypeError, ValueError):
+        problem = "the sidecar's fingerprint is malformed"
+    if problem:
+        raise FfmixError(f"{meta_path(beton)} does not belong to {beton} ({problem}): the pair comes from "
+                         f"different conversions; re-run `ffmix convert` to write both again")
 
 
 def read_meta(beton_path: os.PathLike) -> DatasetMeta:
-    """Read the metadata of ``beton_path``.
+    """Read the metadata of ``beton_path`` and check that it belongs to that file.
 
-    Raises ``FileNotFoundError`` if the ``.beton`` or its sidecar is missing and ``ValueError`` if the sidecar
-    is not valid ffmix metadata; both messages say how to fix it.
+    Raises ``FileNotFoundError`` if the ``.beton`` or its sidecar is missing, ``ValueError`` if the sidecar
+    is not valid ffmix metadata and ``FfmixError`` (a ``ValueError``) if it was written for another file;
+    the messages say how to fix it.
     """
     beton = Path(beton_path)
     if not beton.is_file():
@@ -95,4 +149,6 @@ def read_meta(beton_path: os.PathLike) -> DatasetMeta:
         raise FfmixError(f"{sidecar} is not valid ffmix metadata: {exc}") from None
     if not isinstance(raw, dict):
         raise FfmixError(f"{sidecar} is not valid ffmix metadata: expected a JSON object")
-    return DatasetMeta.from_dict(raw)
+    meta = DatasetMeta.from_dict(raw)
+    check_fingerprint(beton, meta)
+    return meta

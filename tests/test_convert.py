@@ -5,6 +5,7 @@ a few tests build one) and through ``read_beton``, which decodes the file's own 
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,18 @@ def read_beton(path):
             images.append(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
             modes.append("jpg")
     return images, labels, modes
+
+
+def stored_samples(path):
+    """``[(bytes, mode, (height, width))]`` of a .beton's image field as stored: the blocks' bytes unchanged."""
+    from ffcv.reader import Reader
+
+    reader = Reader(str(path))
+    table = reader.metadata[reader.metadata.dtype.names[reader.field_names.index("image")]]
+    sizes = dict(zip(reader.alloc_table["ptr"].tolist(), reader.alloc_table["size"].tolist()))
+    content = Path(path).read_bytes()
+    return [(content[int(row["data_ptr"]):int(row["data_ptr"]) + sizes[int(row["data_ptr"])]],
+             "raw" if row["mode"] == 1 else "jpg", (int(row["height"]), int(row["width"]))) for row in table]
 
 
 def load_with_ffcv(path):
@@ -261,6 +274,139 @@ def test_real_fashion_mnist_test_split(tmp_path, capsys):
     assert meta.channels == 1 and meta.class_names[9] == "Ankle boot" and meta.label_counts == [1000] * 10
 
 
+# ------------------------------------------------------------------------------------- JPEG pass-through
+
+def test_jpeg_passthrough_stores_each_files_bytes(data, tmp_path, capsys):
+    out = tmp_path / "pass.beton"
+    code, stdout, err = run_cli(["convert", data["root"] / "jpg", out, "--write-mode", "jpg", "--workers", "2"],
+                                capsys)
+    assert code == 0, err
+    assert "JPEG: 10 stored as they were, 0 encoded" in stdout
+    stored = stored_samples(out)
+    assert [block for block, _, _ in stored] == [path.read_bytes() for path, _, _ in data["jpg"]]
+    assert [mode for _, mode, _ in stored] == ["jpg"] * 10
+    assert [size for _, _, size in stored] == [pixels.shape[:2] for _, _, pixels in data["jpg"]]
+    meta = read_meta(out)
+    assert meta.write_options["passed_through"] == 10 and meta.write_options["jpeg_encoded"] == 0
+    assert meta.min_size == (8, 8) and meta.max_size == (50, 60) and meta.channels == 3
+    code, stdout, err = run_cli(["convert", data["root"] / "jpg", out, "--write-mode", "jpg", "--workers", "2",
+                                 "--passthrough", "no", "--jpeg-quality", "70", "--force"], capsys)
+    assert code == 0 and "JPEG: 0 stored as they were, 10 encoded" in stdout
+    assert all(block != path.read_bytes() for (block, _, _), (path, _, _) in zip(stored_samples(out), data["jpg"]))
+
+
+def _mixed_jpeg_folder(root: Path):
+    """Class a: three 32x32 JPEGs, a progressive one and a gray one (all stored as they are with
+    --max-resolution 32); class b: two 64x64 JPEGs (too large), a CMYK JPEG and a PNG (all encoded)."""
+    from PIL import Image
+
+    expected = []  # (path, label, pixels as FFCV should give them back, stored as is)
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    for k, pixels in enumerate(datagen.smooth_images(3, 32, 32, 3, seed=20)):
+        Image.fromarray(pixels).save(root / "a" / f"plain{k}.jpg", quality=92)
+    Image.fromarray(datagen.smooth_images(1, 32, 32, 3, seed=21)[0]).save(root / "a" / "progressive.jpg",
+                                                                           quality=92, progressive=True)
+    Image.fromarray(datagen.smooth_images(1, 32, 32, 1, seed=22)[0]).save(root / "a" / "zgray.jpg", quality=92)
+    for k, pixels in enumerate(datagen.smooth_images(2, 64, 64, 3, seed=23)):
+        Image.fromarray(pixels).save(root / "b" / f"large{k}.jpg", quality=92)
+    Image.fromarray(datagen.smooth_images(1, 32, 32, 3, seed=24)[0]).convert("CMYK").save(root / "b" / "cmyk.jpg",
+                                                                                          quality=92)
+    Image.fromarray(datagen.smooth_images(1, 32, 32, 3, seed=25)[0]).save(root / "b" / "png.png")
+    for label, folder in enumerate(["a", "b"]):
+        for path in sorted((root / folder).iterdir()):
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            if pixels.shape[0] > 32:
+                pixels = cv2.resize(pixels, (32, 32), interpolation=cv2.INTER_AREA)
+            as_is = folder == "a"
+            expected.append((path, label, pixels, as_is))
+    return expected
+
+
+def test_a_mixed_jpeg_folder_stores_what_fits_encodes_the_rest_and_all_decode(tmp_path, capsys):
+    expected = _mixed_jpeg_folder(tmp_path / "src")
+    out = tmp_path / "mixed.beton"
+    code, stdout, err = run_cli(["convert", tmp_path / "src", out, "--write-mode", "jpg", "--max-resolution", "32",
+                                 "--workers", "2"], capsys)
+    assert code == 0, err
+    assert "JPEG: 5 stored as they were, 4 encoded" in stdout
+    stored = stored_samples(out)
+    for (block, mode, size), (path, _, _, as_is) in zip(stored, expected):
+        assert mode == "jpg" and size == (32, 32)
+        assert (block == path.read_bytes()) == as_is, path.name
+    images, labels = load_with_ffcv(out)
+    assert labels.tolist() == [label for _, label, _, _ in expected]
+    for image, (path, _, pixels, _) in zip(images, expected):
+        assert psnr(image, pixels) >= 30, path.name
+    assert read_meta(out).channels == 3
+
+
+def test_verify_passthrough_decodes_first_and_re_encodes_a_damaged_jpeg(tmp_path, capsys):
+    written = datagen.write_image_folder(tmp_path / "src", ["a"], 3, [(32, 32)], ext=".jpg")
+    damaged_path = written[1][0]
+    damaged = bytearray(damaged_path.read_bytes())
+    middle = (damaged.index(b"\xff\xda") + len(damaged)) // 2
+    damaged[middle:middle + 2] = b"\xff\xd3"  # a restart marker where none belongs: libjpeg warns
+    damaged_path.write_bytes(bytes(damaged))
+    out = tmp_path / "v.beton"
+    code, stdout, err = run_cli(["convert", tmp_path / "src", out, "--write-mode", "jpg", "--workers", "1"], capsys)
+    assert code == 0 and "JPEG: 3 stored as they were, 0 encoded" in stdout  # the header looks fine
+    code, stdout, err = run_cli(["convert", tmp_path / "src", out, "--write-mode", "jpg", "--workers", "1",
+                                 "--passthrough", "verify", "--force"], capsys)
+    assert code == 0 and "JPEG: 2 stored as they were, 1 encoded" in stdout, stdout
+    stored = stored_samples(out)
+    assert [block == path.read_bytes() for (block, _, _), (path, _, _) in zip(stored, written)] == [True, False, True]
+
+
+def test_smart_and_proportion_modes_pass_through_only_what_they_store_as_jpeg(data, tmp_path):
+    source = open_source(data["root"] / "jpg")  # sizes 40x60, 33x21, 50x50, 8x8
+    out = tmp_path / "smart.beton"
+    meta = convert(source, out, write_mode="smart", smart_threshold=3000, num_workers=2)
+    stored = stored_samples(out)
+    files = [path.read_bytes() for path, _, _ in data["jpg"]]
+    for (block, mode, (height, width)), original in zip(stored, files):
+        assert mode == ("jpg" if height * width * 3 > 3000 else "raw")
+        assert (block == original) == (mode == "jpg")
+    assert meta.write_options["passed_through"] == sum(mode == "jpg" for _, mode, _ in stored)
+    meta = convert(source, out, write_mode="proportion", compress_probability=0.5, num_workers=2, force=True)
+    stored = stored_samples(out)
+    assert meta.write_options["jpeg_encoded"] == 0
+    assert meta.write_options["passed_through"] == sum(mode == "jpg" for _, mode, _ in stored)
+    assert all((block == original) == (mode == "jpg") for (block, mode, _), original in zip(stored, files))
+
+
+# ------------------------------------------------------------------------------------------- file lists
+
+def test_a_file_list_converts_with_its_labels(data, tmp_path, capsys):
+    rows = [f"{path.relative_to(data['root'])}\t{['cat', 'dog', 'bird'][label]}"
+            for path, label, _ in data["png"]]
+    listing = data["root"] / "list.tsv"
+    listing.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "list.beton"
+    code, stdout, err = run_cli(["convert", listing, out, "--workers", "2"], capsys)
+    assert code == 0, err
+    assert "wrote 12 samples (3 classes" in stdout
+    images, labels, _ = read_beton(out)
+    assert all(np.array_equal(image, pixels) for image, (_, _, pixels) in zip(images, data["png"]))
+    meta = read_meta(out)
+    assert meta.class_names == ["bird", "cat", "dog"] and meta.source_format == "filelist"
+    assert labels.tolist() == [meta.class_names.index(["cat", "dog", "bird"][label]) for _, label, _ in data["png"]]
+    (data["root"] / "bad.csv").write_text("png/cat/img_000.png,0\npng/cat/nope.png,1\n")
+    code, _, err = run_cli(["convert", data["root"] / "bad.csv", tmp_path / "bad.beton"], capsys)
+    assert_one_line_error(code, err, "line 2", "nope.png does not exist")
+    assert_nothing_left(tmp_path / "bad.beton")
+
+
+def test_a_symlink_cycle_converts_each_image_once_with_a_warning(tmp_path, capsys):
+    datagen.write_image_folder(tmp_path / "src", ["a", "b"], 1, [(4, 4)])
+    (tmp_path / "src" / "a" / "loop").symlink_to(tmp_path / "src", target_is_directory=True)
+    out = tmp_path / "o.beton"
+    code, stdout, err = run_cli(["convert", tmp_path / "src", out, "--workers", "1"], capsys)
+    assert code == 0 and "wrote 2 samples" in stdout
+    assert f"ffmix convert: warning: {tmp_path / 'src' / 'a' / 'loop'} is a symbolic-link cycle" in err
+
+
 # ------------------------------------------------------------------------------------------- public API
 
 def test_convert_arrays_lists_of_sizes_and_metadata(tmp_path):
@@ -326,6 +472,10 @@ def test_undecodable_image_fails_naming_the_file_and_skip_bad_skips_it(tmp_path,
     code, _, err = run_cli(["convert", tmp_path / "src", out, "--workers", "2"], capsys)
     assert_one_line_error(code, err, str(broken), "--skip-bad")
     assert_nothing_left(out)
+    # in jpg mode the cut-off JPEG is not stored as it is (its header has no end marker): decoded, it fails
+    code, _, err = run_cli(["convert", tmp_path / "src", out, "--workers", "2", "--write-mode", "jpg"], capsys)
+    assert_one_line_error(code, err, str(broken), "--skip-bad")
+    assert_nothing_left(out)
     code, stdout, err = run_cli(["convert", tmp_path / "src", out, "--workers", "2", "--skip-bad"], capsys)
     assert code == 0, err
     assert "wrote 5 samples" in stdout and "skipped 1 unreadable images" in stdout
@@ -334,6 +484,28 @@ def test_undecodable_image_fails_naming_the_file_and_skip_bad_skips_it(tmp_path,
     meta = read_meta(out)
     assert meta.write_options["skipped"] == 1 and meta.write_options["skipped_samples"] == [str(broken)]
     assert meta.label_counts == [3, 2]
+
+
+def test_skip_bad_writes_the_file_once_and_the_loader_reads_it(tmp_path, monkeypatch):
+    from ffmix import ffcv_compat
+
+    written = datagen.write_image_folder(tmp_path / "src", ["a", "b"], 6, [(12, 12)], ext=".png")
+    broken = [written[1][0], written[6][0], written[11][0]]  # first class, second class, the very last file
+    for path in broken:
+        path.write_bytes(b"not a png")
+    passes = []
+    real_prepare = ffcv_compat.prepare_writer
+    monkeypatch.setattr(ffcv_compat, "prepare_writer", lambda writer, count: (passes.append(count),
+                                                                             real_prepare(writer, count)))
+    out = tmp_path / "o.beton"
+    meta = convert(open_source(tmp_path / "src"), out, num_workers=2, skip_bad=True)
+    assert passes == [12]  # one pass over all 12 rows, not a second one over the 9 readable
+    kept = [(pixels, label) for path, label, pixels in written if path not in broken]
+    images, labels = load_with_ffcv(out)  # FFCV's memory manager maps samples to pages by the renumbered rows
+    assert len(images) == 9 and labels.tolist() == [label for _, label in kept]
+    assert all(np.array_equal(image, pixels) for image, (pixels, _) in zip(images, kept))
+    assert meta.num_samples == 9 and meta.label_counts == [5, 4]
+    assert meta.write_options["skipped_samples"] == [str(path) for path in broken]
 
 
 def test_force_is_needed_and_a_failed_overwrite_keeps_the_old_file(tmp_path, capsys):
@@ -431,9 +603,57 @@ def test_real_command_prints_one_line_and_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [f"ffmix convert: error: SOURCE {tmp_path / 'missing'} does not exist"]
 
 
+# ------------------------------------------------------------------------------- the .beton and its sidecar
+
+def test_a_sidecar_from_another_conversion_is_refused(data, tmp_path, capsys):
+    fine, coarse = tmp_path / "fine.beton", tmp_path / "coarse.beton"
+    for out, kind in ((fine, "fine"), (coarse, "coarse")):
+        code, _, err = run_cli(["convert", data["root"] / "cifar100", out, "--label-kind", kind, "--quiet",
+                                "--workers", "1"], capsys)
+        assert code == 0, err
+    assert os.path.getsize(fine) == os.path.getsize(coarse)  # same samples, same size: only the labels differ
+    assert read_meta(fine).num_samples == read_meta(coarse).num_samples
+    meta_path(fine).write_bytes(meta_path(coarse).read_bytes())
+    with pytest.raises(FfmixError, match="does not belong to .*fine.beton .*re-run `ffmix convert`") as error:
+        read_meta(fine)
+    assert "\n" not in str(error.value)
+    # a sidecar written before fingerprints existed is accepted unchecked
+    raw = json.loads(meta_path(coarse).read_text())
+    del raw["beton_fingerprint"]
+    meta_path(fine).write_text(json.dumps(raw))
+    assert read_meta(fine).class_names == read_meta(coarse).class_names
+
+
+def _convert_then_crash_between_renames(source, out):
+    """In a forked child (FFCV already imported, so no start-up cost): convert, and die like a power cut or
+    ``kill -9`` right after the sidecar's rename, with no clean-up."""
+    convert_module._between_renames = lambda: os._exit(9)
+    cli.main(["convert", str(source), str(out), "--force", "--quiet", "--workers", "1"])
+    os._exit(0)
+
+
+def test_a_crash_between_the_two_renames_leaves_a_pair_that_is_refused(tmp_path):
+    old = datagen.write_npz(tmp_path / "old.npz", datagen.smooth_images(6, 8, 8, 3, seed=1), np.arange(6) % 2)
+    new = datagen.write_npz(tmp_path / "new.npz", datagen.smooth_images(6, 8, 8, 3, seed=2), np.arange(6) % 3)
+    out = tmp_path / "o.beton"
+    assert cli.main(["convert", str(old), str(out), "--quiet", "--workers", "1"]) == 0
+    old_beton = out.read_bytes()
+    import multiprocessing
+    child = multiprocessing.get_context("fork").Process(target=_convert_then_crash_between_renames, args=(new, out))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 9
+    assert out.read_bytes() == old_beton  # the old file, beside the new sidecar
+    assert json.loads(meta_path(out).read_text())["source"] == str(new)
+    with pytest.raises(FfmixError, match="re-run `ffmix convert`"):
+        read_meta(out)
+
+
 # ----------------------------------------------------------------------------------------- interruption
 
-# The real command with each sample slowed to 10 ms, so a conversion is surely still writing when stopped.
+# The real command with each sample slowed to 50 ms (15 s for the whole file with 2 processes, while it is
+# stopped within a second of starting to write), so a conversion is surely still writing when stopped, however
+# loaded the machine.
 # Ctrl-C is made to raise KeyboardInterrupt as in a terminal, even when the tests run where SIGINT is ignored
 # (a background job of a non-interactive shell), which the child would inherit.
 SLOW_CONVERT = """
@@ -442,7 +662,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from ffmix.sources import base
 plain_read = base.ArraySource.read
 def slow_read(self, index):
-    time.sleep(0.01)
+    time.sleep(0.05)
     return plain_read(self, index)
 base.ArraySource.read = slow_read
 from ffmix.cli import main
@@ -478,7 +698,7 @@ def test_interrupted_conversions_leave_nothing(tmp_path):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the conversion never started writing"
             time.sleep(0.02)
-        time.sleep(0.5)  # well inside the 3 s this conversion needs
+        time.sleep(0.5)  # well inside the 15 s this conversion needs
         assert process.poll() is None, "the conversion ended before it could be interrupted"
         if signal_number == signal.SIGINT:
             os.killpg(process.pid, signal.SIGINT)

@@ -198,15 +198,22 @@ def test_pair_targets_with_label_smoothing_are_refused(files):
 
 # ------------------------------------------------------------------------------------------- batch lifetime
 
-def test_a_held_batch_stays_valid_until_the_next_is_requested_across_epochs(files):
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, GPU])])
+def test_a_held_batch_stays_valid_until_the_next_is_requested_across_epochs(files, device):
     """Checked just before each request: after it, the batch's slot may be refilled (as documented)."""
-    loader = make_loader(files["rgb"], batch_size=BATCH, num_workers=2, batches_ahead=2, mixup_alpha=0.5, seed=1)
+    loader = make_loader(files["rgb"], batch_size=BATCH, num_workers=2, batches_ahead=2, mixup_alpha=0.5, seed=1,
+                         device=device)
     held = None
     for _ in range(3):
         iterator = iter(loader)   # a new epoch starts while the last batch of the previous one is held
         while True:
             time.sleep(0.05)      # the thread runs as far ahead as its ring allows
             if held is not None:
+                if device == "cuda":
+                    torch.cuda.synchronize()
                 assert torch.equal(held[0], held[2]) and torch.equal(held[1], held[3]), \
                     "a batch changed before the next one was requested"
             try:

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 import datagen
-from ffmix.errors import FfmixError
+from ffmix.errors import FfmixError, FfmixWarning
 from ffmix.sources import ArraySource, BadSampleError, detect_format, open_source
-from ffmix.sources.base import check_labels, to_rgb
+from ffmix.sources.base import PathList, check_labels, to_rgb
 from ffmix.sources.cifar import load_batch
 from ffmix.sources.idx import read_idx
+from ffmix.sources.jpeg import read_jpeg_header
 
 
 @pytest.fixture(scope="module")
@@ -341,3 +342,163 @@ def test_array_source_accepts_lists_of_sizes():
     assert source[0][0].shape == (4, 5, 3) and source[1][1] == 0
     with pytest.raises(FfmixError, match="only 1 class names"):
         ArraySource(images, [1, 0], class_names=["x"])
+
+
+# ------------------------------------------------------------------------------------ links and duplicates
+
+def test_a_symlink_cycle_is_followed_once_and_warned(tmp_path):
+    datagen.write_image_folder(tmp_path, ["a", "b"], 1, [(4, 4)])
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)  # a/loop/a/loop/... forever
+    with pytest.warns(FfmixWarning, match=r"a/loop is a symbolic-link cycle") as caught:
+        source = open_source(tmp_path)
+    assert len(caught) == 1
+    assert len(source) == 2 and source.labels.tolist() == [0, 1]
+    assert [p.relative_to(tmp_path).as_posix() for p in source.files] == ["a/img_000.png", "b/img_000.png"]
+
+
+def test_a_folder_linked_from_another_class_stays_in_its_own_class(tmp_path):
+    datagen.write_image_folder(tmp_path, ["a", "b"], 2, [(4, 4)])
+    (tmp_path / "a" / "more").symlink_to(tmp_path / "b", target_is_directory=True)
+    with pytest.warns(FfmixWarning, match=r"a/more is a link to a folder already read \(.*/b\)"):
+        source = open_source(tmp_path)
+    assert source.labels.tolist() == [0, 0, 1, 1]
+    assert [p.parent.name for p in source.files] == ["a", "a", "b", "b"]
+
+
+def test_a_folder_reached_twice_below_the_classes_is_read_once(tmp_path):
+    datagen.write_image_folder(tmp_path, ["a"], 1, [(4, 4)])
+    datagen.write_image_folder(tmp_path / "a" / "sub", ["deep"], 3, [(4, 4)])
+    (tmp_path / "a" / "z-again").symlink_to(tmp_path / "a" / "sub", target_is_directory=True)
+    with pytest.warns(FfmixWarning, match="z-again is a link to a folder already read"):
+        source = open_source(tmp_path)
+    assert len(source) == 4 and not any("z-again" in str(p) for p in source.files)
+
+
+def test_one_real_file_reached_twice_is_refused_naming_both(tmp_path):
+    datagen.write_image_folder(tmp_path / "soft", ["a", "b"], 1, [(4, 4)])
+    (tmp_path / "soft" / "b" / "copy.png").symlink_to(tmp_path / "soft" / "a" / "img_000.png")
+    with pytest.raises(FfmixError, match=r"a/img_000.png and .*b/copy.png are the same file"):
+        open_source(tmp_path / "soft")
+    datagen.write_image_folder(tmp_path / "hard", ["a", "b"], 1, [(4, 4)])
+    os.link(tmp_path / "hard" / "a" / "img_000.png", tmp_path / "hard" / "b" / "hard.png")
+    with pytest.raises(FfmixError, match="same file"):
+        open_source(tmp_path / "hard")
+
+
+def test_a_class_folder_that_is_a_link_to_another_class_is_an_error(tmp_path):
+    datagen.write_image_folder(tmp_path, ["a"], 1, [(4, 4)])
+    (tmp_path / "b").symlink_to(tmp_path / "a", target_is_directory=True)
+    with pytest.raises(FfmixError, match=r"class folder .*b holds no images \(it is the folder .*a, already read\)"):
+        with pytest.warns(FfmixWarning, match="a link to a folder already read"):
+            open_source(tmp_path)
+
+
+def test_path_list_round_trips_paths():
+    paths = PathList()
+    names = ["/x/a.png", "relative/b c.jpg", "/ü/ñ.png", ""]
+    for name in names:
+        paths.append(name)
+    assert len(paths) == 4 and [paths.text(i) for i in range(4)] == names
+    assert paths[1] == Path("relative/b c.jpg") and paths[-2].name == "ñ.png" and paths[0:2][1].name == "b c.jpg"
+
+
+# ------------------------------------------------------------------------------------------- file lists
+
+def _list_dataset(root: Path):
+    """Images in root/img/{k}.png (two sizes), and their pixels."""
+    written = datagen.write_image_folder(root, ["img"], 6, [(5, 7), (6, 4)], ext=".png")
+    return [(path, pixels) for path, _, pixels in written]
+
+
+def test_file_list_with_index_labels_header_and_relative_paths(tmp_path):
+    images = _list_dataset(tmp_path)
+    rows = ["path,label"] + [f"img/{path.name},{k % 3}" for k, (path, _) in enumerate(images)]
+    rows.insert(3, "")
+    rows.insert(4, "# a comment")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    assert detect_format(tmp_path / "list.csv") == "filelist"
+    source = open_source(tmp_path / "list.csv")
+    assert source.name == "filelist" and len(source) == 6
+    assert source.labels.tolist() == [0, 1, 2, 0, 1, 2] and source.class_names == ["0", "1", "2"]
+    for k, (path, pixels) in enumerate(images):
+        assert source.files[k] == path and np.array_equal(source.read(k), pixels)
+    names = tmp_path / "names.txt"
+    names.write_text("zero\none\ntwo\nthree\n")
+    named = open_source(tmp_path / "list.csv", class_names_file=names)
+    assert named.class_names == ["zero", "one", "two", "three"] and named.labels.tolist() == source.labels.tolist()
+
+
+def test_file_list_with_name_labels_tabs_and_absolute_paths(tmp_path):
+    images = _list_dataset(tmp_path)
+    labels = ["dog", "cat", "dog", "emu", "cat", "dog"]
+    rows = [f"{path}\t{label}" for (path, _), label in zip(images, labels)]  # absolute paths
+    (tmp_path / "list.tsv").write_text("\n".join(rows))
+    source = open_source(tmp_path / "list.tsv")
+    assert source.class_names == ["cat", "dog", "emu"] and source.labels.tolist() == [1, 0, 1, 2, 0, 1]
+    names = tmp_path / "names.txt"
+    names.write_text("emu\ndog\ncat\nowl\n")
+    ordered = open_source(tmp_path / "list.tsv", class_names_file=names)
+    assert ordered.class_names == ["emu", "dog", "cat", "owl"] and ordered.labels.tolist() == [1, 2, 1, 0, 2, 1]
+
+
+@pytest.mark.parametrize("rows, names, problem", [
+    (["img/img_000.png,0", "img/missing.png,1"], None, r"line 2: .*missing.png does not exist"),
+    (["img/img_000.png,0", "img/img_001.png,-1"], None, r"line 2: label -1 is negative"),
+    (["img/img_000.png,cat", "img/img_001.png,2"], None, r"line 2 has the class index 2 but line 1 the class name"),
+    (["img/img_000.png,0", "img/img_001.png,1", "img/img_000.png,1"], None,
+     r"img_000.png \(line 1 .*\) and .*img_000.png \(line 3 .*\) are the same file"),
+    (["img/img_000.png,0", "notes.txt,1"], None, r"line 2: notes.txt is not an image file"),
+    (["img/img_000.png,0,extra"], None, r"line 1: expected 2 fields"),
+    (["img/img_000.png,"], None, r"line 1: empty label"),
+    (["img/img_000.png,owl"], "cat\ndog\n", r"line 1: class 'owl' is not in the class names file"),
+    (["img/img_000.png,2"], "cat\ndog\n", r"line 1: label 2, but the class names file has only 2 names"),
+    (["img/img_000.png,0"], "cat\ncat\n", r"names 'cat' twice"),
+    (["path,label", "# nothing"], None, r"lists no images"),
+    (["img,0"], None, r"is not an image file"),
+])
+def test_file_list_errors_name_the_line(tmp_path, rows, names, problem):
+    _list_dataset(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    names_file = None
+    if names is not None:
+        names_file = tmp_path / "names.txt"
+        names_file.write_text(names)
+    with pytest.raises(FfmixError, match=problem):
+        open_source(tmp_path / "list.csv", class_names_file=names_file)
+
+
+def test_file_list_options_that_do_not_apply(tmp_path):
+    _list_dataset(tmp_path)
+    (tmp_path / "list.csv").write_text("img/img_000.png,0\n")
+    with pytest.raises(FfmixError, match="no splits"):
+        open_source(tmp_path / "list.csv", split="train")
+    with pytest.raises(FfmixError, match="--class-names applies to file lists only"):
+        open_source(tmp_path, format="imagefolder", class_names_file=tmp_path / "list.csv")
+
+
+# ------------------------------------------------------------------------------------------ JPEG headers
+
+def _jpeg(mode="RGB", size=(33, 17), **options) -> bytes:
+    import io
+    stream = io.BytesIO()
+    pixels = datagen.smooth_images(1, size[1], size[0], 3)[0]
+    Image.fromarray(pixels).convert(mode).save(stream, "JPEG", **options)
+    return stream.getvalue()
+
+
+def test_jpeg_headers_say_what_ffcv_can_store_as_is():
+    for data, components in [(_jpeg(), 3), (_jpeg("L"), 1), (_jpeg(progressive=True), 3),
+                             (_jpeg(subsampling=0), 3)]:
+        header = read_jpeg_header(data)
+        assert (header.height, header.width, header.components, header.storable) == (17, 33, components, True)
+    cmyk = read_jpeg_header(_jpeg("CMYK"))
+    assert not cmyk.storable and "4 components" in cmyk.reason
+    plain = _jpeg(size=(64, 48))
+    assert "cut off" in read_jpeg_header(plain[:len(plain) - 40]).reason
+    frame = plain.index(b"\xff\xc0")
+    twelve_bit = plain[:frame + 4] + bytes([12]) + plain[frame + 5:]
+    assert "12-bit" in read_jpeg_header(twelve_bit).reason
+    lossless = plain[:frame + 1] + b"\xc3" + plain[frame + 2:]
+    assert "SOF3" in read_jpeg_header(lossless).reason
+    assert read_jpeg_header(b"\x89PNG\r\n\x1a\n") is None and read_jpeg_header(plain[:30]) is None

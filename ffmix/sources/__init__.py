@@ -6,7 +6,8 @@
 * ``cifar10`` / ``cifar100``: the python batches folder, ``data_batch_1..5`` + ``test_batch`` or ``train`` +
   ``test`` (module ``cifar``; also found one level down, as the official archives unpack);
 * ``idx``: a folder of MNIST-style ``*-images-idx3-ubyte[.gz]`` files, or one such file (module ``idx``);
-* ``imagefolder``: a ``class_name/image.ext`` tree (module ``imagefolder``).
+* ``imagefolder``: a ``class_name/image.ext`` tree (module ``imagefolder``);
+* ``filelist``: a ``.csv``/``.tsv``/``.txt``/``.lst`` file of ``path,label`` rows (module ``filelist``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Optional
 from ..errors import FfmixError
 from .base import ArraySource, BadSampleError, SourceDataset
 
-FORMATS = ("imagefolder", "cifar10", "cifar100", "idx", "npz")
+FORMATS = ("imagefolder", "filelist", "cifar10", "cifar100", "idx", "npz")
 
 __all__ = ["FORMATS", "ArraySource", "BadSampleError", "SourceDataset", "detect_format", "open_source"]
 
@@ -33,25 +34,31 @@ def detect_format(path: os.PathLike) -> str:
             return "npz"
         if idx.looks_like_idx_file(path):
             return "idx"
-        raise FfmixError(f"cannot tell the format of file {path}: expected an .npz or an IDX images file "
-                         "(*-images-idx3-ubyte[.gz]); pass --format")
+        if path.suffix.lower() in (".csv", ".tsv", ".txt", ".lst"):
+            return "filelist"
+        raise FfmixError(f"cannot tell the format of file {path}: expected an .npz, an IDX images file "
+                         "(*-images-idx3-ubyte[.gz]) or a file list (.csv/.tsv/.txt/.lst); pass --format")
     variant = cifar.detect_variant(path)
     if variant is not None:
         return variant
     if idx.find_idx_files(path):
         return "idx"
-    if any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(path)):
+    with os.scandir(path) as listing:
+        has_folders = any(entry.is_dir() and not entry.name.startswith(".") for entry in listing)
+    if has_folders:
         return "imagefolder"
     raise FfmixError(f"cannot tell the format of {path}: it holds no class folders, CIFAR batches or IDX "
                      "files; pass --format (one of: " + ", ".join(FORMATS) + ")")
 
 
 def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional[str] = None,
-                label_kind: Optional[str] = None) -> SourceDataset:
+                label_kind: Optional[str] = None, class_names_file: Optional[os.PathLike] = None,
+                progress: bool = False) -> SourceDataset:
     """Open ``path`` as a dataset of ``format`` (detected when ``None``).
 
     ``split`` (``train``/``test``) selects a split where the format has them; ``label_kind``
-    (``fine``/``coarse``) applies to CIFAR-100 only. Raises ``FfmixError`` (or ``FileNotFoundError``) for
+    (``fine``/``coarse``) applies to CIFAR-100 only; ``class_names_file`` (one name per line) to file lists
+    only. ``progress`` shows a bar while a folder or list of files is checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
     a missing or unreadable source, an unknown format, an option the format does not take, or bad content.
     """
     path = Path(path)
@@ -62,6 +69,15 @@ def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional
         raise FfmixError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if label_kind is not None and format != "cifar100":
         raise FfmixError(f"--label-kind applies to cifar100 only, not to {format}")
+    if class_names_file is not None and format != "filelist":
+        raise FfmixError(f"--class-names applies to file lists only, not to {format}")
+    if format == "filelist":
+        from .filelist import FileListSource
+        if split is not None:
+            raise FfmixError("a file list has no splits; drop --split (write one list per split)")
+        if path.is_dir():
+            raise FfmixError(f"{path} is a folder; a file list source is a .csv/.tsv file of path,label rows")
+        return FileListSource(path, class_names_file=class_names_file, progress=progress)
     if format == "npz":
         from .npz import NpzSource
         if split is not None:
@@ -74,7 +90,7 @@ def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional
         from .idx import IdxSource
         return IdxSource(path, split=split or "train")
     from .imagefolder import ImageFolderSource
-    return ImageFolderSource(path, split=split)
+    return ImageFolderSource(path, split=split, progress=progress)
 
 
 def _check_readable(path: Path) -> None:

@@ -6,7 +6,10 @@ images only when asked, so the decoding runs in FFCV's writer processes, not in 
 from __future__ import annotations
 
 import numbers
-from typing import List, Optional, Sequence, Tuple, Union
+import os
+from array import array
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -55,6 +58,11 @@ class SourceDataset:
 
     def max_image_bytes(self) -> Optional[int]:
         """The largest ``H * W * 3`` over all images when known without decoding, else ``None``."""
+        return None
+
+    def read_encoded(self, index: int) -> Optional[bytes]:
+        """The bytes of sample ``index``'s file when it is a JPEG file (so it may be stored as it is), else
+        ``None``. Raises ``BadSampleError`` when the file cannot be read."""
         return None
 
     @property
@@ -198,3 +206,35 @@ class ArraySource(SourceDataset):
         if self._stacked:
             return int(self._images.shape[1] * self._images.shape[2] * 3)
         return max(int(image.shape[0] * image.shape[1] * 3) for image in self._images)
+
+
+class PathList(Sequence):
+    """Many file paths in one byte string plus an array of end offsets: about the paths' length plus 8 bytes
+    each, where a list of ``Path`` objects costs some 200 bytes a file. Being two objects, it also stays shared
+    with forked writer processes (a list of a million objects is copied page by page as its reference counts
+    are touched). ``paths[i]`` is a ``Path``; ``paths.text(i)`` a ``str``."""
+
+    def __init__(self) -> None:
+        self._blob = bytearray()
+        self._ends = array("q")
+
+    def append(self, path: Union[str, os.PathLike]) -> None:
+        self._blob += os.fsencode(path)
+        self._ends.append(len(self._blob))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def text(self, index: int) -> str:
+        if index < 0:
+            index += len(self._ends)
+        start = self._ends[index - 1] if index > 0 else 0
+        return os.fsdecode(bytes(self._blob[start:self._ends[index]]))
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return Path(self.text(index))
+
+    def __iter__(self) -> Iterator[Path]:
+        return (self[i] for i in range(len(self)))
