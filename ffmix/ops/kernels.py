@@ -186,3 +186,95 @@ def mix_normalize(images, out, partner, weight, box, scale, shift, channels_last
                 _blend_span(out_row, own_row, other_row, c, cut_from, cut_to, np.float32(0.0), scale[c], shift[c])
                 _blend_span(out_row, own_row, other_row, c, cut_to, width, own_scale, other_scale, shift[c])
     return out
+
+
+# ----------------------------------------------------------------------------- planar (N, C, H, W) outputs
+# The DataLoader collate (``ffmix/collate.py``) hands over (N, C, H, W) batches as PyTorch expects them, from
+# samples that come channels-last (NumPy HWC, PIL) or planar (CHW tensors, timm's CHW arrays). These kernels
+# fuse the mixing with that layout, so a batch is read and written once.
+
+@njit(cache=True, inline="always")
+def _round_span_planar(red, green, blue, own, other, start, stop, own_weight, other_weight):
+    """RGB pixels ``[start, stop)`` of one row, blended in 1/256ths and rounded half up, into three uint8
+    planes; ``own``/``other`` are the rows as flat bytes. Literal stride 3, as in ``_blend_span_planar``."""
+    for x in range(start, stop):
+        red[x] = (own[3 * x] * own_weight + other[3 * x] * other_weight + _HALF) >> 8
+        green[x] = (own[3 * x + 1] * own_weight + other[3 * x + 1] * other_weight + _HALF) >> 8
+        blue[x] = (own[3 * x + 2] * own_weight + other[3 * x + 2] * other_weight + _HALF) >> 8
+
+
+@njit(cache=True, inline="always")
+def _round_span_strided(plane_row, own, other, channel, channels, start, stop, own_weight, other_weight):
+    for x in range(start, stop):
+        plane_row[x] = (own[channels * x + channel] * own_weight + other[channels * x + channel] * other_weight
+                        + _HALF) >> 8
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def mix_images_planar(images, out, partner, weight, box):
+    """``mix_images`` writing (N, C, H, W): ``out[i, c] == mix_images(...)[i, ..., c]``, bit for bit.
+
+    images: uint8 (N, H, W, C), C-contiguous, only read. out: uint8 (N, C, H, W), C-contiguous. A pasted
+    CutMix span is the blend with weights (0, 256), a kept one (256, 0): both are exact in this integer
+    formula, so one loop serves MixUp, CutMix and unmixed samples.
+    """
+    n, height, width, channels = images.shape
+    rows = images.reshape(n, height, width * channels)
+    for i in prange(n):
+        j = partner[i]
+        own_weight = np.int32(weight[i])
+        other_weight = np.int32(WEIGHT_ONE) - own_weight
+        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        for y in range(height):
+            in_box = y0 <= y < y1 and x1 > x0
+            cut_from = x0 if in_box else width
+            cut_to = x1 if in_box else width
+            own, other = rows[i, y], rows[j, y]
+            if channels == 3:
+                red, green, blue = out[i, 0, y], out[i, 1, y], out[i, 2, y]
+                _round_span_planar(red, green, blue, own, other, 0, cut_from, own_weight, other_weight)
+                _round_span_planar(red, green, blue, own, other, cut_from, cut_to, np.int32(0),
+                                   np.int32(WEIGHT_ONE))
+                _round_span_planar(red, green, blue, own, other, cut_to, width, own_weight, other_weight)
+                continue
+            for c in range(channels):
+                plane_row = out[i, c, y]
+                _round_span_strided(plane_row, own, other, c, channels, 0, cut_from, own_weight, other_weight)
+                _round_span_strided(plane_row, own, other, c, channels, cut_from, cut_to, np.int32(0),
+                                    np.int32(WEIGHT_ONE))
+                _round_span_strided(plane_row, own, other, c, channels, cut_to, width, own_weight, other_weight)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _blend_plane_span(out_row, own_row, other_row, start, stop, own_scale, other_scale, shift):
+    for x in range(start, stop):
+        out_row[x] = own_row[x] * own_scale + other_row[x] * other_scale + shift
+
+
+@njit(cache=True, parallel=True, nogil=True, fastmath=True)
+def mix_normalize_planar(images, out, partner, weight, box, scale, shift):
+    """``mix_normalize`` for planar input: uint8 (N, C, H, W) in, float32 (N, C', H, W) out, C' <= C.
+
+    The same arithmetic as ``mix_normalize`` (weights folded into the normalisation, no rounding, the box
+    pasted whole), on rows that are contiguous in both input and output, so every span vectorises.
+    """
+    n, channels, height, width = images.shape
+    out_channels = scale.shape[0]
+    for i in prange(n):
+        j = partner[i]
+        own_weight = np.float32(weight[i]) / np.float32(WEIGHT_ONE)
+        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        for c in range(out_channels):
+            own_scale = own_weight * scale[c]
+            other_scale = (np.float32(1.0) - own_weight) * scale[c]
+            for y in range(height):
+                in_box = y0 <= y < y1 and x1 > x0
+                cut_from = x0 if in_box else width
+                cut_to = x1 if in_box else width
+                own_row, other_row, out_row = images[i, c, y], images[j, c, y], out[i, c, y]
+                _blend_plane_span(out_row, own_row, other_row, 0, cut_from, own_scale, other_scale, shift[c])
+                _blend_plane_span(out_row, own_row, other_row, cut_from, cut_to, np.float32(0.0), scale[c],
+                                  shift[c])
+                _blend_plane_span(out_row, own_row, other_row, cut_to, width, own_scale, other_scale, shift[c])
+    return out
