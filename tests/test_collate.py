@@ -405,3 +405,24 @@ def test_a_tiny_model_learns_through_mixcollate():
     clean = torch.from_numpy((images[..., 0].astype(np.float32) / 255 - 0.3) / 0.3).unsqueeze(1)
     accuracy = (model(clean).argmax(dim=1).numpy() == labels).mean()
     assert accuracy > 0.95, accuracy
+
+
+# ------------------------------------------------------------------------------------------ bench
+
+def test_bench_collate_quick_runs_and_checks_every_path(tmp_path):
+    out = tmp_path / "collate.json"
+    done = subprocess.run([sys.executable, "-m", "ffmix.cli", "bench", "collate", "--quick", "--quiet", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["results"]["collate"]
+    from ffmix.bench.collate import PATHS
+    for dataset in ("rgb32", "fmnist"):
+        present = {r["path"] for r in rows if r["dataset"] == dataset}
+        assert present == set(PATHS), dataset
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["collate_ms"] > 0, row["path"]
+        assert row["check"]["ok"], (row["path"], row["check"])
+    targets = [t for t in result["targets"] if t["section"] in ("collate", "collate_ms")]
+    assert len(targets) == 6 and all(t["measured"] > 0 for t in targets)
+    assert "MixCollate" in done.stdout
