@@ -13,8 +13,8 @@ A batch goes through the same steps as in the FFCV operations: ``rng.batch_key(s
 got, rows sum to one, nobody is their own partner, any batch size works, and a batch depends only on (seed,
 epoch, its sample indices): not on ``num_workers``, nor on which worker made it.
 
-The argument names and defaults are those of timm's ``FastCollateMixup`` (``prob`` is ffmix's ``mix_prob``;
-both are accepted), so switching is a change of class name.
+The arguments (names, order, defaults) are those of timm's ``FastCollateMixup`` (``prob`` is ffmix's
+``mix_prob``; both are accepted), so switching is a change of class name; ffmix's own options are keywords.
 
 Worker processes: the kernels are module-level ``cache=True`` functions, and ``MixCollate()`` runs them once on
 a tiny batch when it is built, so they are compiled (or loaded from Numba's cache) once in the main process;
@@ -27,8 +27,9 @@ from __future__ import annotations
 import math
 import os
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
+import numba
 import numpy as np
 import torch
 
@@ -83,6 +84,7 @@ class MixCollate:
     prob (timm's name) or mix_prob: chance that a batch, pair or sample (``mode``) is mixed at all.
     switch_prob: chance of CutMix rather than MixUp when both alphas are on. mode: batch, pair or elem.
     correct_lam: must be True: ffmix always sets λ to the CutMix box's true area. label_smoothing: ε.
+    multi_label: must be False (one integer label per sample).
     seed: with the epoch and the sample indices, fixes every random choice. Batches whose samples come without
     indices are keyed by (worker, batch number) instead: repeatable only for the same ``num_workers``.
     lam_range: λ is clipped to it before use (``params.clip_lam``). layout: how to read 3-D NumPy samples:
@@ -94,7 +96,8 @@ class MixCollate:
 
     def __init__(self, mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_minmax=None,
                  prob: Optional[float] = None, switch_prob: float = 0.5, mode: str = "batch",
-                 correct_lam: bool = True, label_smoothing: float = 0.1, num_classes: int = 1000, *,
+                 correct_lam: bool = True, label_smoothing: float = 0.1, num_classes: int = 1000,
+                 multi_label: bool = False, *,
                  mix_prob: Optional[float] = None, seed: int = 0, output: str = "uint8",
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  targets: str = "soft", lam_range: Tuple[float, float] = (0.0, 1.0), layout: str = "auto",
@@ -107,6 +110,9 @@ class MixCollate:
         if not correct_lam:
             raise FfmixError("correct_lam=False is not supported: ffmix always sets λ to the area the CutMix box "
                              "really covers, so labels carry the pixels' weights; leave correct_lam=True")
+        if multi_label:
+            raise FfmixError("multi_label=True is not supported: MixCollate takes one integer class label per "
+                             "sample; leave multi_label=False")
         self.mix_prob = _chosen_mix_prob(prob, mix_prob)
         self.switch_prob = _probability("switch_prob", switch_prob)
         if mode not in MODES:
@@ -211,8 +217,6 @@ class MixCollate:
         here = (os.getpid(), threading.get_ident())
         if self._threads_for == here:
             return
-        import numba
-
         self._in_worker = torch.utils.data.get_worker_info() is not None
         threads = self.threads if self.threads is not None else (1 if self._in_worker else None)
         if threads is not None:
@@ -236,9 +240,10 @@ class MixCollate:
         if any(len(sample) != width for sample in batch):
             raise FfmixError("MixCollate got samples of different lengths in one batch (some with an index, "
                              "some without); give every sample the same form")
-        images, planar = _stack_images([sample[0] for sample in batch], self.layout)
-        labels = _labels([sample[1] for sample in batch], self.num_classes)
-        indices = _indices([sample[2] for sample in batch]) if width == 3 else None
+        columns = tuple(zip(*batch))
+        images, planar = _stack_images(columns[0], self.layout)
+        labels = _labels(columns[1], self.num_classes)
+        indices = _indices(columns[2]) if width == 3 else None
         return images, planar, labels, indices
 
     def _key(self, epoch: int, indices: Optional[np.ndarray], count: int) -> np.uint64:
@@ -302,31 +307,40 @@ class MixCollate:
 
 # ----------------------------------------------------------------------------------------------- samples
 
-def _stack_images(images: List, layout: str) -> Tuple[np.ndarray, bool]:
+def _stack_images(images: Sequence, layout: str) -> Tuple[np.ndarray, bool]:
     """The images as one C-contiguous uint8 array: (N, H, W, C) or, ``planar``, (N, C, H, W)."""
     first = images[0]
     if isinstance(first, torch.Tensor):
         arrays = [_tensor_pixels(image, k) for k, image in enumerate(images)]
-        stacked = _stack(arrays, torch.stack)
+        stacked = _stack_tensors(arrays)
         count, *pixels = stacked.shape
         if stacked.ndim == 3 or pixels[0] == 1:      # (N, H, W) or (N, 1, H, W): gray, (N, H, W, 1) in memory
             return stacked.numpy().reshape(count, pixels[-2], pixels[-1], 1), False
         return stacked.numpy(), True
-    if isinstance(first, np.ndarray):
-        for k, image in enumerate(images):
-            if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-                raise FfmixError(_not_uint8(image, k))
-        stacked = _stack(images, np.stack)
-    else:
-        stacked = _stack([_pil_pixels(image, k) for k, image in enumerate(images)], np.stack)
+    if not isinstance(first, np.ndarray):   # PIL images: always (H, W[, C])
+        stacked = _stack_arrays([_pil_pixels(image, k) for k, image in enumerate(images)])
+        return (stacked.reshape(*stacked.shape, 1) if stacked.ndim == 3 else stacked), False
+    stacked = _stack_arrays(images)
     if stacked.ndim == 3:
         return stacked.reshape(*stacked.shape, 1), False
-    if stacked.ndim != 4:
-        raise FfmixError(f"MixCollate needs images of 2 or 3 dimensions, got shape {tuple(first.shape)}")
     planar = _is_chw(stacked.shape[1:], layout)
     if planar and stacked.shape[1] == 1:   # (N, 1, H, W) is (N, H, W, 1) in memory
         return stacked.reshape(stacked.shape[0], stacked.shape[2], stacked.shape[3], 1), False
     return stacked, planar
+
+
+def _stack_arrays(arrays) -> np.ndarray:
+    """``np.stack`` of uint8 arrays of one shape, as one ``np.concatenate``: np.stack first makes a view of
+    every array with a new axis, which costs more than copying a small image."""
+    shape = getattr(arrays[0], "shape", ())
+    if len(shape) not in (2, 3):
+        raise FfmixError(f"MixCollate needs images of 2 or 3 dimensions, got shape {shape}")
+    for position, array in enumerate(arrays):
+        if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+            raise FfmixError(_not_uint8(array, position))
+        if array.shape != shape:
+            raise _size_error(arrays)
+    return np.concatenate(arrays).reshape(len(arrays), *shape)
 
 
 def _is_chw(shape, layout: str) -> bool:
@@ -335,14 +349,17 @@ def _is_chw(shape, layout: str) -> bool:
     return shape[0] in (1, 3) and shape[2] not in (1, 3)
 
 
-def _stack(arrays, stack):
+def _stack_tensors(tensors) -> torch.Tensor:
     try:
-        return stack(arrays)
-    except (ValueError, RuntimeError):
-        shapes = sorted({tuple(a.shape) for a in arrays})
-        raise FfmixError(f"MixCollate needs the images of a batch to be one size, got shapes {shapes[:4]}"
-                         + (" ..." if len(shapes) > 4 else "") + "; resize or crop them in the dataset's "
-                         "transform") from None
+        return torch.stack(tensors)
+    except RuntimeError:
+        raise _size_error(tensors) from None
+
+
+def _size_error(images) -> FfmixError:
+    shapes = sorted({tuple(image.shape) for image in images})
+    return FfmixError(f"MixCollate needs the images of a batch to be one size, got shapes {shapes[:4]}"
+                      + (" ..." if len(shapes) > 4 else "") + "; resize or crop them in the dataset's transform")
 
 
 def _tensor_pixels(image, position: int) -> torch.Tensor:
@@ -374,7 +391,7 @@ def _not_uint8(image, position: int) -> str:
             "std=... to get normalised floats")
 
 
-def _labels(labels: List, num_classes: int) -> np.ndarray:
+def _labels(labels: Sequence, num_classes: int) -> np.ndarray:
     try:
         values = np.asarray(labels)
     except (TypeError, ValueError):
@@ -390,7 +407,7 @@ def _labels(labels: List, num_classes: int) -> np.ndarray:
     return np.ascontiguousarray(values)
 
 
-def _indices(indices: List) -> np.ndarray:
+def _indices(indices: Sequence) -> np.ndarray:
     values = np.asarray(indices)
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or (values < 0).any():
         raise FfmixError("the third item of each sample must be its non-negative integer index (as "

@@ -211,6 +211,15 @@ def test_every_sample_form_gives_the_same_batch(rgb, collates):
         torch.testing.assert_close(targets, results[0][1], rtol=0, atol=0)
 
 
+def test_labels_may_be_ints_numpy_ints_or_tensors(rgb, collates):
+    images, labels = rgb
+    samples = samples_of(images, labels, range(6))
+    want = collates["uint8"](samples)[1]
+    for convert in (np.int64, torch.tensor):
+        got = collates["uint8"]([(image, convert(label), index) for image, label, index in samples])[1]
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_layout_option_reads_ambiguous_arrays_as_told():
     image = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)    # CHW (3, 5, 3) or HWC (3, 5, 3)?
     samples = [(image, 0, 0), (image, 0, 1)]
@@ -347,6 +356,7 @@ def test_timm_argument_names_and_contract(rgb):
     (dict(mode="half"), "mode"),
     (dict(cutmix_minmax=(0.2, 0.8)), "cutmix_minmax"),
     (dict(correct_lam=False), "correct_lam"),
+    (dict(multi_label=True), "multi_label"),
     (dict(num_classes=0), "num_classes"),
     (dict(seed=-1), "seed"),
     (dict(output="fp16"), "output"),
