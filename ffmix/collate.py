@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from .errors import FfmixError
-from .ops.kernels import mix_images, mix_images_planar, mix_normalize, mix_normalize_planar, pair_targets, \
-    soft_targets
+from .ops.kernels import (mix_images, mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes,
+                          pair_targets, soft_targets)
 from .ops.params import MODES, WEIGHT_ONE, draw_mix_params
 from .ops.rng import batch_key
 
@@ -273,11 +273,7 @@ class MixCollate:
         out_tensor = _new_tensor((count, channels, height, width), torch.uint8, shared)
         out = out_tensor.numpy()
         if planar:
-            # Each (sample, channel) plane mixes with the same plane of the partner: the planes of an
-            # (N, C, H, W) batch are an (N * C, H, W, 1) batch for mix_images, with every parameter repeated.
-            plane_partner = (partner[:, None] * channels + np.arange(channels)).reshape(-1)
-            mix_images(images.reshape(count * channels, height, width, 1), out.reshape(count * channels, height,
-                       width, 1), plane_partner, np.repeat(weight, channels), np.repeat(box, channels, axis=0))
+            mix_planes(images, out, partner, weight, box)
         elif channels == 1:   # (N, H, W, 1) and (N, 1, H, W) are the same bytes
             mix_images(images, out.reshape(count, height, width, 1), partner, weight, box)
         else:

@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader
 
 import datagen
 from ffmix import FfmixError, MixCollate, WithIndex
-from ffmix.ops.kernels import mix_images_planar, mix_normalize_planar
+from ffmix.ops.kernels import mix_images_planar, mix_normalize_planar, mix_planes
 from ffmix.ops.params import MODES, draw_mix_params
 from ffmix.ops.reference import (mix_images_planar_reference, mix_images_reference, mix_normalize_planar_reference,
-                                  mix_normalize_reference, soft_targets_reference)
+                                  mix_normalize_reference, mix_planes_reference, soft_targets_reference)
 from ffmix.ops.rng import batch_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def samples_of(images, labels, indices, form="hwc"):
 # ---------------------------------------------------------------------------------- the new kernels alone
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_planar_kernels_match_their_reference(channels, seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 8))
@@ -108,6 +108,9 @@ def test_planar_kernels_match_their_reference(channels, seed):
     mix_images_planar(images, out, partner, weight, box)
     np.testing.assert_array_equal(out, mix_images_planar_reference(images, partner, weight, box))
     planar = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    out = np.empty_like(planar)
+    mix_planes(planar, out, partner, weight, box)
+    np.testing.assert_array_equal(out, mix_planes_reference(planar, partner, weight, box))
     scale = rng.uniform(0.001, 0.02, channels).astype(np.float32)
     shift = rng.uniform(-2, 2, channels).astype(np.float32)
     floats = np.full((n, channels, height, width), np.nan, np.float32)
