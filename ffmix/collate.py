@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from .errors import FfmixError
-from .ops.kernels import (mix_images, mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes,
-                          pair_targets, soft_targets)
+from .ops.kernels import (mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes, pair_targets,
+                          soft_targets)
 from .ops.params import MODES, WEIGHT_ONE, draw_mix_params
 from .ops.rng import batch_key
 
@@ -264,20 +264,16 @@ class MixCollate:
         if self.output == "float":
             scale, shift = _scale_shift(self.mean, self.std, channels)
             out_tensor = _new_tensor((count, channels, height, width), torch.float32, shared)
-            out = out_tensor.numpy()
             if planar:
-                mix_normalize_planar(images, out, partner, weight, box, scale, shift)
+                mix_normalize_planar(images, out_tensor.numpy(), partner, weight, box, scale, shift)
             else:
-                mix_normalize(images, out, partner, weight, box, scale, shift, False)
+                mix_normalize(images, out_tensor.numpy(), partner, weight, box, scale, shift, False)
             return out_tensor
         out_tensor = _new_tensor((count, channels, height, width), torch.uint8, shared)
-        out = out_tensor.numpy()
         if planar:
-            mix_planes(images, out, partner, weight, box)
-        elif channels == 1:   # (N, H, W, 1) and (N, 1, H, W) are the same bytes
-            mix_images(images, out.reshape(count, height, width, 1), partner, weight, box)
+            mix_planes(images, out_tensor.numpy(), partner, weight, box)
         else:
-            mix_images_planar(images, out, partner, weight, box)
+            mix_images_planar(images, out_tensor.numpy(), partner, weight, box)
         return out_tensor
 
     def _make_targets(self, labels, partner, lam, shared):
@@ -304,24 +300,23 @@ class MixCollate:
 # ----------------------------------------------------------------------------------------------- samples
 
 def _stack_images(images: Sequence, layout: str) -> Tuple[np.ndarray, bool]:
-    """The images as one C-contiguous uint8 array: (N, H, W, C) or, ``planar``, (N, C, H, W)."""
+    """The images as one C-contiguous uint8 array and whether it is planar: (N, C, H, W) (True) or
+    (N, H, W, C) (False). Gray images are (N, 1, H, W): the same bytes as (N, H, W, 1), and the planar
+    kernels are the faster ones."""
     first = images[0]
     if isinstance(first, torch.Tensor):
-        arrays = [_tensor_pixels(image, k) for k, image in enumerate(images)]
-        stacked = _stack_tensors(arrays)
-        count, *pixels = stacked.shape
-        if stacked.ndim == 3 or pixels[0] == 1:      # (N, H, W) or (N, 1, H, W): gray, (N, H, W, 1) in memory
-            return stacked.numpy().reshape(count, pixels[-2], pixels[-1], 1), False
-        return stacked.numpy(), True
-    if not isinstance(first, np.ndarray):   # PIL images: always (H, W[, C])
+        stacked = _stack_tensors([_tensor_pixels(image, k) for k, image in enumerate(images)]).numpy()
+        return (stacked[:, None] if stacked.ndim == 3 else stacked), True
+    if isinstance(first, np.ndarray):
+        stacked = _stack_arrays(images)
+        planar = stacked.ndim == 3 or _is_chw(stacked.shape[1:], layout)
+    else:   # PIL images: always (H, W[, C])
         stacked = _stack_arrays([_pil_pixels(image, k) for k, image in enumerate(images)])
-        return (stacked.reshape(*stacked.shape, 1) if stacked.ndim == 3 else stacked), False
-    stacked = _stack_arrays(images)
+        planar = stacked.ndim == 3
     if stacked.ndim == 3:
-        return stacked.reshape(*stacked.shape, 1), False
-    planar = _is_chw(stacked.shape[1:], layout)
-    if planar and stacked.shape[1] == 1:   # (N, 1, H, W) is (N, H, W, 1) in memory
-        return stacked.reshape(stacked.shape[0], stacked.shape[2], stacked.shape[3], 1), False
+        return stacked[:, None], True
+    if not planar and stacked.shape[3] == 1:
+        return stacked.reshape(stacked.shape[0], 1, stacked.shape[1], stacked.shape[2]), True
     return stacked, planar
 
 
