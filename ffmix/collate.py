@@ -21,6 +21,9 @@ a tiny batch when it is built, so they are compiled (or loaded from Numba's cach
 forked workers inherit the compiled code, spawned ones load it from the cache that filled. In a worker, Numba
 runs on one thread unless ``threads`` says otherwise: the DataLoader's parallelism is its workers, and N
 workers x all-cores threads each would oversubscribe the machine.
+
+No raw addresses here: the collate is plain Python, so it calls the jitted kernels on arrays, and Numba keeps
+them alive for the call (the C entry points of ``ops/batch.py`` exist for FFCV's compiled closures).
 """
 from __future__ import annotations
 

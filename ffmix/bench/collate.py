@@ -99,22 +99,28 @@ def collate_arrays(name: str, quick: bool, fmnist: Path):
 
 
 def build_collates(num_classes: int, channels: int) -> Dict[str, Callable]:
-    from timm.data.mixup import FastCollateMixup
-
+    """Every path's collate_fn, with the same settings (timm's names); without timm installed its row is left
+    out (``pip install timm``, or ffmix's ``bench`` extra)."""
     from ..collate import MixCollate
     from .alternatives import MixingCollate, mean_std
 
     mean, std = mean_std(channels)
     mixing = dict(mixup_alpha=MIXUP_ALPHA, cutmix_alpha=CUTMIX_ALPHA, prob=1.0, switch_prob=SWITCH_PROB,
                   mode="batch", label_smoothing=SMOOTHING, num_classes=num_classes)
-    return {
+    collates = {
         "default_collate": default_collate,
         "ffmix_uint8": MixCollate(**mixing),
-        "timm": FastCollateMixup(**mixing),
+        "timm": None,
         "ffmix_float": MixCollate(**mixing, output="float", mean=mean, std=std),
         "tutorial": MixingCollate(num_classes, MIXUP_ALPHA, CUTMIX_ALPHA, SWITCH_PROB),
         "tutorial_uint8": TutorialCollate(num_classes, mean, std),
     }
+    try:
+        from timm.data.mixup import FastCollateMixup
+        collates["timm"] = FastCollateMixup(**mixing)
+    except ImportError:
+        del collates["timm"]
+    return collates
 
 
 def datasets_for(images: np.ndarray, labels: np.ndarray) -> Dict[str, Dataset]:
@@ -192,7 +198,7 @@ def run_collate(*, quick: bool, fmnist: Path, batch_size: int, workers: int, run
         count, channels, height, width = images.shape
         sources = datasets_for(images, labels)
         collates = build_collates(num_classes, channels)
-        batches = {path: [sources[path][k] for k in range(batch_size)] for path in PATHS}
+        batches = {path: [sources[path][k] for k in range(batch_size)] for path in collates}
         checks = {}
         for path, collate in collates.items():
             samples = batches[path]
