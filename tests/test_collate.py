@@ -43,14 +43,29 @@ class ArrayDataset(torch.utils.data.Dataset):
 
 
 class ThreadsProbe:
-    """A collate_fn that also reports the Numba thread count the MixCollate ran with (in the worker)."""
+    """A collate_fn that also reports, from the worker, the Numba thread count the MixCollate ran with and
+    whether the kernels were already compiled there before its first batch (inherited from the parent)."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, batch):
+        compiled_before = len(mix_planes.overloads) > 0
+        images, targets = self.collate(batch)
+        return images, targets, numba.get_num_threads(), compiled_before
+
+
+class CacheProbe:
+    """A collate_fn that reports, from a spawned worker, how often the kernels it used were compiled there."""
 
     def __init__(self, collate):
         self.collate = collate
 
     def __call__(self, batch):
         images, targets = self.collate(batch)
-        return images, targets, numba.get_num_threads()
+        misses = sum(sum(kernel.stats.cache_misses.values()) for kernel in (mix_planes, draw_mix_params))
+        hits = sum(sum(kernel.stats.cache_hits.values()) for kernel in (mix_planes, draw_mix_params))
+        return images, targets, hits, misses
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +308,7 @@ def test_persistent_workers_follow_set_epoch_and_use_one_numba_thread(rgb):
         for got, want in zip(probed[epoch], in_process[epoch]):
             torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
             assert got[2] == 1, "one Numba thread per worker"
+            assert got[3], "forked workers inherit the kernels the parent's warm-up loaded: no compile per worker"
     collate.set_epoch(0)
 
 
@@ -319,13 +335,16 @@ def test_pickles_and_unpickles_to_the_same_mixing(rgb, collates):
 def test_spawned_worker(rgb):
     """A spawned worker gets the collate by pickling and loads the kernels from Numba's cache."""
     images, labels = rgb
-    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, seed=7)
-    dataset = WithIndex(ArrayDataset(images, labels))
-    loader = DataLoader(dataset, batch_size=10, num_workers=1, collate_fn=collate, multiprocessing_context="spawn")
-    for batch, (mixed, targets) in zip(range(0, 40, 10), loader):
+    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, seed=7, layout="chw")
+    chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))    # CHW samples: mix_planes, as CacheProbe counts
+    dataset = WithIndex(ArrayDataset(chw, labels))
+    loader = DataLoader(dataset, batch_size=10, num_workers=1, collate_fn=CacheProbe(collate),
+                        multiprocessing_context="spawn")
+    for batch, (mixed, targets, hits, misses) in zip(range(0, 40, 10), loader):
         want = collate([dataset[k] for k in range(batch, batch + 10)])
         torch.testing.assert_close(mixed, want[0], rtol=0, atol=0)
         torch.testing.assert_close(targets, want[1], rtol=0, atol=0)
+        assert hits >= 2 and misses == 0, "loaded from Numba's cache, not compiled in the worker"
 
 
 # ----------------------------------------------------------------------------------- timm's names
