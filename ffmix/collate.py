@@ -74,8 +74,8 @@ class MixCollate:
     """A ``collate_fn`` that stacks uint8 samples and mixes the batch (MixUp/CutMix) with ffmix's kernels.
 
     Samples: ``(image, label)`` or ``(image, label, index)`` (see ``WithIndex``), the image a uint8 NumPy array
-    (H, W, C), (H, W) or (C, H, W) (see ``layout``), a uint8 tensor (C, H, W) or (H, W), or a PIL image in
-    mode L or RGB; all of one batch the same size. Labels: integers in [0, num_classes).
+    (H, W, C), (H, W) or (C, H, W), a uint8 tensor (C, H, W), (H, W) or (H, W, C) (see ``layout``), or a PIL
+    image in mode L or RGB; all of one batch the same size. Labels: integers in [0, num_classes).
 
     Returns ``(images, targets)``: images uint8 (N, C, H, W) (``output="uint8"``, as timm's collate), or float32
     (N, C, H, W) ``(pixel / 255 - mean) / std`` (``output="float"``; mean/std None: plain 0..255 floats);
@@ -90,8 +90,9 @@ class MixCollate:
     multi_label: must be False (one integer label per sample).
     seed: with the epoch and the sample indices, fixes every random choice. Batches whose samples come without
     indices are keyed by (worker, batch number) instead: repeatable only for the same ``num_workers``.
-    lam_range: λ is clipped to it before use (``params.clip_lam``). layout: how to read 3-D NumPy samples:
-    "hwc", "chw", or "auto" (CHW when the first axis is 1 or 3 and the last is not, else HWC).
+    lam_range: λ is clipped to it before use (``params.clip_lam``). layout: how to read 3-D samples: "hwc",
+    "chw", or "auto": arrays are HWC unless the first axis is 1 or 3 and the last is not, tensors CHW unless
+    the last axis is 1 or 3 and the first is not.
     threads: Numba threads for the kernels; None: one in a DataLoader worker, Numba's setting elsewhere.
 
     Raises ``FfmixError`` (a ValueError) for bad settings here, and for bad samples when called.
@@ -309,8 +310,8 @@ def _stack_images(images: Sequence, layout: str) -> Tuple[np.ndarray, bool]:
     first = images[0]
     if isinstance(first, torch.Tensor):
         stacked = _stack_tensors([_tensor_pixels(image, k) for k, image in enumerate(images)]).numpy()
-        return (stacked[:, None] if stacked.ndim == 3 else stacked), True
-    if isinstance(first, np.ndarray):
+        planar = stacked.ndim == 3 or not _is_hwc_tensor(stacked.shape[1:], layout)
+    elif isinstance(first, np.ndarray):
         stacked = _stack_arrays(images)
         planar = stacked.ndim == 3 or _is_chw(stacked.shape[1:], layout)
     else:   # PIL images: always (H, W[, C])
@@ -338,9 +339,17 @@ def _stack_arrays(arrays) -> np.ndarray:
 
 
 def _is_chw(shape, layout: str) -> bool:
+    """A 3-D NumPy image: HWC (PIL's and OpenCV's order) unless it clearly is CHW (timm's ToNumpy)."""
     if layout != "auto":
         return layout == "chw"
     return shape[0] in (1, 3) and shape[2] not in (1, 3)
+
+
+def _is_hwc_tensor(shape, layout: str) -> bool:
+    """A 3-D tensor: CHW (torchvision's order) unless it clearly is HWC (``torch.from_numpy`` of an HWC array)."""
+    if layout != "auto":
+        return layout == "hwc"
+    return shape[2] in (1, 3) and shape[0] not in (1, 3)
 
 
 def _stack_tensors(tensors) -> torch.Tensor:

@@ -238,6 +238,13 @@ def test_labels_may_be_ints_numpy_ints_or_tensors(rgb, collates):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+def test_hwc_tensors_are_recognised(rgb, collates):
+    images, labels = rgb
+    samples = samples_of(images, labels, range(5))
+    as_tensors = [(torch.from_numpy(image), label, index) for image, label, index in samples]
+    torch.testing.assert_close(collates["uint8"](as_tensors)[0], collates["uint8"](samples)[0], rtol=0, atol=0)
+
+
 def test_layout_option_reads_ambiguous_arrays_as_told():
     image = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)    # CHW (3, 5, 3) or HWC (3, 5, 3)?
     samples = [(image, 0, 0), (image, 0, 1)]
