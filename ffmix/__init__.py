@@ -22,6 +22,8 @@ _EXPORTS = {
     "read_meta": "ffmix.metadata",
     "convert_arrays": "ffmix.convert",
     "FfmixError": "ffmix.errors",
+    "MixCollate": "ffmix.collate",
+    "WithIndex": "ffmix.collate",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -7,7 +7,9 @@ Sections (``ffmix bench SECTION``; default ``all``):
 * ``e2e``: images/s delivered to the training loop as (images, soft targets) by the PyTorch DataLoader
   recipes, FFCV's loader with its own mixup, and ffmix, on three datasets (``e2e.py``, ``data.py``);
 * ``scaling``: the same for 1..N workers and two batch sizes, and an epoch's time at N/4 and N samples;
-* ``startup``: fresh processes, loader built -> first batch, Numba cache warm and cold (``startup.py``).
+* ``startup``: fresh processes, loader built -> first batch, Numba cache warm and cold (``startup.py``);
+* ``collate``: for people who stay on PyTorch's DataLoader: ``ffmix.MixCollate`` against timm's
+  ``FastCollateMixup``, the tutorial collate and plain ``default_collate``, in the same DataLoader (``collate.py``).
 
 The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one), so
 none is faster because it does less. Output: a header (machine, versions), tables, the targets, ``--json``
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-SECTIONS = ("ops", "e2e", "scaling", "startup")
+SECTIONS = ("ops", "e2e", "scaling", "startup", "collate")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +97,7 @@ def _settings(args) -> Dict[str, object]:
     settings["datasets"] = datasets
     if quick and args.section == "all":
         # start-up needs fresh processes that import torch and compile FFCV's pipelines: tens of seconds
+        # (collate: its own quick run, `ffmix bench collate --quick`, keeps this one as short as it was)
         settings["sections"] = ["ops", "e2e", "scaling"]
     return settings
 
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from tqdm import tqdm
 
-    from . import data, e2e, ops, report, startup
+    from . import collate, data, e2e, ops, report, startup
     from .measure import machine
 
     device = _device(settings["device"])
@@ -142,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     section_s: Dict[str, float] = {}
     if quick and args.section == "all":
         skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
+        skipped["collate"] = "not part of --quick; run `ffmix bench collate --quick`"
     header = machine(str(device))
     config = {k: v for k, v in settings.items()}
 
@@ -165,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         steps += e2e.scaling_steps(scaling_workers, scaling_batches, min(runs, 3), grid_pipelines, size_pipelines)
     if "startup" in sections:
         steps += startup.startup_steps(settings["warm_runs"], settings["cold_runs"])
+    if "collate" in sections:
+        steps += collate.collate_steps(runs)
 
     work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ffmix-bench-"))
     datasets = {}
@@ -210,7 +216,12 @@ def run(args: argparse.Namespace) -> int:
                     if settings["cold_runs"] == 0:
                         skipped["startup, cold cache"] = "--cold-runs 0 (the --quick default: a cold ffmix " \
                                                          "compile takes tens of seconds)"
-            _lap(section_s, "startup", mark)
+            mark = _lap(section_s, "startup", mark)
+            if "collate" in sections:
+                results["collate"] = collate.run_collate(
+                    quick=quick, fmnist=Path(args.fmnist), batch_size=settings["batch_size"], workers=workers,
+                    runs=runs, min_run_s=settings["min_run_s"], progress=progress)
+            _lap(section_s, "collate", mark)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)

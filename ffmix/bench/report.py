@@ -25,6 +25,16 @@ TARGETS = [
     ("ops", "cifar", "ffmix", "ffcv", ">=", 4.0, "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup"),
     ("startup", "warm", "ffmix", "ffcv_plain", "<=", 1.5,
      "start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"),
+    # "collate": DataLoader images/s of two collate_fns; "collate_ms": their time alone on one batch
+    ("collate", "rgb32", "ffmix_uint8", "timm", ">=", 5.0, "DataLoader 32x32 RGB: MixCollate / timm FastCollateMixup"),
+    ("collate", "rgb32", "ffmix_float", "tutorial", ">=", 10.0, "DataLoader 32x32 RGB: MixCollate float / tutorial"),
+    ("collate_ms", "rgb32", "ffmix_uint8", "default_collate", "<=", 1.5,
+     "collate alone 32x32 RGB: MixCollate time / default_collate"),
+    ("collate", "fmnist", "ffmix_uint8", "timm", ">=", 5.0,
+     "DataLoader 28x28 gray: MixCollate / timm FastCollateMixup"),
+    ("collate", "fmnist", "ffmix_float", "tutorial", ">=", 10.0, "DataLoader 28x28 gray: MixCollate float / tutorial"),
+    ("collate_ms", "fmnist", "ffmix_uint8", "default_collate", "<=", 1.5,
+     "collate alone 28x28 gray: MixCollate time / default_collate"),
 ]
 
 
@@ -53,6 +63,12 @@ def _ratio(results, section, where, mine, other) -> Optional[float]:
             if section == "ops":
                 return rows[mine]["images_per_s"] / rows[other]["images_per_s"]
             return rows[mine]["ms_per_batch"] / rows[other]["ms_per_batch"]
+    elif section in ("collate", "collate_ms"):
+        rows = {r["path"]: r for r in results.get("collate", []) if r["dataset"] == where}
+        if mine in rows and other in rows:
+            if section == "collate":
+                return rows[mine]["images_per_s"] / rows[other]["images_per_s"]
+            return rows[mine]["collate_ms"] / rows[other]["collate_ms"]
     elif section == "startup":
         rows = {r["loader"]: r for r in results.get("startup", []) if r["cache"] == where}
         if mine in rows and other in rows:
@@ -189,6 +205,21 @@ def startup_text(rows: List[dict]) -> str:
                    "shared imports s", "runs", "check"], body, "llrrrrrrl"))
 
 
+def collate_text(rows: List[dict]) -> str:
+    parts = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        data_rows = [r for r in rows if r["dataset"] == dataset]
+        first = data_rows[0]
+        body = [[r["label"], fmt_ms(r["collate_ms"]), fmt_ratio(r["collate_x_default"]), fmt_rate(r["images_per_s"]),
+                 fmt_ratio(r["vs_ffmix"]), f"{r['warmup_s']:.2f}", check_text(r)] for r in data_rows]
+        parts.append(f"DataLoader collate_fn: {first['dataset_title']}; batch {first['batch_size']}, "
+                     f"{first['workers']} workers (rate ÷ ffmix: against MixCollate of the same output dtype; "
+                     f"alone: one thread, as in a worker)\n" +
+                     table(["collate_fn", "alone ms/batch", "time ÷ default_collate", "DataLoader images/s",
+                            "rate ÷ ffmix", "first epoch s", "check"], body, "lrrrrrl"))
+    return "\n\n".join(parts)
+
+
 def targets_text(targets: List[dict]) -> str:
     if not targets:
         return ""
@@ -211,6 +242,8 @@ def render(report: dict) -> str:
         parts.append(scaling_text(results["scaling"]))
     if results.get("startup"):
         parts.append(startup_text(results["startup"]))
+    if results.get("collate"):
+        parts.append(collate_text(results["collate"]))
     for name, why in report.get("skipped", {}).items():
         parts.append(f"{name}: skipped ({why})")
     if report.get("targets"):

@@ -210,3 +210,152 @@ def mix_normalize(images, out, partner, weight, box, scale, shift, channels_last
                 _blend_span(out_row, own_row, other_row, c, cut_from, cut_to, np.float32(0.0), scale[c], shift[c])
                 _blend_span(out_row, own_row, other_row, c, cut_to, width, own_scale, other_scale, shift[c])
     return out
+
+
+# ----------------------------------------------------------------------------- planar (N, C, H, W) outputs
+# The DataLoader collate (``ffmix/collate.py``) hands over (N, C, H, W) batches as PyTorch expects them, from
+# samples that come channels-last (NumPy HWC, PIL) or planar (CHW tensors, timm's CHW arrays). These kernels
+# fuse the mixing with that layout, so a batch is read and written once.
+#
+# Their inner loops all start at 0: Numba checks every signed index for a negative value to wrap around, and
+# in ``for x in range(start, stop)`` with a run-time ``start`` that check stays in the loop and keeps LLVM from
+# vectorising it (about 3x slower on 32-pixel rows). A CutMix row is therefore not cut into spans here; each
+# pixel takes its weight from a per-column row (own weight outside the box, 0 inside).
+_WEIGHT_ONE_F = np.float32(WEIGHT_ONE)
+_HALF_F = np.float32(_HALF)
+
+
+@njit(cache=True, inline="always")
+def _column_weights(weights, x0, x1, inside, outside):
+    """``weights[x] = inside`` for x in [x0, x1), else ``outside``."""
+    for x in range(weights.shape[0]):
+        weights[x] = inside if x0 <= x < x1 else outside
+
+
+@njit(cache=True, inline="always")
+def _round_row_rgb(red, green, blue, own, other, own_weights):
+    """One RGB row (``own``/``other`` as flat bytes) blended in 1/256ths, rounded half up, into three uint8
+    planes. In float32: every value is an integer below 2**24, so it is exact, and float vectorises the literal
+    stride of 3 where Numba's int64 arithmetic does not."""
+    for x in range(red.shape[0]):
+        own_weight = own_weights[x]
+        other_weight = _WEIGHT_ONE_F - own_weight
+        red[x] = np.int32(own[3 * x] * own_weight + other[3 * x] * other_weight + _HALF_F) >> 8
+        green[x] = np.int32(own[3 * x + 1] * own_weight + other[3 * x + 1] * other_weight + _HALF_F) >> 8
+        blue[x] = np.int32(own[3 * x + 2] * own_weight + other[3 * x + 2] * other_weight + _HALF_F) >> 8
+
+
+@njit(cache=True, inline="always")
+def _round_row_strided(plane_row, own, other, channel, channels, own_weights):
+    for x in range(plane_row.shape[0]):
+        own_weight = own_weights[x]
+        plane_row[x] = np.int32(own[channels * x + channel] * own_weight
+                                + other[channels * x + channel] * (_WEIGHT_ONE_F - own_weight) + _HALF_F) >> 8
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def mix_images_planar(images, out, partner, weight, box):
+    """``mix_images`` writing (N, C, H, W): ``out[i, c] == mix_images(...)[i, ..., c]``, bit for bit.
+
+    images: uint8 (N, H, W, C), C-contiguous, only read. out: uint8 (N, C, H, W), C-contiguous. A pasted
+    pixel is the blend with weights (0, 256), a kept one (256, 0): both exact in this formula, so one loop
+    serves MixUp, CutMix and unmixed samples.
+    """
+    n, height, width, channels = images.shape
+    rows = images.reshape(n, height, width * channels)
+    for i in prange(n):
+        j = partner[i]
+        own_weight = np.float32(weight[i])
+        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        plain_row = np.full(width, own_weight, np.float32)
+        box_row = np.empty(width, np.float32)
+        _column_weights(box_row, x0, x1, np.float32(0.0), own_weight)
+        for y in range(height):
+            own_weights = box_row if y0 <= y < y1 else plain_row
+            own, other = rows[i, y], rows[j, y]
+            if channels == 3:
+                _round_row_rgb(out[i, 0, y], out[i, 1, y], out[i, 2, y], own, other, own_weights)
+            else:
+                for c in range(channels):
+                    _round_row_strided(out[i, c, y], own, other, c, channels, own_weights)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _copy_all(dst, src):
+    for k in range(dst.shape[0]):
+        dst[k] = src[k]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def mix_planes(images, out, partner, weight, box):
+    """``mix_images`` for planar batches: uint8 (N, C, H, W) in (only read) and out, C-contiguous. Plane c of
+    sample i mixes with plane c of ``partner[i]``: ``out == mix_images(NHWC of images)`` in (N, C, H, W), bit
+    for bit. A CutMix plane is own pixels copied above and below the box, and its box rows blended per
+    column (weights (256, 0) outside the box, (0, 256) inside)."""
+    n, channels, height, width = images.shape
+    plane = height * width
+    flat_in = images.reshape(n, channels, plane)
+    flat_out = out.reshape(n, channels, plane)
+    for i in prange(n):
+        j = partner[i]
+        own_weight = np.int32(weight[i])
+        other_weight = np.int32(WEIGHT_ONE) - own_weight
+        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        cut = y1 > y0 and x1 > x0
+        keep = np.empty(width, np.int32)
+        _column_weights(keep, x0, x1, np.int32(0), np.int32(WEIGHT_ONE))
+        for c in range(channels):
+            own, other, dst = flat_in[i, c], flat_in[j, c], flat_out[i, c]
+            if cut:
+                _copy_all(dst[:y0 * width], own[:y0 * width])
+                _copy_all(dst[y1 * width:], own[y1 * width:])
+                for y in range(y0, y1):
+                    own_row, other_row = images[i, c, y], images[j, c, y]
+                    dst_row = out[i, c, y]
+                    for x in range(width):
+                        dst_row[x] = (own_row[x] * keep[x] + other_row[x] * (WEIGHT_ONE - keep[x]) + _HALF) >> 8
+            elif own_weight == WEIGHT_ONE:
+                _copy_all(dst, own)
+            else:
+                for k in range(plane):
+                    dst[k] = (own[k] * own_weight + other[k] * other_weight + _HALF) >> 8
+    return out
+
+
+@njit(cache=True, inline="always")
+def _blend_plane_row(out_row, own_row, other_row, own_scales, other_scales, shift):
+    for x in range(out_row.shape[0]):
+        out_row[x] = own_row[x] * own_scales[x] + other_row[x] * other_scales[x] + shift
+
+
+@njit(cache=True, parallel=True, nogil=True, fastmath=True)
+def mix_normalize_planar(images, out, partner, weight, box, scale, shift):
+    """``mix_normalize`` for planar input: uint8 (N, C, H, W) in, float32 (N, C', H, W) out, C' <= C.
+
+    The same arithmetic as ``mix_normalize`` (weights folded into the normalisation, no rounding, the box
+    pasted whole), with per-column scales on the box rows so that every row is one vectorised loop.
+    """
+    n, channels, height, width = images.shape
+    out_channels = scale.shape[0]
+    for i in prange(n):
+        j = partner[i]
+        own_fraction = np.float32(weight[i]) / _WEIGHT_ONE_F
+        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        box_fraction = np.empty(width, np.float32)
+        _column_weights(box_fraction, x0, x1, np.float32(0.0), own_fraction)
+        plain_own = np.empty(width, np.float32)
+        plain_other = np.empty(width, np.float32)
+        box_own = np.empty(width, np.float32)
+        box_other = np.empty(width, np.float32)
+        for c in range(out_channels):
+            for x in range(width):
+                plain_own[x] = own_fraction * scale[c]
+                plain_other[x] = (np.float32(1.0) - own_fraction) * scale[c]
+                box_own[x] = box_fraction[x] * scale[c]
+                box_other[x] = (np.float32(1.0) - box_fraction[x]) * scale[c]
+            for y in range(height):
+                in_box = y0 <= y < y1
+                _blend_plane_row(out[i, c, y], images[i, c, y], images[j, c, y], box_own if in_box else plain_own,
+                                 box_other if in_box else plain_other, shift[c])
+    return out

@@ -65,3 +65,19 @@ def mix_normalize_reference(images, partner, weight, box, scale, shift, channels
     if not channels_last:
         normalised = normalised.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(normalised, dtype=np.float32)
+
+
+def mix_images_planar_reference(images, partner, weight, box):
+    """See ``kernels.mix_images_planar``: uint8 (N, H, W, C) in, uint8 (N, C, H, W) out."""
+    return np.ascontiguousarray(mix_images_reference(images, partner, weight, box).transpose(0, 3, 1, 2))
+
+
+def mix_normalize_planar_reference(images, partner, weight, box, scale, shift):
+    """See ``kernels.mix_normalize_planar``: uint8 (N, C, H, W) in, float32 (N, C', H, W) out."""
+    return mix_normalize_reference(images.transpose(0, 2, 3, 1), partner, weight, box, scale, shift,
+                                   channels_last=False)
+
+
+def mix_planes_reference(images, partner, weight, box):
+    """See ``kernels.mix_planes``: uint8 (N, C, H, W) in and out."""
+    return mix_images_planar_reference(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), partner, weight, box)

@@ -1,0 +1,494 @@
+"""MixUp/CutMix for people who stay on PyTorch's ``DataLoader``: a ``collate_fn`` with ffmix's kernels.
+
+    collate = ffmix.MixCollate(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=10)
+    loader = DataLoader(ffmix.WithIndex(dataset), batch_size=256, shuffle=True, num_workers=4,
+                        collate_fn=collate)
+    for epoch in range(epochs):
+        collate.set_epoch(epoch)          # like DistributedSampler.set_epoch
+        for images, soft_targets in loader: ...     # uint8 (N, C, H, W), float32 (N, num_classes)
+
+A batch goes through the same steps as in the FFCV operations: ``rng.batch_key(seed, epoch, sample indices)``
+-> ``params.draw_mix_params`` -> one kernel pass that mixes and lays out (N, C, H, W) (``kernels.py``) ->
+``soft_targets``/``pair_targets`` from the same parameters. So the labels carry exactly the weights the pixels
+got, rows sum to one, nobody is their own partner, any batch size works, and a batch depends only on (seed,
+epoch, its sample indices): not on ``num_workers``, nor on which worker made it.
+
+The arguments (names, order, defaults) are those of timm's ``FastCollateMixup`` (``prob`` is ffmix's
+``mix_prob``; both are accepted), so switching is a change of class name; ffmix's own options are keywords.
+
+Worker processes: the kernels are module-level ``cache=True`` functions, and ``MixCollate()`` runs them once on
+a tiny batch when it is built, so they are compiled (or loaded from Numba's cache) once in the main process;
+forked workers inherit the compiled code, spawned ones load it from the cache that filled. In a worker, Numba
+runs on one thread unless ``threads`` says otherwise: the DataLoader's parallelism is its workers, and N
+workers x all-cores threads each would oversubscribe the machine.
+
+No raw addresses here: the collate is plain Python, so it calls the jitted kernels on arrays, and Numba keeps
+them alive for the call (the C entry points of ``ops/batch.py`` exist for FFCV's compiled closures).
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Optional, Sequence, Tuple
+
+import numba
+import numpy as np
+import torch
+
+from .errors import FfmixError
+from .ops.kernels import (mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes, pair_targets,
+                          soft_targets)
+from .ops.params import MODES, WEIGHT_ONE, draw_mix_params
+from .ops.rng import batch_key
+
+OUTPUTS = ("uint8", "float")
+TARGET_KINDS = ("soft", "pair")
+LAYOUTS = ("auto", "hwc", "chw")
+_EPOCH, _ENABLED = 0, 1
+# Marks the made-up "indices" of a batch whose samples came without theirs, so such a key never equals the key
+# of a batch with real indices.
+_NO_INDEX = np.uint64(1 << 63)
+
+
+class WithIndex(torch.utils.data.Dataset):
+    """A map-style dataset whose items are ``(sample, label, index)``: hands each sample's index to
+    ``MixCollate``, which then mixes a batch the same way for any ``num_workers``."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise FfmixError(f"WithIndex needs a dataset of (sample, label) pairs; item {index} is a "
+                             f"{type(item).__name__}" + (f" of length {len(item)}" if hasattr(item, "__len__")
+                                                         else ""))
+        return item[0], item[1], index
+
+
+class MixCollate:
+    """A ``collate_fn`` that stacks uint8 samples and mixes the batch (MixUp/CutMix) with ffmix's kernels.
+
+    Samples: ``(image, label)`` or ``(image, label, index)`` (see ``WithIndex``), the image a uint8 NumPy array
+    (H, W, C), (H, W) or (C, H, W), a uint8 tensor (C, H, W), (H, W) or (H, W, C) (see ``layout``), or a PIL
+    image in mode L or RGB; all of one batch the same size. Labels: integers in [0, num_classes).
+
+    Returns ``(images, targets)``: images uint8 (N, C, H, W) (``output="uint8"``, as timm's collate), or float32
+    (N, C, H, W) ``(pixel / 255 - mean) / std`` (``output="float"``; mean/std None: plain 0..255 floats);
+    targets float32 (N, num_classes) mixed smoothed one-hots, or with ``targets="pair"`` float32 (N, 3) rows
+    ``(y_a, y_b, λ)``. Both C-contiguous; in a worker process they are made in shared memory, as
+    ``default_collate`` does, so handing them to the main process copies nothing.
+
+    mixup_alpha, cutmix_alpha: Beta(α, α); 0 turns that one off. cutmix_minmax: not supported (must be None).
+    prob (timm's name) or mix_prob: chance that a batch, pair or sample (``mode``) is mixed at all.
+    switch_prob: chance of CutMix rather than MixUp when both alphas are on. mode: batch, pair or elem.
+    correct_lam: must be True: ffmix always sets λ to the CutMix box's true area. label_smoothing: ε.
+    multi_label: must be False (one integer label per sample).
+    seed: with the epoch and the sample indices, fixes every random choice. Batches whose samples come without
+    indices are keyed by (worker, batch number) instead: repeatable only for the same ``num_workers``.
+    lam_range: λ is clipped to it before use (``params.clip_lam``). layout: how to read 3-D samples: "hwc",
+    "chw", or "auto": arrays are HWC unless the first axis is 1 or 3 and the last is not, tensors CHW unless
+    the last axis is 1 or 3 and the first is not.
+    threads: Numba threads for the kernels; None: one in a DataLoader worker, Numba's setting elsewhere.
+
+    Raises ``FfmixError`` (a ValueError) for bad settings here, and for bad samples when called.
+    """
+
+    def __init__(self, mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0, cutmix_minmax=None,
+                 prob: Optional[float] = None, switch_prob: float = 0.5, mode: str = "batch",
+                 correct_lam: bool = True, label_smoothing: float = 0.1, num_classes: int = 1000,
+                 multi_label: bool = False, *,
+                 mix_prob: Optional[float] = None, seed: int = 0, output: str = "uint8",
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                 targets: str = "soft", lam_range: Tuple[float, float] = (0.0, 1.0), layout: str = "auto",
+                 threads: Optional[int] = None):
+        self.mixup_alpha = _alpha("mixup_alpha", mixup_alpha)
+        self.cutmix_alpha = _alpha("cutmix_alpha", cutmix_alpha)
+        if cutmix_minmax is not None:
+            raise FfmixError(f"cutmix_minmax={cutmix_minmax!r} is not supported: ffmix draws the CutMix box from "
+                             f"cutmix_alpha; leave cutmix_minmax=None (lam_range=(low, high) bounds λ instead)")
+        if not correct_lam:
+            raise FfmixError("correct_lam=False is not supported: ffmix always sets λ to the area the CutMix box "
+                             "really covers, so labels carry the pixels' weights; leave correct_lam=True")
+        if multi_label:
+            raise FfmixError("multi_label=True is not supported: MixCollate takes one integer class label per "
+                             "sample; leave multi_label=False")
+        self.mix_prob = _chosen_mix_prob(prob, mix_prob)
+        self.switch_prob = _probability("switch_prob", switch_prob)
+        if mode not in MODES:
+            raise FfmixError(f"mode must be one of {sorted(MODES)}, got {mode!r} (timm's 'half' is not supported)")
+        self.mode = mode
+        self.label_smoothing = _probability("label_smoothing", label_smoothing)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise FfmixError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
+            raise FfmixError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        self.seed = int(seed)
+        self.output = _one_of("output", output, OUTPUTS)
+        self.targets = _one_of("targets", targets, TARGET_KINDS)
+        self.layout = _one_of("layout", layout, LAYOUTS)
+        self.mean, self.std = _mean_std(self.output, mean, std)
+        self.lam_range = _lam_range(lam_range)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                    or threads < 1):
+            raise FfmixError(f"threads must be a positive integer or None, got {threads!r}")
+        self.threads = None if threads is None else int(threads)
+        # epoch and on/off in shared memory: forked and spawned workers (persistent ones too) see set_epoch
+        self._control = torch.tensor([0, 1], dtype=torch.int64).share_memory_()
+        self._process_state()
+        self._warm_up()
+
+    # ------------------------------------------------------------------------------------------ public
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next batches mix as epoch ``epoch`` does; call before iterating the loader, as with
+        ``DistributedSampler.set_epoch``. Workers, persistent or not, read it at their next batch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise FfmixError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self._control[_EPOCH] = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._control[_EPOCH])
+
+    @property
+    def mixup_enabled(self) -> bool:
+        """timm's switch: False leaves batches unmixed (targets: smoothed one-hots), e.g. for the last epochs."""
+        return bool(self._control[_ENABLED])
+
+    @mixup_enabled.setter
+    def mixup_enabled(self, on: bool) -> None:
+        self._control[_ENABLED] = int(bool(on))
+
+    enabled = mixup_enabled
+
+    @property
+    def active(self) -> bool:
+        """Whether any mixing is configured (an alpha > 0 and mix_prob > 0)."""
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mix_prob > 0
+
+    def __call__(self, batch, _=None):
+        """Collate ``batch`` (a list of samples, see the class docstring) into ``(images, targets)``."""
+        self._use_threads()
+        images, planar, labels, indices = self._unpack(batch)
+        epoch, enabled = self._control.tolist()   # read once: images and labels use the same values
+        if planar:
+            count, channels, height, width = images.shape
+        else:
+            count, height, width, channels = images.shape
+        key = self._key(epoch, indices, count)
+        on = bool(enabled) and self.active
+        partner, weight, box, lam = draw_mix_params(
+            key, count, height, width, self.mixup_alpha if on else 0.0, self.cutmix_alpha if on else 0.0,
+            self.mix_prob, self.switch_prob, MODES[self.mode], self.lam_range[0], self.lam_range[1])
+        shared = self._in_worker
+        mixed = self._mix(images, planar, (count, channels, height, width), partner, weight, box, shared)
+        return mixed, self._make_targets(labels, partner, lam, shared)
+
+    def __repr__(self) -> str:
+        return (f"MixCollate(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, "
+                f"mix_prob={self.mix_prob}, switch_prob={self.switch_prob}, mode={self.mode!r}, "
+                f"label_smoothing={self.label_smoothing}, num_classes={self.num_classes}, seed={self.seed}, "
+                f"output={self.output!r}, targets={self.targets!r})")
+
+    # ----------------------------------------------------------------------------------------- pickling
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("_threads_for", "_calls", "_calls_epoch", "_in_worker"):   # per process, rebuilt there
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._process_state()
+
+    def _process_state(self) -> None:
+        self._threads_for = None      # (pid, thread) whose Numba thread count is set
+        self._calls = 0               # batches collated here in ``_calls_epoch``: the key of index-less batches
+        self._calls_epoch = -1
+        self._in_worker = False
+
+    # --------------------------------------------------------------------------------------- per batch
+
+    def _use_threads(self) -> None:
+        """Once per process and thread: note whether this is a DataLoader worker and set Numba's threads."""
+        here = (os.getpid(), threading.get_ident())
+        if self._threads_for == here:
+            return
+        self._in_worker = torch.utils.data.get_worker_info() is not None
+        threads = self.threads if self.threads is not None else (1 if self._in_worker else None)
+        if threads is not None:
+            if threads > numba.config.NUMBA_NUM_THREADS:
+                raise FfmixError(f"threads={threads} is more than Numba's {numba.config.NUMBA_NUM_THREADS} "
+                                 f"(NUMBA_NUM_THREADS); ask for fewer or raise NUMBA_NUM_THREADS")
+            numba.set_num_threads(threads)   # per thread: this one runs the collate
+        self._threads_for = here
+
+    def _unpack(self, batch):
+        """The batch as (uint8 stacked images, planar?, int64 labels, uint64 indices or None)."""
+        if not isinstance(batch, (list, tuple)) or len(batch) == 0:
+            raise FfmixError(f"MixCollate needs a non-empty list of samples, got {type(batch).__name__}"
+                             + (" of length 0" if hasattr(batch, "__len__") else ""))
+        first = batch[0]
+        if not isinstance(first, (tuple, list)) or len(first) not in (2, 3):
+            raise FfmixError("MixCollate needs samples of (image, label) or (image, label, index) (wrap the "
+                             f"dataset in ffmix.WithIndex); got a {type(first).__name__}"
+                             + (f" of length {len(first)}" if isinstance(first, (tuple, list)) else ""))
+        width = len(first)
+        if any(len(sample) != width for sample in batch):
+            raise FfmixError("MixCollate got samples of different lengths in one batch (some with an index, "
+                             "some without); give every sample the same form")
+        columns = tuple(zip(*batch))
+        images, planar = _stack_images(columns[0], self.layout)
+        labels = _labels(columns[1], self.num_classes)
+        indices = _indices(columns[2]) if width == 3 else None
+        return images, planar, labels, indices
+
+    def _key(self, epoch: int, indices: Optional[np.ndarray], count: int) -> np.uint64:
+        if indices is None:
+            # No indices: key by (this worker, its batch number this epoch). DataLoader hands worker w the
+            # batches w, w + W, ... in order, so this repeats for the same num_workers only.
+            if self._calls_epoch != epoch:
+                self._calls, self._calls_epoch = 0, epoch
+            info = torch.utils.data.get_worker_info()
+            worker = 0 if info is None else info.id + 1
+            indices = np.array([_NO_INDEX | np.uint64(worker), np.uint64(self._calls), np.uint64(count)],
+                               np.uint64)
+            self._calls += 1
+        return np.uint64(batch_key(self.seed, epoch, indices))
+
+    def _mix(self, images, planar, shape, partner, weight, box, shared):
+        count, channels, height, width = shape
+        if self.output == "float":
+            scale, shift = _scale_shift(self.mean, self.std, channels)
+            out_tensor = _new_tensor((count, channels, height, width), torch.float32, shared)
+            if planar:
+                mix_normalize_planar(images, out_tensor.numpy(), partner, weight, box, scale, shift)
+            else:
+                mix_normalize(images, out_tensor.numpy(), partner, weight, box, scale, shift, False)
+            return out_tensor
+        out_tensor = _new_tensor((count, channels, height, width), torch.uint8, shared)
+        if planar:
+            mix_planes(images, out_tensor.numpy(), partner, weight, box)
+        else:
+            mix_images_planar(images, out_tensor.numpy(), partner, weight, box)
+        return out_tensor
+
+    def _make_targets(self, labels, partner, lam, shared):
+        count = labels.shape[0]
+        if self.targets == "pair":
+            out_tensor = _new_tensor((count, 3), torch.float32, shared)
+            pair_targets(labels, partner, lam, out_tensor.numpy())
+            return out_tensor
+        out_tensor = _new_tensor((count, self.num_classes), torch.float32, shared)
+        soft_targets(labels, partner, lam, self.num_classes, self.label_smoothing, out_tensor.numpy())
+        return out_tensor
+
+    def _warm_up(self) -> None:
+        """Run every kernel this collate may use on a tiny batch, in this process: see the module docstring."""
+        samples = ((np.zeros((2, 2, 3), np.uint8), 3), (torch.zeros((3, 2, 2), dtype=torch.uint8), 3),
+                   (np.zeros((2, 2), np.uint8), 1))
+        for sample, channels in samples:
+            if self.mean is not None and len(self.mean) != channels:
+                continue   # mean/std fix the channel count
+            self([(sample, 0, 0), (sample, 0, 1)])
+        self._threads_for = None   # the first real call sets the threads of its own process and thread
+
+
+# ----------------------------------------------------------------------------------------------- samples
+
+def _stack_images(images: Sequence, layout: str) -> Tuple[np.ndarray, bool]:
+    """The images as one C-contiguous uint8 array and whether it is planar: (N, C, H, W) (True) or
+    (N, H, W, C) (False). Gray images are (N, 1, H, W): the same bytes as (N, H, W, 1), and the planar
+    kernels are the faster ones."""
+    first = images[0]
+    if isinstance(first, torch.Tensor):
+        stacked = _stack_tensors([_tensor_pixels(image, k) for k, image in enumerate(images)]).numpy()
+        planar = stacked.ndim == 3 or not _is_hwc_tensor(stacked.shape[1:], layout)
+    elif isinstance(first, np.ndarray):
+        stacked = _stack_arrays(images)
+        planar = stacked.ndim == 3 or _is_chw(stacked.shape[1:], layout)
+    else:   # PIL images: always (H, W[, C])
+        stacked = _stack_arrays([_pil_pixels(image, k) for k, image in enumerate(images)])
+        planar = stacked.ndim == 3
+    if stacked.ndim == 3:
+        return stacked[:, None], True
+    if not planar and stacked.shape[3] == 1:
+        return stacked.reshape(stacked.shape[0], 1, stacked.shape[1], stacked.shape[2]), True
+    return stacked, planar
+
+
+def _stack_arrays(arrays) -> np.ndarray:
+    """``np.stack`` of uint8 arrays of one shape, as one ``np.concatenate``: np.stack first makes a view of
+    every array with a new axis, which costs more than copying a small image."""
+    shape = getattr(arrays[0], "shape", ())
+    if len(shape) not in (2, 3):
+        raise FfmixError(f"MixCollate needs images of 2 or 3 dimensions, got shape {shape}")
+    for position, array in enumerate(arrays):
+        if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+            raise FfmixError(_not_uint8(array, position))
+        if array.shape != shape:
+            raise _size_error(arrays)
+    return np.concatenate(arrays).reshape(len(arrays), *shape)
+
+
+def _is_chw(shape, layout: str) -> bool:
+    """A 3-D NumPy image: HWC (PIL's and OpenCV's order) unless it clearly is CHW (timm's ToNumpy)."""
+    if layout != "auto":
+        return layout == "chw"
+    return shape[0] in (1, 3) and shape[2] not in (1, 3)
+
+
+def _is_hwc_tensor(shape, layout: str) -> bool:
+    """A 3-D tensor: CHW (torchvision's order) unless it clearly is HWC (``torch.from_numpy`` of an HWC array)."""
+    if layout != "auto":
+        return layout == "hwc"
+    return shape[2] in (1, 3) and shape[0] not in (1, 3)
+
+
+def _stack_tensors(tensors) -> torch.Tensor:
+    try:
+        return torch.stack(tensors)
+    except RuntimeError:
+        raise _size_error(tensors) from None
+
+
+def _size_error(images) -> FfmixError:
+    shapes = sorted({tuple(image.shape) for image in images})
+    return FfmixError(f"MixCollate needs the images of a batch to be one size, got shapes {shapes[:4]}"
+                      + (" ..." if len(shapes) > 4 else "") + "; resize or crop them in the dataset's transform")
+
+
+def _tensor_pixels(image, position: int) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8:
+        raise FfmixError(_not_uint8(image, position))
+    if image.device.type != "cpu":
+        raise FfmixError(f"sample {position} is on {image.device}; MixCollate collates CPU tensors (mix on the "
+                         "CPU in the DataLoader, then move the batch)")
+    if image.ndim not in (2, 3):
+        raise FfmixError(f"sample {position} has shape {tuple(image.shape)}; tensors must be (C, H, W) or (H, W)")
+    return image
+
+
+def _pil_pixels(image, position: int) -> np.ndarray:
+    mode = getattr(image, "mode", None)
+    if mode is None or not hasattr(image, "getbands"):
+        raise FfmixError(f"sample {position} is a {type(image).__name__}; MixCollate takes uint8 NumPy arrays, "
+                         "uint8 tensors or PIL images")
+    if mode not in ("L", "RGB"):
+        raise FfmixError(f"sample {position} is a PIL image in mode {mode!r}; convert it with "
+                         "image.convert('RGB') (or 'L' for gray) in the dataset's transform")
+    return np.asarray(image)
+
+
+def _not_uint8(image, position: int) -> str:
+    kind = getattr(image, "dtype", type(image).__name__)
+    return (f"sample {position} is {kind}; MixCollate mixes uint8 pixels: drop ToTensor()/Normalize from the "
+            "dataset's transform (PILToTensor() or np.asarray keep uint8) and use output='float', mean=..., "
+            "std=... to get normalised floats")
+
+
+def _labels(labels: Sequence, num_classes: int) -> np.ndarray:
+    try:
+        values = np.asarray(labels)
+    except (TypeError, ValueError):
+        values = np.asarray([int(label) for label in labels])
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise FfmixError(f"MixCollate needs one integer class label per sample, got {values.dtype} labels of "
+                         f"shape {values.shape}")
+    values = values.astype(np.int64, copy=False)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise FfmixError(f"label {bad} is outside [0, {num_classes}); set num_classes to the number of classes")
+    return np.ascontiguousarray(values)
+
+
+def _indices(indices: Sequence) -> np.ndarray:
+    values = np.asarray(indices)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or (values < 0).any():
+        raise FfmixError("the third item of each sample must be its non-negative integer index (as "
+                         f"ffmix.WithIndex gives), got {values.dtype} values like {values.reshape(-1)[:3]}")
+    return values.astype(np.uint64)
+
+
+def _new_tensor(shape, dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """An uninitialised C-contiguous tensor; ``shared``: in shared memory, as ``default_collate`` makes batches in
+    workers (moving a batch there afterwards would copy it)."""
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+def _alpha(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(value) or value < 0:
+        raise FfmixError(f"{name} must be a finite number >= 0 (0 turns it off), got {value!r}")
+    return float(value)
+
+
+def _probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= value <= 1.0:
+        raise FfmixError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _chosen_mix_prob(prob, mix_prob) -> float:
+    if prob is not None and mix_prob is not None and float(prob) != float(mix_prob):
+        raise FfmixError(f"prob={prob!r} and mix_prob={mix_prob!r} are the same setting (timm's name and ffmix's); "
+                         "give one of them")
+    chosen = mix_prob if mix_prob is not None else prob
+    return 1.0 if chosen is None else _probability("mix_prob" if mix_prob is not None else "prob", chosen)
+
+
+def _one_of(name: str, value, choices) -> str:
+    if value not in choices:
+        raise FfmixError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _mean_std(output: str, mean, std):
+    if mean is None and std is None:
+        return None, None
+    if output != "float":
+        raise FfmixError("mean and std normalise the float output: pass output='float' with them, or leave "
+                         "them out for uint8 batches")
+    if mean is None or std is None:
+        raise FfmixError(f"give both mean and std (one per channel, in [0, 1] units), got mean={mean!r}, "
+                         f"std={std!r}")
+    mean_values, std_values = np.atleast_1d(np.asarray(mean, np.float64)), np.atleast_1d(np.asarray(std, np.float64))
+    if mean_values.ndim != 1 or mean_values.shape != std_values.shape or (std_values <= 0).any() \
+            or not np.isfinite(mean_values).all():
+        raise FfmixError(f"mean and std need one value per channel each (std > 0), got mean={mean!r}, std={std!r}")
+    return tuple(mean_values.tolist()), tuple(std_values.tolist())
+
+
+def _scale_shift(mean, std, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+    """float32 (C,) arrays with ``normalised = pixel * scale + shift``."""
+    if mean is None:
+        return np.ones(channels, np.float32), np.zeros(channels, np.float32)
+    if len(mean) != channels:
+        raise FfmixError(f"mean and std have {len(mean)} values but the images have {channels} channels; give "
+                         f"{channels}")
+    mean_values, std_values = np.asarray(mean), np.asarray(std)
+    return (1.0 / (255.0 * std_values)).astype(np.float32), (-mean_values / std_values).astype(np.float32)
+
+
+def _lam_range(lam_range) -> Tuple[float, float]:
+    try:
+        low, high = (float(v) for v in lam_range)
+    except (TypeError, ValueError):
+        raise FfmixError(f"lam_range must be two numbers (low, high), got {lam_range!r}") from None
+    if not 0.0 <= low <= high <= 1.0:
+        raise FfmixError(f"lam_range must satisfy 0 <= low <= high <= 1, got {lam_range!r}")
+    return low, high
