@@ -24,9 +24,10 @@ import torch
 from ffmix import Mixing, make_loader
 from ffmix.convert import convert_arrays
 from ffmix.errors import FfmixError
-from ffmix.ops.kernels import mix_images, mix_normalize
+from ffmix.ops.kernels import mix_images, mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes
 from ffmix.ops.params import MODES, draw_mix_params
-from ffmix.ops.reference import mix_images_reference, mix_normalize_reference
+from ffmix.ops.reference import (mix_images_planar_reference, mix_images_reference, mix_normalize_planar_reference,
+                                  mix_normalize_reference, mix_planes_reference)
 from ffmix.ops.rng import batch_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,6 +311,19 @@ def test_kernels_match_the_reference_for_boxes_at_every_edge(count):
             assert (floats[0] == -9).all() and (floats[-1] == -9).all()
             np.testing.assert_allclose(floats[1:-1], mix_normalize_reference(images, partner, weight, box, scale,
                                                                              shift, channels_last), atol=1e-6)
+        # the planar (N, C, H, W) kernels MixCollate uses
+        planes = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        for kernel, source, reference in ((mix_images_planar, images, mix_images_planar_reference),
+                                          (mix_planes, planes, mix_planes_reference)):
+            guarded = np.full((count + 2, channels, height, width), 7, np.uint8)
+            kernel(source, guarded[1:-1], partner, weight, box)
+            assert (guarded[0] == 7).all() and (guarded[-1] == 7).all()
+            np.testing.assert_array_equal(guarded[1:-1], reference(source, partner, weight, box))
+        floats = np.full((count + 2, channels, height, width), -9.0, np.float32)
+        mix_normalize_planar(planes, floats[1:-1], partner, weight, box, scale, shift)
+        assert (floats[0] == -9).all() and (floats[-1] == -9).all()
+        np.testing.assert_allclose(floats[1:-1], mix_normalize_planar_reference(planes, partner, weight, box, scale,
+                                                                                shift), atol=1e-6)
 
 
 def test_kernels_refuse_partners_outside_the_batch():

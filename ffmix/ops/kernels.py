@@ -263,10 +263,11 @@ def mix_images_planar(images, out, partner, weight, box):
     """
     n, height, width, channels = images.shape
     rows = images.reshape(n, height, width * channels)
+    check_partners(partner, n)
     for i in prange(n):
         j = partner[i]
-        own_weight = np.float32(weight[i])
-        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        own_weight = np.float32(min(max(weight[i], 0), WEIGHT_ONE))
+        y0, y1, x0, x1 = _clamped_box(box, i, height, width)
         plain_row = np.full(width, own_weight, np.float32)
         box_row = np.empty(width, np.float32)
         _column_weights(box_row, x0, x1, np.float32(0.0), own_weight)
@@ -297,11 +298,12 @@ def mix_planes(images, out, partner, weight, box):
     plane = height * width
     flat_in = images.reshape(n, channels, plane)
     flat_out = out.reshape(n, channels, plane)
+    check_partners(partner, n)
     for i in prange(n):
         j = partner[i]
-        own_weight = np.int32(weight[i])
+        own_weight = np.int32(min(max(weight[i], 0), WEIGHT_ONE))
         other_weight = np.int32(WEIGHT_ONE) - own_weight
-        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        y0, y1, x0, x1 = _clamped_box(box, i, height, width)
         cut = y1 > y0 and x1 > x0
         keep = np.empty(width, np.int32)
         _column_weights(keep, x0, x1, np.int32(0), np.int32(WEIGHT_ONE))
@@ -338,10 +340,11 @@ def mix_normalize_planar(images, out, partner, weight, box, scale, shift):
     """
     n, channels, height, width = images.shape
     out_channels = scale.shape[0]
+    check_partners(partner, n)
     for i in prange(n):
         j = partner[i]
-        own_fraction = np.float32(weight[i]) / _WEIGHT_ONE_F
-        y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        own_fraction = np.float32(min(max(weight[i], 0), WEIGHT_ONE)) / _WEIGHT_ONE_F
+        y0, y1, x0, x1 = _clamped_box(box, i, height, width)
         box_fraction = np.empty(width, np.float32)
         _column_weights(box_fraction, x0, x1, np.float32(0.0), own_fraction)
         plain_own = np.empty(width, np.float32)
