@@ -40,7 +40,7 @@ def mix_image_batch(images_at, out_at, indices_at, count, height, width, channel
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     key = batch_key(seed, control[EPOCH], indices)
     partner, weight, box, _ = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
-                                              cutmix_alpha, mix_prob, switch_prob, mode)
+                                              cutmix_alpha, mix_prob, switch_prob, mode, 0.0, 1.0)
     mix_images(images, out, partner, weight, box)
     return MIXED
 
@@ -65,7 +65,7 @@ def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, cha
     else:
         key = batch_key(seed, control[EPOCH], indices)
         partner, weight, box, _ = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
-                                                  cutmix_alpha, mix_prob, switch_prob, mode)
+                                                  cutmix_alpha, mix_prob, switch_prob, mode, 0.0, 1.0)
     if channels_last:
         out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
     else:
@@ -89,7 +89,7 @@ def mix_label_batch(labels_at, out_at, indices_at, count, control_at, seed, mixu
     else:
         key = batch_key(seed, control[EPOCH], indices)
         partner, _, _, lam = draw_mix_params(key, count, control[HEIGHT], control[WIDTH], mixup_alpha,
-                                             cutmix_alpha, mix_prob, switch_prob, mode)
+                                             cutmix_alpha, mix_prob, switch_prob, mode, 0.0, 1.0)
     if soft:
         out = carray(as_pointer(out_at), (count, num_classes), np.float32)
         return MIXED if soft_targets(labels, partner, lam, num_classes, smoothing, out) else BAD_LABEL
