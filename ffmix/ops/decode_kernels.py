@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, get_num_threads, njit, prange, types
+from numba import carray, cfunc, njit, prange, types
 from numba.extending import intrinsic
 from numba.np.ufunc import parallel as _parallel
 
@@ -105,7 +105,7 @@ def dct_denominator(box_height, box_width, out_height, out_width, allowed):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, epoch, seed, kind,
+def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers, epoch, seed, kind,
                 scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct, imdecode_at,
                 resize_at):
     """Decode, crop and resize every sample of ``table`` into the uint8 (count, out_height, out_width, 3)
@@ -113,11 +113,13 @@ def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes,
     raw images are resized straight from the file's pages. The box comes from ``augment`` (random or centre);
     with ``max_dct`` > 1 a JPEG whose box covers the output at least twice is decoded at 1/2, 1/4 or 1/8 scale.
 
-    Workers take samples round-robin, each with its own scratch buffer, so the scratch stays in cache and
-    costs ``slots`` images rather than a batch of them.
+    ``workers`` (at most ``slots``, the scratch buffers) take samples round-robin, each with its own
+    scratch buffer, so the scratch stays in cache and costs ``slots`` images rather than a batch of them.
+    The caller passes ``numba.get_num_threads()``: calling it here would make the kernel uncacheable (it
+    goes through a ctypes pointer).
     """
     count = table.shape[0]
-    workers = max(min(slots, get_num_threads()), 1)
+    workers = max(min(slots, workers), 1)
     out_bytes = out_height * out_width * 3
     for worker in prange(workers):
         scratch = scratch_at + worker * scratch_bytes
@@ -208,15 +210,17 @@ def mix_from_pages(sources, out, partner, weight, box):
 _address, _i64, _f64 = types.uintp, types.int64, types.float64
 
 
-@cfunc(_i64(_address, _i64, _address, _i64, _i64, _address, _i64, _i64, _address, _i64, _i64, _f64, _f64, _f64,
-            _f64, _f64, _i64, _address, _address), cache=True, nogil=True)
-def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, control_at,
+@cfunc(_i64(_address, _i64, _address, _i64, _i64, _address, _i64, _i64, _i64, _address, _i64, _i64, _f64, _f64,
+            _f64, _f64, _f64, _i64, _address, _address), cache=True, nogil=True)
+def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
+                      control_at,
                       seed, kind, scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
                       imdecode_at, resize_at):
     """Decode and crop ``count`` samples (``table``: int64 (count, TABLE_COLUMNS)); see ``decode_crop``."""
     control = read_control(control_at)
     table = carray(as_pointer(table_at), (count, TABLE_COLUMNS), np.int64)
-    return decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, control[EPOCH],
+    return decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
+                       control[EPOCH],
                        seed, kind, scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
                        imdecode_at, resize_at)
 

@@ -134,7 +134,7 @@ class _CropDecoder(SimpleRGBImageDecoder):
                 table[position, 5] = index
             out = destination[:count]
             decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
-                              scratch_bytes, slots, control_at, seed, kind, scale_low, scale_high, log_ratio_low,
+                              scratch_bytes, slots, numba.get_num_threads(), control_at, seed, kind, scale_low, scale_high, log_ratio_low,
                               log_ratio_high, center_ratio, max_dct, imdecode_at, resize_at)
             return out
 
