@@ -25,6 +25,10 @@ TARGETS = [
     ("ops", "cifar", "ffmix", "ffcv", ">=", 4.0, "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup"),
     ("startup", "warm", "ffmix", "ffcv_plain", "<=", 1.5,
      "start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"),
+    ("e2e", "jpeg224", "ffmix_decode", "ffcv_decode", ">=", 0.95,
+     "224 JPEG random-resized-crop: ffmix's seeded decoder / FFCV's decoder"),
+    ("e2e", "rgb32", "ffmix_uint8", "ffmix_uint8_off", ">=", 0.8, "end to end 32x32 raw, uint8: mixed / unmixed"),
+    ("e2e", "fmnist", "ffmix_uint8", "ffmix_uint8_off", ">=", 0.8, "end to end Fashion-MNIST, uint8: mixed / unmixed"),
 ]
 
 
@@ -245,8 +249,9 @@ def _plain(value):
 
 
 # families share a colour map: ffmix greens, FFCV blues, PyTorch/torchvision/NumPy oranges, limits grey
-_FAMILIES = (("ffmix", "Greens", ("ffmix", "ffmix_mixup", "ffmix_off", "ffmix_uint8")),
-             ("ffcv", "Blues", ("ffcv_mixup", "ffcv", "ffcv_plain")),
+_FAMILIES = (("ffmix", "Greens", ("ffmix", "ffmix_mixup", "ffmix_off", "ffmix_uint8", "ffmix_uint8_off",
+                                  "ffmix_decode")),
+             ("ffcv", "Blues", ("ffcv_mixup", "ffcv", "ffcv_plain", "ffcv_decode")),
              ("other", "Oranges", ("dl_collate", "torch", "dl_torchvision", "tv_mixup", "tv_cutmix", "numpy_loop")),
              ("limit", "Greys", ("memcpy", "memcpy_float")))
 
