@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.ufunc import parallel as _parallel
 
@@ -91,6 +92,16 @@ def call_resize(typingctx, function_at, source_at, height, width, top, bottom, l
         return context.get_dummy_value()
     return types.none(function_at, source_at, height, width, top, bottom, left, right, destination_at, out_height,
                       out_width), codegen
+
+
+@intrinsic
+def copy_bytes(typingctx, destination_at, source_at, count):
+    """``memcpy(destination_at, source_at, count)`` as LLVM's memcpy intrinsic (non-overlapping)."""
+    def codegen(context, builder, signature, args):
+        destination, source, size = _as_i64(context, builder, signature, args)
+        cgutils.raw_memcpy(builder, builder.inttoptr(destination, _BYTES), builder.inttoptr(source, _BYTES), size, 1)
+        return context.get_dummy_value()
+    return types.none(destination_at, source_at, count), codegen
 
 
 # ------------------------------------------------------------------------------------------ kernels
@@ -173,7 +184,8 @@ def mix_from_pages(sources, out, partner, weight, box):
     image in the file's pages) instead of from a decoded batch: the decoder's copy and the mix are one pass.
 
     out: uint8 (N, H, W, C). The arithmetic is ``mix_images``' exactly (round half up in 1/256ths; CutMix
-    rows in three spans), so the result is bit-identical to a plain copy followed by ``mix_images``.
+    takes the box whole from the partner), so the result is bit-identical to a plain copy followed by
+    ``mix_images``.
     """
     n, height, width, channels = out.shape
     row_bytes = width * channels
@@ -186,18 +198,17 @@ def mix_from_pages(sources, out, partner, weight, box):
         dst = flat_out[i]
         own_weight = np.int32(weight[i])
         y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
-        if y1 > y0 and x1 > x0:
-            for y in range(height):
-                start = y * row_bytes
-                if y0 <= y < y1:
-                    cut_from, cut_to = start + x0 * channels, start + x1 * channels
-                    dst[start:cut_from] = own[start:cut_from]
-                    dst[cut_from:cut_to] = other[cut_from:cut_to]
-                    dst[cut_to:start + row_bytes] = own[cut_to:start + row_bytes]
-                else:
-                    dst[start:start + row_bytes] = own[start:start + row_bytes]
-        elif own_weight == WEIGHT_ONE:
-            dst[:] = own
+        if own_weight == WEIGHT_ONE or (y1 > y0 and x1 > x0):
+            # CutMix: the whole image, then the box from the partner (written twice, in cache), by memcpy.
+            # Slice assignments or byte loops cost more than the copy itself for small images' rows (they
+            # made CutMix 4-6x slower than a copy at 32 x 32; this is about 2x).
+            dst_at = dst.ctypes.data
+            copy_bytes(dst_at, sources[i], pixels)
+            if y1 > y0 and x1 > x0:
+                span = (x1 - x0) * channels
+                for y in range(y0, y1):
+                    start = y * row_bytes + x0 * channels
+                    copy_bytes(dst_at + start, sources[j] + start, span)
         else:
             other_weight = WEIGHT_ONE - own_weight
             for k in range(pixels):
