@@ -80,7 +80,8 @@ class _CropDecoder(SimpleRGBImageDecoder):
     """Decode (JPEG or raw), crop and resize to ``output_size``; the box rule is the subclass's.
 
     A subclass of FFCV's ``SimpleRGBImageDecoder`` only because FFCV recognises a pipeline's decoder by
-    ``isinstance`` of the field's decoder class; every method that matters is ours.
+    ``isinstance`` of the field's decoder class; every method that matters is ours. One instance serves one
+    Loader: its scratch buffers are not shared safely by two pipelines running at once.
     """
 
     kind = CROP_CENTER
