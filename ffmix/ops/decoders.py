@@ -35,8 +35,8 @@ from ffcv.pipeline.state import State
 from ..ffcv_compat import image_modes, libffcv_functions
 from . import control as control_slots
 from .control import ControlBlock
-from .decode_kernels import (CROP_CENTER, CROP_RANDOM, TABLE_COLUMNS, decode_crop_batch, flip_batch,
-                             mix_raw_batch)
+from .decode_kernels import (CROP_CENTER, CROP_RANDOM, JPEG_MODE, TABLE_COLUMNS, decode_crop_batch,
+                             flip_batch, mix_raw_batch)
 from .params import MODES
 
 CENTER_CROP_RATIO = 224 / 256
@@ -105,7 +105,10 @@ class _CropDecoder(SimpleRGBImageDecoder):
 
     def generate_code(self):
         metadata = self.metadata
-        jpeg = metadata["mode"] == image_modes()["jpg"]
+        modes = image_modes()
+        if modes["jpg"] != JPEG_MODE:   # the kernel tells JPEG from raw by this value
+            raise RuntimeError(f"FFCV's JPEG mode is {modes['jpg']}, ffmix's decoders expect {JPEG_MODE}")
+        jpeg = metadata["mode"] == modes["jpg"]
         largest = int((metadata["height"][jpeg].astype(np.int64) * metadata["width"][jpeg]).max()) if jpeg.any() else 0
         slots = int(numba.config.NUMBA_NUM_THREADS)
         scratch_at, scratch_bytes = self._scratch.at_least(slots, 3 * largest)
@@ -135,8 +138,9 @@ class _CropDecoder(SimpleRGBImageDecoder):
                 table[position, 5] = index
             out = destination[:count]
             decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
-                              scratch_bytes, slots, numba.get_num_threads(), control_at, seed, kind, scale_low, scale_high, log_ratio_low,
-                              log_ratio_high, center_ratio, max_dct, imdecode_at, resize_at)
+                              scratch_bytes, slots, numba.get_num_threads(), control_at, seed, kind, scale_low,
+                              scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct, imdecode_at,
+                              resize_at)
             return out
 
         return decode_crop_op
