@@ -459,3 +459,25 @@ class ResilientLoader(Loader):
 
     def __iter__(self):
         return self.start_epoch()
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+# ffmix's decoders (ops/decoders.py) call FFCV's compiled JPEG decoder and OpenCV resize, so their pixels are
+# FFCV's. They are not public API: ``ffcv.libffcv`` loads them from the ``ffcv._libffcv`` extension with ctypes.
+
+def libffcv_functions() -> Dict[str, int]:
+    """The addresses of libffcv's C functions ``imdecode`` and ``resize`` (their signatures: FFCV 1.0.2's
+    ``libffcv.cpp``). The library stays loaded for the life of the process (``ffcv.libffcv`` holds it)."""
+    import ctypes
+
+    from ffcv import libffcv
+
+    return {name: int(ctypes.cast(getattr(libffcv.lib, name), ctypes.c_void_p).value)
+            for name in ("imdecode", "resize")}
+
+
+def image_modes() -> Dict[str, int]:
+    """FFCV's image storage modes as stored in the per-sample ``mode`` column (jpg 0, raw 1)."""
+    from ffcv.fields.rgb_image import IMAGE_MODES
+
+    return {name: int(IMAGE_MODES[name]) for name in ("jpg", "raw")}

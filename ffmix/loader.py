@@ -13,15 +13,16 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
-from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
-                                   SimpleRGBImageDecoder)
+from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
 from .errors import FfmixError
-from .ffcv_compat import ResilientLoader, data_extent, field_table, open_reader, page_pointers
+from .ffcv_compat import ResilientLoader, data_extent, field_table, image_modes, open_reader, page_pointers
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .system import available_cpus
+from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
+                           RandomResizedCropDecoder)
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing
 
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
@@ -30,7 +31,6 @@ CROPS = ("auto", "random", "center")
 # Defaults for normalize=True: ImageNet statistics for colour, [-1, 1] for grayscale.
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
-CENTER_CROP_RATIO = 224 / 256
 
 
 class MixLoader:
@@ -126,7 +126,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                 cutmix_alpha: float = 0.0, mix_prob: float = 1.0, switch_prob: float = 0.5,
                 mode: str = "batch", label_smoothing: float = 0.0, lam_range: Tuple[float, float] = (0.0, 1.0),
                 targets: str = "soft",
-                image_size: Optional[Union[int, Tuple[int, int]]] = None, crop: str = "auto",
+                image_size: Optional[Union[int, Tuple[int, int]]] = None, crop: str = "auto", hflip: bool = False,
                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
                 normalize: bool = True, mean: Optional[Sequence[float]] = None,
                 std: Optional[Sequence[float]] = None, channels_last: bool = False, order: str = "random",
@@ -142,8 +142,10 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     targets: "soft" -> float32 (N, num_classes); "pair" -> ``(y_a, y_b, lam)`` for index-based
     cross-entropy; "label" -> int64 (N,), only without mixing.
     image_size / crop: fixed-size datasets are used as stored unless ``image_size`` differs; datasets of
-    varying size need ``image_size`` and are cropped randomly (random-resized-crop) or centrally
-    (crop="center"); crop="auto" picks random for shuffled training orders with mixing, else center.
+    varying size need ``image_size`` and are cropped randomly (random-resized-crop, torchvision's ranges) or
+    centrally (crop="center"); crop="auto" picks random for shuffled (training) orders, center for
+    sequential (evaluation) ones. The crops depend only on (seed, epoch, sample), like the mixing.
+    hflip: flip each image left-right with chance 1/2 before mixing, seeded the same way.
     device, dtype, normalize, mean, std, channels_last: how images arrive. With ``normalize=False,
     dtype=torch.uint8`` they are the raw mixed pixels, in channels-last memory as decoded (``.contiguous()``
     copies them to NCHW order). Float images on the CPU are mixed, converted and normalised in one Numba
@@ -169,7 +171,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
         raise FfmixError(f"batch_size={batch_size} is larger than the {available} samples to read from {path}, "
                          "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
 
-    decoder = _image_decoder(meta, image_size, crop, shuffled=(order != "sequential"), mixing=mixing.active)
+    decoder = _image_decoder(meta, image_size, crop, shuffled=(order != "sequential"), mixing=mixing)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
     label_pipeline = [IntDecoder()]
     if targets != "label":
@@ -178,7 +180,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     if device.type == "cuda":
         label_pipeline.append(ToDevice(device, non_blocking=True))
     image_pipeline, finish_images = _image_path(decoder, mixing, meta.channels, device, dtype, mean, std,
-                                                channels_last)
+                                                channels_last, hflip, raw=_all_raw(reader))
 
     ffcv_loader = ResilientLoader(os.fspath(path), batch_size=batch_size, num_workers=_workers(num_workers),
                                   order=ORDERS[order], distributed=distributed, seed=seed,
@@ -215,15 +217,20 @@ def _normalisation(meta: DatasetMeta, normalize: bool, mean, std, dtype):
 
 
 def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dtype: torch.dtype, mean, std,
-                channels_last: bool):
+                channels_last: bool, hflip: bool = False, raw: bool = False):
     """The FFCV image pipeline and the torch step that completes each batch.
 
+    The decoder is followed by the seeded flip (``hflip``), then:
     - float on the CPU: the image op mixes, converts, normalises and lays out in one Numba pass (torch's
       permute + convert + normalise takes several passes: about 10x slower at 512 x 32 x 32 x 3);
-    - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy);
+    - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy); images of
+      one size stored ``raw`` (all of them) without flips are mixed by the decoder as it copies them out of
+      the file (``MixingRawDecoder``: one pass over memory instead of two);
     - float on a GPU: uint8 crosses the bus (4x fewer bytes than float32), then converts there.
     """
     pipeline = [decoder]
+    if hflip:
+        pipeline.append(RandomFlip(control=mixing.control, seed=mixing.seed))
     if dtype.is_floating_point and device.type == "cpu":
         float_output = FloatOutput(mean=mean, std=std, channels=channels, channels_last=channels_last)
         pipeline += [mixing.image_op(float_output), ToTensor()]
@@ -234,7 +241,9 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
             return images if dtype == torch.float32 else images.to(dtype)
         return pipeline, finish
 
-    if mixing.active:
+    if mixing.active and raw and not hflip and type(decoder) is SimpleRGBImageDecoder:
+        pipeline = [MixingRawDecoder(mixing)]
+    elif mixing.active:
         pipeline.append(mixing.image_op())
     pipeline.append(ToTensor())
     if device.type == "cuda":
@@ -359,7 +368,14 @@ def _check_labels(reader, meta: DatasetMeta) -> None:
                          f"{meta.num_classes} classes; pass the right num_classes or re-convert")
 
 
-def _image_decoder(meta: DatasetMeta, image_size, crop: str, *, shuffled: bool, mixing: bool):
+def _all_raw(reader) -> bool:
+    """Whether every image of the file is stored raw (not JPEG)."""
+    return bool((field_table(reader, IMAGE_FIELD)["mode"] == image_modes()["raw"]).all())
+
+
+def _image_decoder(meta: DatasetMeta, image_size, crop: str, *, shuffled: bool, mixing: Mixing):
+    """FFCV's plain decoder for images used as stored, else ffmix's seeded crop decoders (the epoch is the
+    ``Mixing``'s, so ``set_epoch`` replays crops too)."""
     if image_size is not None:
         size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
         if len(size) != 2 or min(size) < 1:
@@ -372,7 +388,7 @@ def _image_decoder(meta: DatasetMeta, image_size, crop: str, *, shuffled: bool, 
                              "pass image_size= to crop them to one size")
         return SimpleRGBImageDecoder()
     if crop == "auto":
-        crop = "random" if (shuffled and mixing) else "center"
+        crop = "random" if shuffled else "center"
     if crop == "random":
-        return RandomResizedCropRGBImageDecoder(size)
-    return CenterCropRGBImageDecoder(size, ratio=CENTER_CROP_RATIO)
+        return RandomResizedCropDecoder(size, control=mixing.control, seed=mixing.seed)
+    return CenterCropDecoder(size, ratio=CENTER_CROP_RATIO)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .data import BenchDataset
+from .decoders import DECODER_PIPELINES, decoder_loader
 from .measure import Timing, endless, memcpy_ms, sync
 
 MIXUP_ALPHA, CUTMIX_ALPHA = 0.8, 1.0
@@ -34,8 +35,14 @@ PIPELINES = {
     "ffmix_mixup": "ffmix make_loader, MixUp only",
     "ffmix_off": "ffmix make_loader, mixing off (ffmix's ceiling)",
     "ffmix_uint8": "ffmix make_loader, MixUp+CutMix, uint8 not normalised",
+    "ffmix_uint8_off": "ffmix make_loader, mixing off, uint8 not normalised",
+    **DECODER_PIPELINES,
 }
-UNMIXED = {"ffcv_plain", "ffmix_off"}
+UNMIXED = {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", *DECODER_PIPELINES}
+UINT8 = {"ffmix_uint8", "ffmix_uint8_off", *DECODER_PIPELINES}
+# rows that tell something on some datasets only: uint8 mixed vs unmixed (the fused raw hand-off), decoders
+ONLY_ON = {"ffmix_uint8": {"rgb32", "fmnist"}, "ffmix_uint8_off": {"rgb32", "fmnist"},
+           **{key: {"jpeg224"} for key in DECODER_PIPELINES}}
 # the two extra ffmix rows (MixUp only, uint8) tell most on the 32x32 set; elsewhere they would only add minutes
 EXTRA = {"ffmix_mixup", "ffmix_uint8"}
 EXTRA_ON = {"rgb32"}
@@ -44,7 +51,8 @@ SIZE_PIPELINES = ("ffmix", "ffcv_mixup", "dl_collate")    # N/4 and N samples
 
 
 def pipelines_for(dataset_name: str, pipelines: Sequence[str]) -> List[str]:
-    return [p for p in pipelines if p not in EXTRA or dataset_name in EXTRA_ON]
+    return [p for p in pipelines if (dataset_name in ONLY_ON[p] if p in ONLY_ON else
+                                     p not in EXTRA or dataset_name in EXTRA_ON)]
 NOTES = {
     "ffcv_mixup": "FFCV's MixupToOneHot writes the partner's weight over the own one when both share a class, "
                   "so those rows sum to 1 - λ (FFCV 1.0.2); MixUp only (no CutMix); pixels truncated, not rounded",
@@ -59,6 +67,9 @@ def build_loader(pipeline: str, dataset: BenchDataset, *, batch_size: int, worke
     from .alternatives import ArrayImages, JpegFiles, MixingCollate, TorchvisionCollate, dataloader, ffcv_loader
 
     crop = dataset.spec.crop
+    if pipeline in DECODER_PIPELINES:
+        return decoder_loader(pipeline, dataset.beton, crop=crop, batch_size=batch_size, workers=workers,
+                              num_classes=dataset.num_classes, device=device, seed=seed, indices=indices)
     if pipeline.startswith("dl_"):
         if dataset.images is not None:
             source = ArrayImages(dataset.images, dataset.labels, dataset.channels)
@@ -77,8 +88,8 @@ def build_loader(pipeline: str, dataset: BenchDataset, *, batch_size: int, worke
     from ..loader import make_loader
 
     alphas = {"ffmix": (MIXUP_ALPHA, CUTMIX_ALPHA), "ffmix_mixup": (MIXUP_ALPHA, 0.0), "ffmix_off": (0.0, 0.0),
-              "ffmix_uint8": (MIXUP_ALPHA, CUTMIX_ALPHA)}[pipeline]
-    raw = pipeline == "ffmix_uint8"
+              "ffmix_uint8": (MIXUP_ALPHA, CUTMIX_ALPHA), "ffmix_uint8_off": (0.0, 0.0)}[pipeline]
+    raw = pipeline in ("ffmix_uint8", "ffmix_uint8_off")
     return make_loader(dataset.beton, batch_size=batch_size, mixup_alpha=alphas[0], cutmix_alpha=alphas[1],
                        image_size=crop, crop="random", device=device, num_workers=workers, seed=seed,
                        indices=indices, normalize=not raw, dtype=torch.uint8 if raw else torch.float32)
@@ -197,7 +208,7 @@ def _checker(dataset: BenchDataset, batch_size: int, checks: Dict[str, Dict[str,
         checks[key] = check_batch(images, targets, batch_size=batch_size, channels=dataset.channels,
                                   image_shape=dataset.image_shape, num_classes=dataset.num_classes,
                                   mixed=key not in UNMIXED,
-                                  dtype=torch.uint8 if key == "ffmix_uint8" else torch.float32)
+                                  dtype=torch.uint8 if key in UINT8 else torch.float32)
     return on_first_batch
 
 

@@ -35,6 +35,10 @@ TARGETS = [
     ("collate", "fmnist", "ffmix_float", "tutorial", ">=", 10.0, "DataLoader 28x28 gray: MixCollate float / tutorial"),
     ("collate_ms", "fmnist", "ffmix_uint8", "default_collate", "<=", 1.5,
      "collate alone 28x28 gray: MixCollate time / default_collate"),
+    ("e2e", "jpeg224", "ffmix_decode", "ffcv_decode", ">=", 0.95,
+     "224 JPEG random-resized-crop: ffmix's seeded decoder / FFCV's decoder"),
+    ("e2e", "rgb32", "ffmix_uint8", "ffmix_uint8_off", ">=", 0.8, "end to end 32x32 raw, uint8: mixed / unmixed"),
+    ("e2e", "fmnist", "ffmix_uint8", "ffmix_uint8_off", ">=", 0.8, "end to end Fashion-MNIST, uint8: mixed / unmixed"),
 ]
 
 
@@ -278,8 +282,9 @@ def _plain(value):
 
 
 # families share a colour map: ffmix greens, FFCV blues, PyTorch/torchvision/NumPy oranges, limits grey
-_FAMILIES = (("ffmix", "Greens", ("ffmix", "ffmix_mixup", "ffmix_off", "ffmix_uint8")),
-             ("ffcv", "Blues", ("ffcv_mixup", "ffcv", "ffcv_plain")),
+_FAMILIES = (("ffmix", "Greens", ("ffmix", "ffmix_mixup", "ffmix_off", "ffmix_uint8", "ffmix_uint8_off",
+                                  "ffmix_decode")),
+             ("ffcv", "Blues", ("ffcv_mixup", "ffcv", "ffcv_plain", "ffcv_decode")),
              ("other", "Oranges", ("dl_collate", "torch", "dl_torchvision", "tv_mixup", "tv_cutmix", "numpy_loop")),
              ("limit", "Greys", ("memcpy", "memcpy_float")))
 

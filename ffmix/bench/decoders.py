@@ -1,0 +1,40 @@
+"""Decoder rows of the end-to-end section: FFCV's random-resized-crop decoder beside ffmix's seeded one, each
+alone in an otherwise identical FFCV pipeline (decode -> ToTensor -> ToTorchImage, uint8, one-hot targets),
+so the ratio is the decoders' and nothing else."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+DECODER_PIPELINES = {
+    "ffcv_decode": "FFCV RandomResizedCropRGBImageDecoder alone, uint8 (unseeded crops)",
+    "ffmix_decode": "ffmix RandomResizedCropDecoder alone, uint8 (seeded crops)",
+}
+
+
+def decoder_loader(pipeline: str, beton, *, crop: int, batch_size: int, workers: int, num_classes: int,
+                   device: torch.device, seed: int = 0, indices: Optional[Sequence[int]] = None):
+    """A loader yielding (uint8 (N, 3, crop, crop), float32 one-hot (N, num_classes)) through ``pipeline``'s
+    decoder."""
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import ToTensor, ToTorchImage
+
+    from ..ops.decoders import RandomResizedCropDecoder
+    from .alternatives import DeviceLoader
+
+    if pipeline == "ffcv_decode":
+        decoder = RandomResizedCropRGBImageDecoder((crop, crop))
+    else:
+        decoder = RandomResizedCropDecoder((crop, crop), seed=seed)
+    loader = Loader(str(beton), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM, seed=seed,
+                    indices=indices, drop_last=True,
+                    pipelines={"image": [decoder, ToTensor(), ToTorchImage()], "label": [IntDecoder(), ToTensor()]})
+
+    def finish(images, labels):
+        return images, F.one_hot(labels.view(-1).long(), num_classes).to(torch.float32)
+
+    return DeviceLoader(loader, device, finish)

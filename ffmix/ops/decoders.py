@@ -1,0 +1,311 @@
+"""ffmix's image decoders and flip as FFCV operations: reproducible crops and flips, and a raw decoder that mixes.
+
+    mix = Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, seed=0)
+    pipelines = {"image": [RandomResizedCropDecoder((224, 224), control=mix.control, seed=mix.seed),
+                           RandomFlip(control=mix.control, seed=mix.seed), mix.image_op(), ToTensor(), ...],
+                 "label": [IntDecoder(), mix.label_op(num_classes=1000), ToTensor()]}
+
+- ``RandomResizedCropDecoder``: torchvision's random-resized-crop (scale and ratio ranges, centre-crop fallback
+  after ten tries); ``CenterCropDecoder``: the centred crop FFCV's ``CenterCropRGBImageDecoder`` takes.
+  Both decode and resize with FFCV's own compiled code (libjpeg-turbo, OpenCV INTER_AREA), so the pixels of a
+  given box are FFCV's; the boxes come from ffmix's counter stream keyed by (seed, epoch, sample index), so
+  they do not depend on threads or batches, unlike FFCV's ``RandomResizedCropRGBImageDecoder``, which draws
+  from Numba's per-thread global state.
+- ``RandomFlip``: a seeded horizontal flip of the uint8 batch, in place (after a decoder, before mixing).
+- ``MixingRawDecoder``: for raw-stored images of one size, FFCV's decoder is a copy out of the file's pages;
+  this one makes the mix that copy, reading each sample and its partner straight from the pages. Its
+  output is bit-identical to ``SimpleRGBImageDecoder`` followed by ``Mixing.image_op()``.
+
+The epoch is read each batch from a ``ControlBlock`` (pass the ``Mixing``'s, so one ``set_epoch`` moves
+mixing, crops and flips together). The addresses the compiled code reads are listed in ``decode_kernels.py``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numba
+import numpy as np
+from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline.operation import Operation
+from ffcv.pipeline.state import State
+
+from ..ffcv_compat import image_modes, libffcv_functions
+from . import control as control_slots
+from .control import ControlBlock
+from .decode_kernels import (CROP_CENTER, CROP_RANDOM, JPEG_MODE, TABLE_COLUMNS, decode_crop_batch,
+                             flip_batch, mix_raw_batch)
+from .params import MODES
+
+CENTER_CROP_RATIO = 224 / 256
+Size = Union[int, Tuple[int, int]]
+
+
+def _size(output_size: Size) -> Tuple[int, int]:
+    size = (output_size, output_size) if isinstance(output_size, (int, np.integer)) else tuple(output_size)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in size):
+        raise ValueError(f"output_size must be a positive int or (height, width), got {output_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _seed(seed) -> int:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+class _Scratch:
+    """Owner of the per-worker buffers JPEGs are decoded into before cropping.
+
+    Compiled code holds a buffer's address, so a buffer is never freed or replaced while this object lives:
+    a larger need adds a new buffer and keeps the old ones.
+    """
+
+    def __init__(self):
+        self.buffers: List[np.ndarray] = []
+
+    def at_least(self, slots: int, slot_bytes: int) -> Tuple[int, int]:
+        """(address, bytes per slot) of a buffer holding ``slots`` x ``slot_bytes`` bytes (64-byte aligned)."""
+        slot_bytes = max(64, -(-int(slot_bytes) // 64) * 64)
+        for buffer in self.buffers:
+            if buffer.nbytes >= slots * slot_bytes:
+                return int(buffer.ctypes.data), slot_bytes
+        self.buffers.append(np.zeros(slots * slot_bytes, np.uint8))
+        return int(self.buffers[-1].ctypes.data), slot_bytes
+
+
+class _CropDecoder(SimpleRGBImageDecoder):
+    """Decode (JPEG or raw), crop and resize to ``output_size``; the box rule is the subclass's.
+
+    A subclass of FFCV's ``SimpleRGBImageDecoder`` only because FFCV recognises a pipeline's decoder by
+    ``isinstance`` of the field's decoder class; every method that matters is ours. One instance serves one
+    Loader: its scratch buffers are not shared safely by two pipelines running at once.
+    """
+
+    kind = CROP_CENTER
+
+    def __init__(self, output_size: Size, control: Optional[ControlBlock], seed: int, max_dct: int):
+        super().__init__()
+        self.output_size = _size(output_size)
+        self.control = control if control is not None else ControlBlock()
+        self.seed = _seed(seed)
+        self.max_dct = int(max_dct)
+        self._scratch = _Scratch()
+        self._scale = (1.0, 1.0)
+        self._log_ratio = (0.0, 0.0)
+        self._center_ratio = CENTER_CROP_RATIO
+
+    def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Tuple[AllocationQuery, ...]]:
+        shape = (*self.output_size, 3)
+        uint8 = np.dtype(np.uint8)
+        return (replace(previous_state, jit_mode=True, shape=shape, dtype=uint8),
+                (AllocationQuery(shape, uint8), AllocationQuery((TABLE_COLUMNS,), np.dtype(np.int64))))
+
+    def generate_code(self):
+        metadata = self.metadata
+        modes = image_modes()
+        if modes["jpg"] != JPEG_MODE:   # the kernel tells JPEG from raw by this value
+            raise RuntimeError(f"FFCV's JPEG mode is {modes['jpg']}, ffmix's decoders expect {JPEG_MODE}")
+        jpeg = metadata["mode"] == modes["jpg"]
+        largest = int((metadata["height"][jpeg].astype(np.int64) * metadata["width"][jpeg]).max()) if jpeg.any() else 0
+        slots = int(numba.config.NUMBA_NUM_THREADS)
+        scratch_at, scratch_bytes = self._scratch.at_least(slots, 3 * largest)
+        functions = libffcv_functions()
+        mem_read = self.memory_read
+        out_height, out_width = self.output_size
+        control_at = np.uint64(self.control.address)
+        seed, kind, max_dct = self.seed, np.int64(self.kind), np.int64(self.max_dct)
+        scale_low, scale_high = self._scale
+        log_ratio_low, log_ratio_high = self._log_ratio
+        center_ratio = float(self._center_ratio)
+        scratch_at, scratch_bytes, slots = np.uint64(scratch_at), np.int64(scratch_bytes), np.int64(slots)
+        imdecode_at, resize_at = np.uint64(functions["imdecode"]), np.uint64(functions["resize"])
+
+        def decode_crop_op(batch_indices, buffers, metadata, storage_state):
+            destination, table = buffers
+            count = len(batch_indices)
+            for position in range(count):
+                index = batch_indices[position]
+                field = metadata[index]
+                data = mem_read(field["data_ptr"], storage_state)
+                table[position, 0] = data.ctypes.data
+                table[position, 1] = data.size
+                table[position, 2] = field["height"]
+                table[position, 3] = field["width"]
+                table[position, 4] = field["mode"]
+                table[position, 5] = index
+            out = destination[:count]
+            decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
+                              scratch_bytes, slots, numba.get_num_threads(), control_at, seed, kind, scale_low,
+                              scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct, imdecode_at,
+                              resize_at)
+            return out
+
+        return decode_crop_op
+
+
+class RandomResizedCropDecoder(_CropDecoder):
+    """Decode and random-resized-crop to ``output_size`` ((height, width) or one int), reproducibly.
+
+    scale: range of the box's area as a fraction of the image's; ratio: range of its width / height (drawn
+    log-uniform); after ten boxes that do not fit, the centred crop clamped to the ratio range
+    (torchvision's ``RandomResizedCrop``). The box of sample ``i`` in epoch ``e`` is a function of
+    (seed, e, i) only; the epoch is read from ``control`` (pass ``Mixing.control``).
+    dct_scaling: decode a JPEG at 1/2, 1/4 or 1/8 size (libjpeg-turbo) when its box is at least twice the
+    output in both sides: faster, and the pixels differ slightly from a full-size decode.
+    Raises ValueError for bad ranges.
+    """
+
+    kind = CROP_RANDOM
+
+    def __init__(self, output_size: Size, *, control: Optional[ControlBlock] = None, seed: int = 0,
+                 scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
+                 dct_scaling: bool = False):
+        super().__init__(output_size, control, seed, 8 if dct_scaling else 1)
+        scale, ratio = tuple(float(s) for s in scale), tuple(float(r) for r in ratio)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must be (low, high) with 0 < low <= high, got {ratio!r}")
+        self.scale, self.ratio = scale, ratio
+        self._scale = scale
+        self._log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+
+class CenterCropDecoder(_CropDecoder):
+    """Decode, take the centred box of the output's aspect ratio whose limiting side is ``ratio`` times the
+    image's (for square outputs FFCV's ``CenterCropRGBImageDecoder`` box), and resize to ``output_size``."""
+
+    def __init__(self, output_size: Size, *, ratio: float = CENTER_CROP_RATIO, dct_scaling: bool = False):
+        super().__init__(output_size, None, 0, 8 if dct_scaling else 1)
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+        self.ratio = float(ratio)
+        self._center_ratio = self.ratio
+
+
+def _index_scratch() -> AllocationQuery:
+    return AllocationQuery((1,), np.dtype(np.uint64))
+
+
+class RandomFlip(Operation):
+    """Flip each uint8 (H, W, C) image left-right with chance ``probability``, in place, reproducibly: the
+    choice for sample ``i`` in epoch ``e`` is a function of (seed, e, i). Place it right after a decoder
+    (which writes its own buffer) and before mixing; the epoch is read from ``control``."""
+
+    def __init__(self, *, control: Optional[ControlBlock] = None, seed: int = 0, probability: float = 0.5):
+        super().__init__()
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {probability!r}")
+        self.control = control if control is not None else ControlBlock()
+        self.seed = _seed(seed)
+        self.probability = float(probability)
+
+    def declare_state_and_memory(self, previous_state: State) -> Tuple[State, AllocationQuery]:
+        if not previous_state.jit_mode or np.dtype(previous_state.dtype) != np.uint8 or len(previous_state.shape) != 3:
+            raise ValueError("RandomFlip needs decoded uint8 (H, W, C) images: place it right after the decoder, "
+                             f"before ToTensor (it got {previous_state.dtype} {previous_state.shape})")
+        return previous_state, _index_scratch()
+
+    def generate_code(self):
+        control_at = np.uint64(self.control.address)
+        seed, probability = self.seed, self.probability
+
+        def flip_op(images, index_scratch, indices):
+            count, height, width, channels = images.shape
+            sample_ids = index_scratch[:count, 0]
+            for position in range(count):
+                sample_ids[position] = indices[position]
+            flip_batch(images.ctypes.data, sample_ids.ctypes.data, count, height, width, channels, control_at,
+                       seed, probability)
+            return images
+
+        flip_op.with_indices = True
+        return flip_op
+
+
+def mix_settings(mixing, height: int, width: int) -> tuple:
+    """The settings the mixing entry points take, in their order: (seed, mixup_alpha, cutmix_alpha, mix_prob,
+    switch_prob, mode, lam_low, lam_high, box_height, box_width).
+
+    ``Mixing.settings`` when the Mixing has it (the label op draws with exactly those); otherwise built from
+    its fields, with CutMix boxes cut in the decoded ``height`` x ``width`` (as ``MixImages`` does).
+    """
+    settings = getattr(mixing, "settings", None)
+    if callable(settings):
+        settings = settings()
+    if settings is not None:
+        return tuple(settings)
+    lam_low, lam_high = getattr(mixing, "lam_range", (0.0, 1.0))
+    return (int(mixing.seed), float(mixing.mixup_alpha), float(mixing.cutmix_alpha), float(mixing.mix_prob),
+            float(mixing.switch_prob), int(MODES[mixing.mode]), float(lam_low), float(lam_high), int(height),
+            int(width))
+
+
+class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised as a decoder, as above
+    """Decoder for raw-stored images of one size that mixes while it copies them out of the file's pages.
+
+    Same output as ``SimpleRGBImageDecoder()`` followed by ``mixing.image_op()``, bit for bit, in one pass
+    over memory instead of two; the label pipeline keeps ``mixing.label_op(...)``. The parameters are drawn
+    from the same key (seed, epoch, sample indices) and read the same control block (epoch, on/off).
+    Raises ValueError (when the pipeline is built) for JPEG samples or images of varying size.
+    """
+
+    def __init__(self, mixing):
+        super().__init__()
+        self.mixing = mixing   # holds the ControlBlock whose address the compiled code reads
+
+    def _image_shape(self) -> Tuple[int, int]:
+        heights, widths = self.metadata["height"], self.metadata["width"]
+        if heights.min() != heights.max() or widths.min() != widths.max():
+            raise ValueError("MixingRawDecoder needs images of one size; these vary from "
+                             f"{heights.min()}x{widths.min()} to {heights.max()}x{widths.max()} (use a crop decoder)")
+        if (self.metadata["mode"] != image_modes()["raw"]).any():
+            raise ValueError("MixingRawDecoder reads raw-stored images only and this file holds JPEGs; use "
+                             "SimpleRGBImageDecoder followed by Mixing.image_op()")
+        return int(heights[0]), int(widths[0])
+
+    def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Tuple[AllocationQuery, ...]]:
+        shape = (*self._image_shape(), 3)
+        uint8 = np.dtype(np.uint8)
+        return (replace(previous_state, jit_mode=True, shape=shape, dtype=uint8),
+                (AllocationQuery(shape, uint8), _index_scratch(), _index_scratch()))
+
+    def generate_code(self):
+        height, width = self._image_shape()
+        _publish_box_size(self.mixing, height, width)
+        settings = mix_settings(self.mixing, height, width)
+        seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_h, box_w = settings
+        seed, mode, box_h, box_w = np.int64(seed), np.int64(mode), np.int64(box_h), np.int64(box_w)
+        control_at = np.uint64(self.mixing.control.address)
+        mem_read = self.memory_read
+        pixels = height * width * 3
+
+        def mix_decode_op(batch_indices, buffers, metadata, storage_state):
+            destination, source_scratch, index_scratch = buffers
+            count = len(batch_indices)
+            sources = source_scratch[:count, 0]
+            sample_ids = index_scratch[:count, 0]
+            for position in range(count):
+                index = batch_indices[position]
+                data = mem_read(metadata[index]["data_ptr"], storage_state)
+                if data.size != pixels:
+                    raise ValueError("a raw image's stored size does not match its height and width")
+                sources[position] = data.ctypes.data
+                sample_ids[position] = index
+            out = destination[:count]
+            mix_raw_batch(sources.ctypes.data, sample_ids.ctypes.data, count, height, width, 3, out.ctypes.data,
+                          control_at, seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low,
+                          lam_high, box_h, box_w)
+            return out
+
+        return mix_decode_op
+
+
+def _publish_box_size(mixing, height: int, width: int) -> None:
+    # Until the label op takes the CutMix size by value (``Mixing.settings``), it reads it from the control
+    # block, where ``MixImages`` writes it; without a ``MixImages`` in the pipeline this decoder does.
+    if not hasattr(mixing, "settings") and hasattr(control_slots, "HEIGHT"):
+        mixing.control[control_slots.HEIGHT], mixing.control[control_slots.WIDTH] = height, width
