@@ -39,7 +39,7 @@ import torch
 from .errors import FfmixError
 from .ops.kernels import (mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes, pair_targets,
                           soft_targets)
-from .ops.params import MODES, WEIGHT_ONE, draw_mix_params
+from .ops.params import MODES, draw_mix_params
 from .ops.rng import batch_key
 
 OUTPUTS = ("uint8", "float")

@@ -317,7 +317,7 @@ MIX_SETTINGS = [dict(mixup_alpha=0.4), dict(cutmix_alpha=1.0, mode="elem"),
 
 @pytest.mark.parametrize("settings", MIX_SETTINGS[1:], ids=["cutmix-elem", "both-pair"])
 def test_mixing_raw_decoder_equals_decode_then_mix_bit_for_bit(files, settings):
-    mixing = Mixing(seed=4, **settings)
+    mixing = Mixing(seed=4, image_size=(12, 20), **settings)
     options = dict(order=OrderOption.RANDOM, seed=4, batch_size=7, epochs=2)
     set_control(mixing, epoch=1)
     fused = ffcv_images(files["raw"], MixingRawDecoder(mixing), churn=True, **options)
@@ -328,7 +328,7 @@ def test_mixing_raw_decoder_equals_decode_then_mix_bit_for_bit(files, settings):
 
 @pytest.mark.parametrize("settings", MIX_SETTINGS[:2], ids=["mixup", "cutmix-elem"])
 def test_mixing_raw_decoder_equals_the_mix_kernel_on_the_stored_pixels(files, settings):
-    mixing = Mixing(seed=2, **settings)
+    mixing = Mixing(seed=2, image_size=(12, 20), **settings)
     set_control(mixing, epoch=5)
     batch_size = 10
     got = ffcv_images(files["raw"], MixingRawDecoder(mixing), batch_size=batch_size)

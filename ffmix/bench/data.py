@@ -12,7 +12,6 @@ Datasets are generated into a work folder and reused when the same specification
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -32,12 +32,11 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
+from ..errors import FfmixError
 from ..ffcv_compat import image_modes, libffcv_functions
-from . import control as control_slots
 from .control import ControlBlock
 from .decode_kernels import (CROP_CENTER, CROP_RANDOM, JPEG_MODE, TABLE_COLUMNS, decode_crop_batch,
                              flip_batch, mix_raw_batch)
-from .params import MODES
 
 CENTER_CROP_RATIO = 224 / 256
 Size = Union[int, Tuple[int, int]]
@@ -46,13 +45,13 @@ Size = Union[int, Tuple[int, int]]
 def _size(output_size: Size) -> Tuple[int, int]:
     size = (output_size, output_size) if isinstance(output_size, (int, np.integer)) else tuple(output_size)
     if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in size):
-        raise ValueError(f"output_size must be a positive int or (height, width), got {output_size!r}")
+        raise FfmixError(f"output_size must be a positive int or (height, width), got {output_size!r}")
     return int(size[0]), int(size[1])
 
 
 def _seed(seed) -> int:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise FfmixError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
@@ -166,9 +165,9 @@ class RandomResizedCropDecoder(_CropDecoder):
         super().__init__(output_size, control, seed, 8 if dct_scaling else 1)
         scale, ratio = tuple(float(s) for s in scale), tuple(float(r) for r in ratio)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+            raise FfmixError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
         if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"ratio must be (low, high) with 0 < low <= high, got {ratio!r}")
+            raise FfmixError(f"ratio must be (low, high) with 0 < low <= high, got {ratio!r}")
         self.scale, self.ratio = scale, ratio
         self._scale = scale
         self._log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -181,7 +180,7 @@ class CenterCropDecoder(_CropDecoder):
     def __init__(self, output_size: Size, *, ratio: float = CENTER_CROP_RATIO, dct_scaling: bool = False):
         super().__init__(output_size, None, 0, 8 if dct_scaling else 1)
         if not 0 < ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+            raise FfmixError(f"ratio must be in (0, 1], got {ratio!r}")
         self.ratio = float(ratio)
         self._center_ratio = self.ratio
 
@@ -198,14 +197,14 @@ class RandomFlip(Operation):
     def __init__(self, *, control: Optional[ControlBlock] = None, seed: int = 0, probability: float = 0.5):
         super().__init__()
         if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"probability must be in [0, 1], got {probability!r}")
+            raise FfmixError(f"probability must be in [0, 1], got {probability!r}")
         self.control = control if control is not None else ControlBlock()
         self.seed = _seed(seed)
         self.probability = float(probability)
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, AllocationQuery]:
         if not previous_state.jit_mode or np.dtype(previous_state.dtype) != np.uint8 or len(previous_state.shape) != 3:
-            raise ValueError("RandomFlip needs decoded uint8 (H, W, C) images: place it right after the decoder, "
+            raise FfmixError("RandomFlip needs decoded uint8 (H, W, C) images: place it right after the decoder, "
                              f"before ToTensor (it got {previous_state.dtype} {previous_state.shape})")
         return previous_state, _index_scratch()
 
@@ -226,24 +225,6 @@ class RandomFlip(Operation):
         return flip_op
 
 
-def mix_settings(mixing, height: int, width: int) -> tuple:
-    """The settings the mixing entry points take, in their order: (seed, mixup_alpha, cutmix_alpha, mix_prob,
-    switch_prob, mode, lam_low, lam_high, box_height, box_width).
-
-    ``Mixing.settings`` when the Mixing has it (the label op draws with exactly those); otherwise built from
-    its fields, with CutMix boxes cut in the decoded ``height`` x ``width`` (as ``MixImages`` does).
-    """
-    settings = getattr(mixing, "settings", None)
-    if callable(settings):
-        settings = settings()
-    if settings is not None:
-        return tuple(settings)
-    lam_low, lam_high = getattr(mixing, "lam_range", (0.0, 1.0))
-    return (int(mixing.seed), float(mixing.mixup_alpha), float(mixing.cutmix_alpha), float(mixing.mix_prob),
-            float(mixing.switch_prob), int(MODES[mixing.mode]), float(lam_low), float(lam_high), int(height),
-            int(width))
-
-
 class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised as a decoder, as above
     """Decoder for raw-stored images of one size that mixes while it copies them out of the file's pages.
 
@@ -260,25 +241,27 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
     def _image_shape(self) -> Tuple[int, int]:
         heights, widths = self.metadata["height"], self.metadata["width"]
         if heights.min() != heights.max() or widths.min() != widths.max():
-            raise ValueError("MixingRawDecoder needs images of one size; these vary from "
+            raise FfmixError("MixingRawDecoder needs images of one size; these vary from "
                              f"{heights.min()}x{widths.min()} to {heights.max()}x{widths.max()} (use a crop decoder)")
         if (self.metadata["mode"] != image_modes()["raw"]).any():
-            raise ValueError("MixingRawDecoder reads raw-stored images only and this file holds JPEGs; use "
+            raise FfmixError("MixingRawDecoder reads raw-stored images only and this file holds JPEGs; use "
                              "SimpleRGBImageDecoder followed by Mixing.image_op()")
         return int(heights[0]), int(widths[0])
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Tuple[AllocationQuery, ...]]:
         shape = (*self._image_shape(), 3)
+        expected = self.mixing.image_size
+        if expected is not None and shape[:2] != expected:
+            raise FfmixError(f"this Mixing was built for {expected[0]}x{expected[1]} images but the file holds "
+                             f"{shape[0]}x{shape[1]}; build one Mixing per image size")
         uint8 = np.dtype(np.uint8)
         return (replace(previous_state, jit_mode=True, shape=shape, dtype=uint8),
                 (AllocationQuery(shape, uint8), _index_scratch(), _index_scratch()))
 
     def generate_code(self):
         height, width = self._image_shape()
-        _publish_box_size(self.mixing, height, width)
-        settings = mix_settings(self.mixing, height, width)
-        seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_h, box_w = settings
-        seed, mode, box_h, box_w = np.int64(seed), np.int64(mode), np.int64(box_h), np.int64(box_w)
+        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_h,
+         box_w) = self.mixing.settings()
         control_at = np.uint64(self.mixing.control.address)
         mem_read = self.memory_read
         pixels = height * width * 3
@@ -303,9 +286,3 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
 
         return mix_decode_op
 
-
-def _publish_box_size(mixing, height: int, width: int) -> None:
-    # Until the label op takes the CutMix size by value (``Mixing.settings``), it reads it from the control
-    # block, where ``MixImages`` writes it; without a ``MixImages`` in the pipeline this decoder does.
-    if not hasattr(mixing, "settings") and hasattr(control_slots, "HEIGHT"):
-        mixing.control[control_slots.HEIGHT], mixing.control[control_slots.WIDTH] = height, width
