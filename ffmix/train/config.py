@@ -3,8 +3,8 @@
 A default that cannot be one number for every dataset (batch size, learning rate, warm-up, precision) is None or
 "auto" on the command line and is replaced by a concrete value in ``resolve``, so the saved config says what ran:
 
-* batch size: 256, halved (down to 16) until an epoch has at least 64 steps, so that 1,000 images get as many
-  updates per epoch as a large dataset gets in a few hundred;
+* batch size: 256, halved (down to 16) until an epoch has at least 64 steps, so that a small dataset still gets
+  dozens of updates per epoch (1,000 images: 62 steps of 16; 5,000: 78 of 64; 60,000: 234 of 256);
 * learning rate: for SGD 0.2 at batch 256, scaled linearly with the batch (the linear scaling rule: the same
   step per image seen); AdamW keeps 2e-3 at any batch (its steps are normalised per parameter, and a rate
   shrunk for small batches left a short run of 24 steps at chance);
