@@ -3,7 +3,7 @@ PY := .venv/bin/python
 DATA := data
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test bench data clean
+.PHONY: setup demo compare test bench data clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,15 +16,22 @@ $(DATA)/fmnist-%.beton:
 	$(PY) -m ffmix.cli convert $(FMNIST) $@ --format idx --split $* --force
 
 # Fashion-MNIST on the CPU with MixUp + CutMix (mixing off for the last two epochs, a common recipe; flips
-# in training and at test time), then the test accuracy: ~94% in under 10 minutes on 2 idle cores.
+# in training and at test time), then the test accuracy: about 93.7% after some 5 minutes of training on 2
+# idle cores.
 # runs/demo is replaced on each run.
+DEMO_RECIPE := --train $(DATA)/fmnist-train.beton --val $(DATA)/fmnist-test.beton \
+	--epochs 10 --mixup-alpha 0.2 --cutmix-alpha 1.0 --mix-off-epoch 9 --hflip --tta
+
 demo: data
 	$(PY) -m ffmix.cli bench --quick
-	$(PY) -m ffmix.cli train --train $(DATA)/fmnist-train.beton --val $(DATA)/fmnist-test.beton \
-		--epochs 10 --mixup-alpha 0.2 --cutmix-alpha 1.0 --mix-off-epoch 9 --hflip --tta \
-		--out runs/demo --overwrite
+	$(PY) -m ffmix.cli train $(DEMO_RECIPE) --out runs/demo --overwrite
 	@$(PY) -c 'import json; r = json.loads(open("runs/demo/metrics.jsonl").readlines()[-1]); \
 		print("Fashion-MNIST test accuracy: %.2f%% after %d epochs, %.0f s" % (100 * r["val_acc"], r["epoch"], r["elapsed"]))'
+
+# The demo recipe twice, with mixing on and off, and one table of accuracy, time, images/s and data wait
+# (runs/compare/compare.md). Twice the demo's training time.
+compare: data
+	$(PY) -m ffmix.cli train $(DEMO_RECIPE) --compare-mixing --out runs/compare --overwrite
 
 test: setup
 	$(PY) -m pytest -q

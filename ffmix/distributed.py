@@ -14,8 +14,7 @@ from typing import List, Sequence
 import torch
 import torch.distributed as dist
 
-from .errors import FfmixError
-from .system import available_cpus
+from .system import available_cpus, resolve_device
 
 # A rank that dies leaves the others waiting in a collective; torchrun then tears the group down, but a
 # bounded wait also ends a hang that torchrun does not see.
@@ -46,28 +45,13 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def resolve_device(requested: str, local_rank: int) -> torch.device:
-    """``auto`` -> this rank's GPU if CUDA is available, else the CPU. Raises ValueError if CUDA is asked
-    for but missing, or there are fewer GPUs than local ranks."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise FfmixError(f"--device must be auto, cpu or cuda, got {requested!r}")
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise FfmixError("--device cuda but no CUDA GPU is available here; use --device cpu")
-    if local_rank >= torch.cuda.device_count():
-        raise FfmixError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible; "
-                         "start at most that many processes per node")
-    return torch.device("cuda", local_rank)
-
-
 def describe_node(requested_device: str) -> Node:
     """This process's Node from the torchrun environment (rank 0 of 1 outside torchrun); starts nothing."""
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    device = resolve_device(requested_device, local_rank)
+    device = resolve_device(requested_device, local_rank=local_rank)
     # Processes on one node share its cores: two ranks each running two threads on two cores thrash.
     threads = max(1, available_cpus() // local_world_size)
     return Node(rank, world_size, local_rank, local_world_size, device, threads)

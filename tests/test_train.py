@@ -22,7 +22,10 @@ import torch
 from ffmix import cli
 from ffmix.convert import convert_arrays
 from ffmix.distributed import torchrun_command
+from ffmix.errors import FfmixError
+from ffmix.system import resolve_device
 from ffmix.train import ARTIFACTS, Config, LrShape, config_to_argv, configure_parser, make_loss
+from ffmix.train.config import auto_batch_size, default_lr, default_warmup_steps, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -128,7 +131,51 @@ def test_epoch_lines_and_summary(data, tmp_path, capsys):
     metrics = read_metrics(tmp_path / "run")[0]
     assert f"train loss {metrics['train_loss']:.4f}" in epoch_line
     assert f"val acc {100 * metrics['val_acc']:6.2f}%" in epoch_line and "img/s" in epoch_line
+    assert f"data wait {100 * metrics['data_wait_share']:4.1f}%" in epoch_line
     assert lines[-1].startswith("done: 1 epochs") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
+    assert f"{100 * metrics['data_wait_share']:.1f}% of step time waiting for data" in lines[-1]
+
+
+def test_data_wait_share_is_a_share_of_the_training_time(full_run):
+    for record in read_metrics(full_run):
+        assert 0.0 <= record["data_wait_share"] <= 1.0
+        assert record["data_wait_share"] * record["train_seconds"] <= record["seconds"]
+
+
+# ------------------------------------------------------------------------------------ defaults that learn
+
+@pytest.mark.parametrize("options", [[], ["--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"]],
+                         ids=["defaults", "defaults-with-mixing"])
+def test_defaults_learn_in_the_first_epoch(data, tmp_path, options):
+    """Nothing but the data (and mixing): after one epoch the loss is below chance, ln(C)."""
+    code, _, _ = train(data_args(data) + ["--epochs", "2", "--out", tmp_path / "run", *options])
+    assert code == 0
+    first = read_metrics(tmp_path / "run")[0]
+    assert first["train_loss"] < np.log(NUM_CLASSES) and first["val_loss"] < np.log(NUM_CLASSES)
+    assert first["val_acc"] > 1.5 / NUM_CLASSES
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["batch_size"] == 16 and config["lr"] == pytest.approx(0.2 * 16 / 256)   # resolved, saved
+
+
+def test_auto_batch_size_lr_and_warmup_follow_the_data():
+    assert auto_batch_size(1_281_167, 1) == 256 and auto_batch_size(60_000, 1) == 256
+    assert auto_batch_size(5_000, 1) == 64 and auto_batch_size(1_000, 1) == 16 and auto_batch_size(10, 1) == 10
+    assert auto_batch_size(5_000, 3) % 3 == 0 and auto_batch_size(5_000, 3) <= 64
+    assert default_lr("sgd", 64) == pytest.approx(0.05) and default_lr("adamw", 64) == 2e-3
+    assert default_warmup_steps(10_000) == 2_000       # 20% of a long run
+    assert default_warmup_steps(156) == 50             # the floor for a short one
+    assert default_warmup_steps(38) == 19              # never more than half the run
+
+
+def test_resolve_saves_concrete_values(data):
+    from ffmix.metadata import read_meta
+    meta = read_meta(data["train"])
+    config = resolve(Config(train=str(data["train"]), epochs=3), meta, world_size=1, device_type="cpu")
+    assert (config.model, config.batch_size, config.warmup_steps, config.precision) == ("cnn", 16, 24, "fp32")
+    explicit = resolve(Config(batch_size=32, lr=0.3, warmup_steps=5, epochs=3), meta, 1, "cuda")
+    assert (explicit.batch_size, explicit.lr, explicit.warmup_steps, explicit.precision) == (32, 0.3, 5, "bf16")
+    with pytest.raises(FfmixError, match="--warmup-steps 48 leaves no step"):
+        resolve(Config(epochs=3, warmup_steps=48), meta, 1, "cpu")   # 3 x 16 steps
 
 
 @pytest.mark.parametrize("options", [
@@ -161,7 +208,7 @@ def test_pair_loss_equals_soft_loss_on_the_same_mix():
 
 
 def test_onecycle_rises_then_falls_to_zero():
-    shape = LrShape.of(Config(epochs=4, warmup=0.25), steps_per_epoch=10)   # 40 steps, peak at 10
+    shape = LrShape.of(Config(epochs=4, warmup_steps=10), steps_per_epoch=10)   # 40 steps, peak at 10
     assert shape(0) == pytest.approx(0.1) and shape(5) == pytest.approx(0.55) and shape(10) == 1.0
     assert shape(25) == pytest.approx(0.5) and shape(40) == 0.0
     linear = LrShape.of(Config(epochs=4, schedule="linear"), steps_per_epoch=10)
@@ -203,6 +250,22 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(data, full_run, 
     assert_same_tensors(full["rng"], resumed["rng"], "rng")
     for key in ("train_loss", "val_loss", "val_acc", "mixing", "lr"):
         assert [m[key] for m in read_metrics(full_run)] == [m[key] for m in read_metrics(run_dir)], key
+
+
+def test_resume_with_other_processes_or_device_is_refused(data, full_run, tmp_path, capsys):
+    """The number of processes sets each rank's share and BatchNorm's batch; the device the kernels: a resume
+    that changes either would not continue the same computation."""
+    for facts, fragments in [({"world_size": 2}, ["2 process(es) in the checkpoint but 1 now", "--nproc 2"]),
+                             ({"device_type": "cuda"}, ["device cuda in the checkpoint but cpu now"])]:
+        run_dir = tmp_path / f"moved-{next(iter(facts))}"
+        shutil.copytree(full_run, run_dir)
+        checkpoint = state_of(run_dir / "last.pt")
+        checkpoint["computation"].update(facts)
+        torch.save(checkpoint, run_dir / "last.pt")
+        before = snapshot(run_dir)
+        assert_refused(data_args(data) + RECIPE + ["--out", run_dir, "--resume"], capsys, "incompatible",
+                       *fragments)
+        assert snapshot(run_dir) == before
 
 
 def test_resuming_a_finished_run_changes_nothing(data, full_run, capsys):
@@ -334,10 +397,9 @@ def free_port() -> int:
 def test_two_processes_share_each_epoch_and_end_with_the_same_weights(data, tmp_path):
     run_dir, dump = tmp_path / "ddp", tmp_path / "dump"
     command = [str(REPO / ".venv" / "bin" / "torchrun"), "--nproc-per-node", "2", "--master-port",
-               str(free_port()), "-m", "ffmix.cli", "train", *map(str, data_args(data)),
+               str(free_port()), "-m", "tests.train_probe", str(dump), "train", *map(str, data_args(data)),
                "--model", "tiny", "--epochs", "2", "--batch-size", "32", "--mixup-alpha", "0.4",
-               "--cutmix-alpha", "1.0", "--mix-off-epoch", "2", "--device", "cpu", "--out", str(run_dir),
-               "--debug-dump", str(dump)]
+               "--cutmix-alpha", "1.0", "--mix-off-epoch", "2", "--device", "cpu", "--out", str(run_dir)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, cwd=REPO, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -361,6 +423,20 @@ def test_two_processes_share_each_epoch_and_end_with_the_same_weights(data, tmp_
     correct, loss = evaluate_here(ranks[0]["model"], data["val"])
     assert round(metrics[-1]["val_acc"] * 128) == correct
     assert metrics[-1]["val_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_resume_with_another_nproc_is_refused_by_every_rank(data, full_run, tmp_path):
+    run_dir = tmp_path / "one-process-run"
+    shutil.copytree(full_run, run_dir)
+    before = snapshot(run_dir)
+    command = [str(PYTHON), "-m", "ffmix.cli", "train", *map(str, data_args(data)), *RECIPE, "--out", str(run_dir),
+               "--resume", "--nproc", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, cwd=REPO, env=env)
+    assert result.returncode != 0
+    assert "1 process(es) in the checkpoint but 2 now (resume with --nproc 1)" in result.stderr, result.stderr[-3000:]
+    assert snapshot(run_dir) == before
 
 
 def evaluate_here(state: dict, val_path: Path):
@@ -395,3 +471,45 @@ def test_gpu_training_with_bf16_and_channels_last_learns(data, tmp_path, capsys)
     config = json.loads((tmp_path / "gpu" / "config.json").read_text())
     assert config["precision"] == "bf16" and config["device"].startswith("cuda")
     assert read_metrics(tmp_path / "gpu")[-1]["val_acc"] > 0.6
+
+
+# ---------------------------------------------------------------------------------------- mixing on/off
+
+def test_compare_mixing_writes_one_table_with_both_runs(data, tmp_path, capsys):
+    run_dir = tmp_path / "compare"
+    code, out, err = train(data_args(data) + ["--model", "tiny", "--epochs", "1", "--batch-size", "32",
+                                              "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0",
+                                              "--compare-mixing", "--out", run_dir], capsys)
+    assert code == 0, err
+    rows = json.loads((run_dir / "compare.json").read_text())
+    assert [row["mixing"] for row in rows] == ["on (MixUp α=0.2 + CutMix α=1)", "off"]
+    table = (run_dir / "compare.md").read_text().strip().splitlines()
+    assert table[0].startswith("| mixing | test accuracy") and len(table) == 4   # header, rule, two rows
+    assert table[0] in out and table[-1] in out
+    for row, name in zip(rows, ("mixing-on", "mixing-off")):
+        metrics = read_metrics(run_dir / name)
+        assert row["val_acc"] == metrics[-1]["val_acc"] and 0.0 <= row["data_wait_share"] <= 1.0
+        assert f"{100 * row['val_acc']:.2f}%" in table[2 + (name == "mixing-off")]
+    mixed = json.loads((run_dir / "mixing-on" / "config.json").read_text())["config"]
+    unmixed = json.loads((run_dir / "mixing-off" / "config.json").read_text())["config"]
+    assert (mixed["mixup_alpha"], mixed["cutmix_alpha"]) == (0.2, 1.0)
+    assert (unmixed["mixup_alpha"], unmixed["cutmix_alpha"]) == (0.0, 0.0)
+    assert {k: v for k, v in mixed.items() if k not in ("mixup_alpha", "cutmix_alpha", "out")} == \
+        {k: v for k, v in unmixed.items() if k not in ("mixup_alpha", "cutmix_alpha", "out")}
+
+
+def test_compare_mixing_needs_mixing(data, tmp_path, capsys):
+    assert_refused(data_args(data) + ["--compare-mixing", "--out", tmp_path / "c"], capsys, "--mixup-alpha")
+    assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------------------------------------ device
+
+def test_device_names_are_parsed_in_one_place():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(FfmixError, match="--device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(FfmixError, match="no CUDA GPU"):
+            resolve_device("cuda:0", option="device=")
