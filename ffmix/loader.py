@@ -20,7 +20,7 @@ from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from .errors import FfmixError
 from .ffcv_compat import ResilientLoader, data_extent, field_table, image_modes, open_reader, page_pointers
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
-from .system import available_cpus
+from .system import available_cpus, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing
@@ -157,7 +157,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     Raises ValueError for out-of-range options and bad or corrupt files, FileNotFoundError for a missing file
     or metadata, all before any work starts.
     """
-    device = _resolve_device(device)
+    device = resolve_device(device, option="device")
     meta = _read_dataset(path, num_classes)
     mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
                     switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing, seed=seed,
@@ -294,20 +294,6 @@ def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num
     if not isinstance(dtype, torch.dtype):
         raise FfmixError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
 
-
-def _resolve_device(device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise FfmixError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FfmixError(f"device={str(device)!r} but no CUDA GPU is available here; use device='cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise FfmixError(f"device={str(device)!r} but only {torch.cuda.device_count()} GPU(s) are visible")
-    elif device.type != "cpu":
-        raise FfmixError(f"device must be 'cpu' or 'cuda', got {str(device)!r}")
-    return device
 
 
 def _workers(num_workers: Optional[int]) -> int:
