@@ -271,6 +271,22 @@ def test_cli_rejects_bad_options(capsys):
         assert "no CUDA GPU" in capsys.readouterr().err
 
 
+def test_jpeg_section_writes_only_its_own_lines_to_stderr(tmp_path):
+    """Two JPEG loaders alive together, then collected: FFCV 1.0.2 used to rewrite a Numba type both had
+    compiled with, and Numba's dispatcher finaliser printed 'Exception ignored ... KeyError' (issue 9)."""
+    done = subprocess.run([sys.executable, "-m", "ffmix.cli", "bench", "e2e", "--quick", "--quiet", "--datasets",
+                           "jpeg224", "--pipelines", "ffcv_plain,ffmix", "--work-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "| FFCV Loader, no mixing" in done.stdout and "| ffmix make_loader" in done.stdout
+
+
+def test_cli_rejects_unknown_pipelines(capsys):
+    assert cli.main(["bench", "e2e", "--pipelines", "ffmix,nonsense", "--quiet"]) == 1
+    assert "--pipelines" in capsys.readouterr().err
+
+
 def test_startup_probe_reports_times(tmp_path):
     """The start-up probe's measurement, run in this process (the section runs it in fresh ones)."""
     from ffmix.bench import startup

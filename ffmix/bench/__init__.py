@@ -52,6 +52,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", default=None, metavar="LIST",
                         help="end-to-end datasets, comma-separated from fmnist, rgb32, jpeg224 "
                              "(default: all three; --quick: rgb32)")
+    parser.add_argument("--pipelines", default=None, metavar="LIST",
+                        help="end-to-end pipelines, comma-separated (default: all; names as in the JSON's "
+                             "'pipeline' field, e.g. ffmix,ffcv_plain)")
     parser.add_argument("--warm-runs", type=int, default=None, metavar="N",
                         help="start-up: fresh processes with the Numba cache warm (default 3; --quick 1)")
     parser.add_argument("--cold-runs", type=int, default=None, metavar="N",
@@ -93,6 +96,16 @@ def _settings(args) -> Dict[str, object]:
     if unknown or not datasets:
         raise ValueError(f"--datasets takes a comma-separated list of fmnist, rgb32, jpeg224; got {listed!r}")
     settings["datasets"] = datasets
+    from .e2e import PIPELINES
+    if args.pipelines is None:
+        settings["pipelines"] = list(PIPELINES)
+    else:
+        chosen = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+        unknown = sorted(set(chosen) - set(PIPELINES))
+        if unknown or not chosen:
+            raise ValueError(f"--pipelines takes a comma-separated list of {', '.join(PIPELINES)}; "
+                             f"got {args.pipelines!r}")
+        settings["pipelines"] = [p for p in PIPELINES if p in chosen]
     if quick and args.section == "all":
         # start-up needs fresh processes that import torch and compile FFCV's pipelines: tens of seconds
         settings["sections"] = ["ops", "e2e", "scaling"]
@@ -155,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     scaling_batches = sorted({128, settings["batch_size"]}) if not quick else [settings["batch_size"]]
     grid_pipelines = ("ffmix",) if quick else e2e.GRID_PIPELINES
     size_pipelines = ("ffmix",) if quick else e2e.SIZE_PIPELINES
-    e2e_pipelines = list(e2e.PIPELINES)
+    e2e_pipelines = settings["pipelines"]
     steps = 0
     if "ops" in sections:
         steps += ops.progress_steps(quick)
