@@ -16,6 +16,7 @@ and ``--plot`` (``report.py``).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -36,7 +37,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="which part to run")
     parser.add_argument("--quick", action="store_true",
                         help="tiny data and short runs: checks that everything works, in well under a minute")
-    parser.add_argument("--json", metavar="PATH", default=None, help="write every figure to this JSON file")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="write every figure to this JSON file; a path ending in / is a folder, where the "
+                             "file is named DATE-MACHINE.json (e.g. --json docs/bench/, as the README's tables)")
     parser.add_argument("--plot", metavar="PATH", default=None, help="write a bar chart (PNG) of images/s")
     parser.add_argument("--device", default="cpu", help="where batches are delivered: cpu or cuda[:N]")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
@@ -133,12 +136,48 @@ def _lap(section_s: Dict[str, float], name: str, mark: float) -> float:
     return now
 
 
+# (option, attribute) of every option that changes what is measured, in the order a command line shows them
+_COMMAND_OPTIONS = (("--quick", "quick"), ("--device", "device"), ("--workers", "workers"),
+                    ("--batch-size", "batch_size"), ("--jpeg-batch-size", "jpeg_batch_size"), ("--runs", "runs"),
+                    ("--min-run-s", "min_run_s"), ("--datasets", "datasets"), ("--pipelines", "pipelines"),
+                    ("--warm-runs", "warm_runs"), ("--cold-runs", "cold_runs"), ("--fmnist", "fmnist"))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``ffmix bench`` command that measures what ``args`` measure (output paths left out): printed above
+    the tables and kept in the JSON, so every published figure names the command that made it."""
+    import shlex
+
+    words = ["ffmix", "bench"] + ([] if args.section == "all" else [args.section])
+    for option, name in _COMMAND_OPTIONS:
+        value = getattr(args, name, None)
+        if value is True:
+            words.append(option)
+        elif value not in (None, False) and not (name == "device" and value == "cpu") \
+                and not (name == "fmnist" and value == "/usr/share/datasets/fashion-mnist"):
+            words += [option, str(value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def json_path(target: str, header: Dict[str, object], quick: bool) -> Path:
+    """``target``, or for a folder (ending in /) the file DATE-MACHINE[-quick].json in it."""
+    if not target.endswith(("/", os.sep)):
+        return Path(target)
+    import re
+
+    described = f"{header['cpu']} {header['cores']}c" + (f" {header['gpu']}" if header.get("gpu") else "")
+    machine = re.sub(r"[^a-z0-9]+", "-", described.lower()).strip("-")
+    return Path(target) / f"{str(header['date'])[:10]}-{machine[:60]}{'-quick' if quick else ''}.json"
+
+
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for name in ("json", "plot"):
         target = getattr(args, name)
-        if target is not None and Path(target).is_dir():
-            raise ValueError(f"--{name} {target} is a folder; give a file path")
+        folder_ok = name == "json" and target is not None and target.endswith(("/", os.sep))
+        if target is not None and Path(target).is_dir() and not folder_ok:
+            raise ValueError(f"--{name} {target} is a folder; give a file path"
+                             + (" (or end it with / for DATE-MACHINE.json there)" if name == "json" else ""))
     started = time.perf_counter()
     from tqdm import tqdm
 
@@ -153,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     results: Dict[str, List[dict]] = {}
     skipped: Dict[str, str] = {}
     section_s: Dict[str, float] = {}
+    if "e2e" in sections and "kornia_mix" in settings["pipelines"] and not e2e.have_kornia():
+        skipped["e2e kornia_mix"] = "kornia is not installed (pip install kornia, or ffmix's bench extra)"
     if quick and args.section == "all":
         skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
     header = machine(str(device))
@@ -173,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if "ops" in sections:
         steps += ops.progress_steps(quick)
     if "e2e" in sections:
-        steps += e2e.e2e_steps(wanted if "e2e" in sections else [], e2e_pipelines, runs)
+        steps += e2e.e2e_steps(wanted if "e2e" in sections else [], e2e_pipelines, runs, probes=True)
     if "scaling" in sections:
         steps += e2e.scaling_steps(scaling_workers, scaling_batches, min(runs, 3), grid_pipelines, size_pipelines)
     if "startup" in sections:
@@ -181,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ffmix-bench-"))
     datasets = {}
+    probes = {}
     try:
         with tqdm(total=steps, desc="ffmix bench", unit="step", disable=args.quiet, file=sys.stderr,
                   dynamic_ncols=True) as progress:
@@ -188,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
                 for spec in wanted:
                     progress.set_postfix_str(f"preparing {spec.name}")
                     datasets[spec.name] = data.prepare(spec, work_dir, workers)
+                    if "e2e" in sections and spec.name in settings["datasets"]:
+                        size = settings["jpeg_batch_size"] if spec.jpeg else settings["batch_size"]
+                        probes[spec.name] = data.prepare(data.probe_spec(spec, size), work_dir, workers)
             mark = time.perf_counter()
             section_s["setup"] = mark - started  # imports and datasets
             if "ops" in sections:
@@ -201,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
                                for d in chosen}
                 results["e2e"] = e2e.run_e2e(chosen, pipelines=e2e_pipelines, batch_sizes=batch_sizes,
                                              workers=workers, runs=runs, min_run_s=settings["min_run_s"],
-                                             device=device, progress=progress)
+                                             device=device, progress=progress, probes=probes)
             mark = _lap(section_s, "e2e", mark)
             if "scaling" in sections:
                 results["scaling"] = e2e.run_scaling(
@@ -229,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
     header["load_average_end"] = machine(str(device))["load_average"]
     full_report = {
-        "machine": header, "config": config,
+        "command": command_line(args), "machine": header, "config": config,
         "datasets": {name: d.describe() for name, d in datasets.items()},
         "results": results, "skipped": skipped,
         "targets": report.evaluate_targets(results, quick),
@@ -237,8 +282,9 @@ def run(args: argparse.Namespace) -> int:
     }
     print(report.render(full_report))
     if args.json:
-        report.write_json(full_report, args.json)
-        print(f"wrote {args.json}")
+        written = json_path(args.json, header, quick)
+        report.write_json(full_report, written)
+        print(f"wrote {written}")
     if args.plot:
         report.write_plot(full_report, args.plot)
         print(f"wrote {args.plot}")
