@@ -383,6 +383,7 @@ def test_json_folder_gets_a_date_machine_file(tmp_path):
     header = {"date": "2026-12-01T10:00:00+00:00", "cpu": "AMD EPYC 7B13", "cores": 2, "gpu": None}
     assert bench.json_path(f"{tmp_path}/", header, quick=True) == tmp_path / "2026-12-01-amd-epyc-7b13-2c-quick.json"
     assert bench.json_path(str(tmp_path / "x.json"), header, quick=False) == tmp_path / "x.json"
+    assert bench.json_path("d/", header, quick=False, section="e2e").name == "2026-12-01-amd-epyc-7b13-2c-e2e.json"
     gpu = {**header, "gpu": "NVIDIA H200"}
     assert bench.json_path("docs/bench/", gpu, quick=False).name == "2026-12-01-amd-epyc-7b13-2c-nvidia-h200.json"
 

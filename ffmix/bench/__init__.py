@@ -159,15 +159,16 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def json_path(target: str, header: Dict[str, object], quick: bool) -> Path:
-    """``target``, or for a folder (ending in /) the file DATE-MACHINE[-quick].json in it."""
+def json_path(target: str, header: Dict[str, object], quick: bool, section: str = "all") -> Path:
+    """``target``, or for a folder (ending in /) the file DATE-MACHINE[-SECTION][-quick].json in it."""
     if not target.endswith(("/", os.sep)):
         return Path(target)
     import re
 
     described = f"{header['cpu']} {header['cores']}c" + (f" {header['gpu']}" if header.get("gpu") else "")
     machine = re.sub(r"[^a-z0-9]+", "-", described.lower()).strip("-")
-    return Path(target) / f"{str(header['date'])[:10]}-{machine[:60]}{'-quick' if quick else ''}.json"
+    suffix = ("" if section == "all" else f"-{section}") + ("-quick" if quick else "")
+    return Path(target) / f"{str(header['date'])[:10]}-{machine[:60]}{suffix}.json"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -282,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     }
     print(report.render(full_report))
     if args.json:
-        written = json_path(args.json, header, quick)
+        written = json_path(args.json, header, quick, args.section)
         report.write_json(full_report, written)
         print(f"wrote {written}")
     if args.plot:

@@ -340,7 +340,7 @@ class KorniaMixLoader:
             else:
                 images, rows = self.mixup(images, labels)
                 own = 1.0 - rows[:, 2]                # kornia's MixUp λ is the partner's weight
-            targets = torch.zeros(len(rows), self.num_classes, dtype=torch.float32)
+            targets = torch.zeros(len(rows), self.num_classes, dtype=torch.float32, device=rows.device)
             own = own.to(torch.float32)
             targets.scatter_add_(1, rows[:, 0].long().view(-1, 1), own.view(-1, 1))
             targets.scatter_add_(1, rows[:, 1].long().view(-1, 1), (1.0 - own).view(-1, 1))
