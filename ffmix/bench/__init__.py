@@ -5,12 +5,14 @@ Sections (``ffmix bench SECTION``; default ``all``):
 * ``ops``: mixing alone on one in-memory batch: the ffmix op, FFCV's ImageMixup, the NumPy and PyTorch
   tutorial functions, torchvision's MixUp and CutMix, against ``np.copyto`` of the batch (``ops.py``);
 * ``e2e``: images/s delivered to the training loop as (images, soft targets) by the PyTorch DataLoader
-  recipes, FFCV's loader with its own mixup, and ffmix, on three datasets (``e2e.py``, ``data.py``);
+  recipes, timm (FastCollateMixup; Mixup in the loop), kornia, FFCV's loader with its own mixup, and ffmix,
+  on three datasets (``e2e.py``, ``data.py``);
 * ``scaling``: the same for 1..N workers and two batch sizes, and an epoch's time at N/4 and N samples;
 * ``startup``: fresh processes, loader built -> first batch, Numba cache warm and cold (``startup.py``).
 
-The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one), so
-none is faster because it does less. Output: a header (machine, versions), tables, the targets, ``--json``
+The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one, and
+end to end the values, on a probe set with one colour per class), so none is faster because it does less or
+wrong; every time is also shown against a copy of the batch with the same thread count. Output: a header (machine, versions), tables, the targets, ``--json``
 and ``--plot`` (``report.py``).
 """
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """End to end: images/s that reach the training loop as ``(images, soft targets)``, and how that scales.
 
 Every path delivers the same contract: float32 (N, C, H, W) images normalised with the same mean/std, and
-float32 (N, num_classes) soft targets (the ``ffmix_uint8`` row, labelled, hands over raw uint8 instead).
+float32 (N, num_classes) soft targets (the uint8 rows, labelled, hand over raw uint8 instead). Before timing,
+every pipeline is built once more over the dataset's probe twin (one flat colour per class) and its first batch
+is checked value for value (``probe_values``): the pixels must carry the weights the targets give.
 All loaders of one comparison are built and warmed up first (first epoch: worker start, Numba compiles,
 reported as ``warmup_s``), then timed in turns, run 1 of each, run 2 of each, ..., so that load from other
 processes on the machine falls on all of them alike; each run starts after a few untimed batches, so the
@@ -74,20 +76,18 @@ NOTES = {
 def build_loader(pipeline: str, dataset: BenchDataset, *, batch_size: int, workers: int, device: torch.device,
                  indices: Optional[Sequence[int]] = None, seed: int = 0):
     """The loader of ``pipeline`` over ``dataset`` (or its subset ``indices``)."""
-    from torch.utils.data import Subset
+    from torch.utils.data import Subset, default_collate
 
-    from .alternatives import (ArrayImages, ArrayImagesUint8, JpegFiles, JpegFilesUint8, MixingCollate,
-                               TorchvisionCollate, dataloader, ffcv_loader, timm_loader, timm_mixup_args)
+    from .alternatives import (ArrayImages, ArrayImagesUint8, JpegFiles, JpegFilesUint8, KorniaMixLoader,
+                               MixingCollate, TorchvisionCollate, dataloader, ffcv_loader, timm_loader,
+                               timm_mixup_args)
 
     crop = dataset.spec.crop
     if pipeline == "kornia_mix":
-        from .alternatives import KorniaMixLoader
-
         source = (ArrayImages(dataset.images, dataset.labels, dataset.channels) if dataset.images is not None
                   else JpegFiles(dataset.files, dataset.labels, crop))
         if indices is not None:
             source = Subset(source, list(indices))
-        from torch.utils.data import default_collate
         return KorniaMixLoader(dataloader(source, batch_size=batch_size, workers=workers, collate=default_collate,
                                           device=device, seed=seed), dataset.num_classes, SWITCH_PROB)
     if pipeline.startswith("timm_"):
