@@ -224,11 +224,20 @@ class DeviceLoader:
 def dataloader(dataset: Dataset, *, batch_size: int, workers: int, collate, device: torch.device,
                seed: int = 0) -> DeviceLoader:
     """The usual DataLoader: shuffled, ``workers`` persistent worker processes, mixing in ``collate``."""
+    import multiprocessing
+
+    # what every worker imports, loaded once in the forkserver instead of once per worker (no effect once
+    # the server runs; a module that is missing is skipped)
+    multiprocessing.set_forkserver_preload(["ffmix.bench.alternatives", "torchvision.transforms.v2", "timm.data"])
     generator = torch.Generator()
     generator.manual_seed(seed)
+    # Workers start from a clean forkserver (Python 3.14's default on Linux), not by forking this process: the
+    # bench runs FFCV and ffmix loaders whose threads have run Numba's TBB pool, and a fork() then cannot
+    # shut that pool down ("Unable to join threads to shut down before fork()" on stderr, and an unsafe
+    # child). Start-up is outside the timed runs; the workers' work per batch is the same.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
                         drop_last=True, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-                        generator=generator)
+                        generator=generator, multiprocessing_context="forkserver" if workers > 0 else None)
     return DeviceLoader(loader, device)
 
 
