@@ -40,10 +40,55 @@ def _check_version() -> None:
 
 _check_version()
 
+import numba  # noqa: E402
 import torch  # noqa: E402  (after the version check: a wrong FFCV must fail with the message above)
 from ffcv.loader import Loader, OrderOption  # noqa: E402
 from ffcv.pipeline.compiler import Compiler  # noqa: E402
 from ffcv.reader import Reader  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------- Numba type hygiene
+#
+# FFCV 1.0.2's memory managers declare their read-only state by writing ``t.mutable = False`` onto
+# ``nb.uint8[::1]`` (and, in the process cache, onto ``nb.uint8[:, ::1]``, ``nb.uint64[::1]`` and
+# ``nb.uint32[::1]``). Those are Numba's interned singletons, the very objects that stand for every writable
+# array of that kind, and a type's hash is computed from ``mutable``. So each Loader build changes the hash of
+# types that are already keys in dispatcher tables: e.g. the ``overloads`` of FFCV's per-loader ``imdecode``
+# dispatcher, whose finaliser then cannot find its own keys when the loader is collected and prints
+# "Exception ignored in: <finalize ...> KeyError: (Array(uint8, 1, 'C', True, ...), ...)". The replacements
+# below build new read-only types instead (the types FFCV meant; the reader's code is FFCV's, unchanged).
+
+def _readonly(dtype, ndim: int):
+    return numba.types.Array(dtype, ndim, "C", readonly=True)
+
+
+def _os_cache_state_type(self):
+    return numba.types.Tuple([_readonly(numba.uint8, 1), numba.uint64[::1], numba.uint64[::1]])
+
+
+def _os_cache_compile_reader(self):
+    def read(address, mem_state):
+        size = mem_state[2][np.searchsorted(mem_state[1], address)]
+        return mem_state[0][address:address + size]
+
+    return Compiler.compile(read, _readonly(numba.uint8, 1)(numba.uint64, self.state_type))
+
+
+def _process_cache_state_type(self):
+    return numba.types.Tuple([_readonly(numba.uint8, 2), _readonly(numba.uint64, 1), _readonly(numba.uint64, 1),
+                              _readonly(numba.uint32, 1)])
+
+
+def _keep_numba_types_intact() -> None:
+    from ffcv.memory_managers.os_cache import OSCacheManager
+    from ffcv.memory_managers.process_cache.manager import ProcessCacheManager
+
+    OSCacheManager.state_type = property(_os_cache_state_type)
+    OSCacheManager.compile_reader = _os_cache_compile_reader
+    ProcessCacheManager.state_type = property(_process_cache_state_type)  # unused by FFCV's own code
+
+
+_keep_numba_types_intact()
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -46,6 +46,7 @@ def test_quick_header_names_machine_and_versions(quick):
         assert machine["versions"][package]
     assert result["config"]["quick"] is True
     assert machine["cpu"] in stdout and "versions:" in stdout
+    assert result["command"] == "ffmix bench --quick" and "command: ffmix bench --quick" in stdout
 
 
 def test_quick_ops_has_every_implementation_at_both_shapes(quick):
@@ -63,11 +64,13 @@ def test_quick_ops_has_every_implementation_at_both_shapes(quick):
 def test_quick_e2e_has_every_pipeline_with_checked_output(quick):
     rows = quick[0]["results"]["e2e"]
     wanted = {p for name in {r["dataset"] for r in rows} for p in e2e.pipelines_for(name, e2e.PIPELINES)}
-    assert {r["pipeline"] for r in rows} == wanted | {"memcpy"}
+    assert {r["pipeline"] for r in rows} == wanted | {"memcpy", "memcpy_uint8"}
     for row in rows:
         assert row["images_per_s"] > 0, row["pipeline"]
-        if row["pipeline"] == "memcpy":
+        if row["pipeline"].startswith("memcpy"):
+            assert row["threads"] == quick[0]["config"]["workers"]
             continue
+        assert row["check"]["values"] == "checked", row["pipeline"]
         assert row["warmup_s"] > 0 and len(row["runs_s"]) == quick[0]["config"]["runs"]
         if row["pipeline"] == "ffcv_mixup":
             # FFCV 1.0.2's MixupToOneHot overwrites same-class rows; that is the only problem tolerated
@@ -238,10 +241,108 @@ def test_targets_are_ratios_of_the_rows():
     collate = targets["end to end 32x32 raw: ffmix / DataLoader + collate_fn"]
     assert collate["measured"] == pytest.approx(25.0) and collate["met"]
     assert not targets["end to end 32x32 raw: ffmix / FFCV + its ImageMixup"]["met"]          # 3.33 < 4
-    assert targets["mixing alone, ImageNet batch: ffmix time / memcpy"]["measured"] == pytest.approx(2.0)
+    copy = targets["mixing alone, ImageNet batch: ffmix time / same-thread copy"]
+    assert copy["measured"] == pytest.approx(2.0) and not copy["met"]                          # 2.0 > 1.5
     startup = targets["start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"]
     assert startup["measured"] == pytest.approx(1.5) and startup["met"]
     assert "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup" not in targets   # no such rows: not evaluated
+
+
+def test_a_target_is_not_met_by_an_ffmix_row_that_failed_its_check():
+    results = _fake_results()
+    for row in results["e2e"]:
+        if row["pipeline"] == "ffmix" and row["dataset"] == "rgb32":
+            row["check"] = {"ok": False, "problems": ["probe: wrong values"]}
+    targets = {t["target"]: t for t in report.evaluate_targets(results, quick=False)}
+    collate = targets["end to end 32x32 raw: ffmix / DataLoader + collate_fn"]
+    assert collate["measured"] == pytest.approx(25.0) and not collate["met"] and collate["failed_check"] == ["ffmix"]
+    assert "check failed: ffmix" in report.targets_text(list(targets.values()))
+
+
+def _probe_batch(labels, levels, partner, lam, box=None):
+    """A probe batch mixed by hand: constant-colour images of ``labels``, MixUp (λ) or a CutMix box."""
+    count, channels = len(labels), levels.shape[1]
+    own = np.broadcast_to(levels[labels][:, :, None, None], (count, channels, 8, 8)).astype(np.float64)
+    other = own[partner]
+    if box is None:
+        images = lam[:, None, None, None] * own + (1 - lam[:, None, None, None]) * other
+    else:
+        y0, y1, x0, x1 = box
+        images = own.copy()
+        images[:, :, y0:y1, x0:x1] = other[:, :, y0:y1, x0:x1]
+        lam = np.full(count, 1 - (y1 - y0) * (x1 - x0) / 64)
+    targets = np.zeros((count, len(levels)))
+    np.add.at(targets, (np.arange(count), labels), lam)
+    np.add.at(targets, (np.arange(count), labels[partner]), 1 - lam)
+    return torch.from_numpy(np.rint(images).astype(np.uint8)), torch.from_numpy(targets.astype(np.float32))
+
+
+def test_value_check_passes_true_mixes_and_catches_wrong_weights():
+    levels = alternatives.class_levels(4, 3)
+    labels = np.array([0, 1, 2, 3, 1, 2])
+    partner = np.array([5, 4, 3, 2, 1, 0])
+    lam = np.array([0.3, 0.9, 0.5, 0.5, 0.9, 0.3])
+    for box in (None, (2, 6, 1, 5)):
+        images, targets = _probe_batch(labels, levels, partner, lam, box)
+        assert alternatives.check_values(images, targets, levels=levels)["ok"]
+        swapped = targets.clone()                  # the weights of the other partner: pixels and labels disagree
+        swapped[0] = targets[5]
+        bad = alternatives.check_values(images, swapped, levels=levels)
+        assert not bad["ok"] and bad["worst"] > 5
+    # normalised float: un-normalised with the path's mean and std before comparing
+    images, targets = _probe_batch(labels, levels, partner, lam)
+    mean, std = alternatives.mean_std(3)
+    floats = (images.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert alternatives.check_values(floats.float(), targets, levels=levels, mean=mean, std=std)["ok"]
+    assert not alternatives.check_values(floats.float(), targets, levels=levels)["ok"]   # not un-normalised
+    # a foreign colour (e.g. a wrong partner) is caught even where the mean happens to fit
+    images, targets = _probe_batch(labels, levels, partner, np.ones(6))
+    images[1, :, :4] = torch.from_numpy(levels[3] - 30).view(3, 1, 1).to(torch.uint8)
+    images[1, :, 4:] = torch.from_numpy(levels[1] * 2 - (levels[3] - 30)).view(3, 1, 1).to(torch.uint8)
+    assert not alternatives.check_values(images, targets, levels=levels)["ok"]
+
+
+def test_timm_paths_give_the_contract_and_true_values():
+    levels = alternatives.class_levels(5, 3)
+    labels = np.arange(16) % 5
+    images = np.broadcast_to(levels[labels][:, None, None, :], (16, 6, 6, 3)).astype(np.uint8).copy()
+    args = alternatives.timm_mixup_args(5, 0.8, 1.0, 0.5, 0.0)
+    mean, std = alternatives.mean_std(3)
+    for kind, source in (("fast_collate", alternatives.ArrayImagesUint8(images, labels)),
+                         ("mixup", alternatives.ArrayImages(images, labels, 3))):
+        loader = alternatives.timm_loader(source, kind=kind, batch_size=8, workers=0, device=torch.device("cpu"),
+                                          channels=3, mix_args=args)
+        for batch_images, targets in loader:
+            raw = kind == "fast_collate"
+            assert batch_images.dtype == (torch.uint8 if raw else torch.float32)
+            assert check_batch(batch_images, targets, batch_size=8, channels=3, image_shape=(6, 6), num_classes=5,
+                               mixed=True, dtype=batch_images.dtype)["ok"]
+            result = alternatives.check_values(batch_images, targets, levels=levels, mean=None if raw else mean,
+                                               std=None if raw else std)
+            assert result["ok"], (kind, result)
+    with pytest.raises(ValueError, match="even"):
+        alternatives.timm_loader(source, kind="mixup", batch_size=7, workers=0, device=torch.device("cpu"),
+                                 channels=3, mix_args=args)
+
+
+@pytest.mark.skipif(not e2e.have_kornia(), reason="kornia is not installed (bench extra)")
+def test_kornia_path_gives_the_contract_and_true_values():
+    from torch.utils.data import default_collate
+
+    levels = alternatives.class_levels(5, 3)
+    labels = np.arange(32) % 5
+    images = np.broadcast_to(levels[labels][:, None, None, :], (32, 6, 6, 3)).astype(np.uint8).copy()
+    mean, std = alternatives.mean_std(3)
+    source = alternatives.ArrayImages(images, labels, 3)
+    torch.manual_seed(0)
+    for switch in (0.0, 1.0):          # MixUp only, CutMix only
+        loader = alternatives.KorniaMixLoader(alternatives.dataloader(
+            source, batch_size=8, workers=0, collate=default_collate, device=torch.device("cpu")), 5, switch)
+        for batch_images, targets in loader:
+            assert check_batch(batch_images, targets, batch_size=8, channels=3, image_shape=(6, 6), num_classes=5,
+                               mixed=True)["ok"] or switch == 1.0   # a batch of tiny cuts may leave all rows whole
+            result = alternatives.check_values(batch_images, targets, levels=levels, mean=mean, std=std)
+            assert result["ok"], (switch, result)
 
 
 def test_render_shows_every_section_and_the_verdicts():
@@ -263,6 +364,46 @@ def test_plot_has_one_group_per_dataset(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
+def _parsed(argv):
+    return cli.build_parser(argv).parse_args(argv)
+
+
+def test_command_line_names_what_was_measured_not_where_it_went():
+    import ffmix.bench as bench
+
+    args = _parsed(["bench", "e2e", "--quick", "--datasets", "rgb32,fmnist", "--json", "docs/bench/", "--quiet"])
+    assert bench.command_line(args) == "ffmix bench e2e --quick --datasets rgb32,fmnist"
+    assert bench.command_line(_parsed(["bench", "--device", "cuda", "--runs", "3"])) == \
+        "ffmix bench --device cuda --runs 3"
+
+
+def test_json_folder_gets_a_date_machine_file(tmp_path):
+    import ffmix.bench as bench
+
+    header = {"date": "2026-12-01T10:00:00+00:00", "cpu": "AMD EPYC 7B13", "cores": 2, "gpu": None}
+    assert bench.json_path(f"{tmp_path}/", header, quick=True) == tmp_path / "2026-12-01-amd-epyc-7b13-2c-quick.json"
+    assert bench.json_path(str(tmp_path / "x.json"), header, quick=False) == tmp_path / "x.json"
+    assert bench.json_path("d/", header, quick=False, section="e2e").name == "2026-12-01-amd-epyc-7b13-2c-e2e.json"
+    gpu = {**header, "gpu": "NVIDIA H200"}
+    assert bench.json_path("docs/bench/", gpu, quick=False).name == "2026-12-01-amd-epyc-7b13-2c-nvidia-h200.json"
+
+
+def test_kept_json_prints_its_tables_with_the_command(tmp_path, capsys):
+    results = _fake_results()
+    kept = {"command": "ffmix bench e2e", "results": results, "skipped": {}, "seconds": 1.0,
+            "targets": report.evaluate_targets(results, quick=False),
+            "machine": {"date": "2026-01-01T00:00", "cpu": "Some CPU", "cores": 2, "memory_gib": 8, "gpu": None,
+                        "os": "Linux", "load_average": [0.1, 0.1, 0.1], "versions": {"ffmix": "0.1.0"}},
+            "config": {"quick": False, "sections": ["e2e"], "workers": 2, "device": "cpu", "runs": 5,
+                       "min_run_s": 0.5}}
+    path = tmp_path / "kept.json"
+    report.write_json(kept, path)
+    assert report.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "command: ffmix bench e2e" in out and out.count("| pipeline") == 2 and "Targets" in out
+    assert report.main([str(tmp_path / "missing.json")]) == 1
+
+
 def test_cli_rejects_bad_options(capsys):
     assert cli.main(["bench", "--datasets", "imagenet", "--quiet"]) == 1
     assert "--datasets" in capsys.readouterr().err
@@ -270,6 +411,22 @@ def test_cli_rejects_bad_options(capsys):
     if not torch.cuda.is_available():
         assert cli.main(["bench", "ops", "--device", "cuda", "--quiet"]) == 1
         assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_jpeg_section_writes_only_its_own_lines_to_stderr(tmp_path):
+    """Two JPEG loaders alive together, then collected: FFCV 1.0.2 used to rewrite a Numba type both had
+    compiled with, and Numba's dispatcher finaliser printed 'Exception ignored ... KeyError' (issue 9)."""
+    done = subprocess.run([sys.executable, "-m", "ffmix.cli", "bench", "e2e", "--quick", "--quiet", "--datasets",
+                           "jpeg224", "--pipelines", "ffcv_plain,ffmix", "--work-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "| FFCV Loader, no mixing" in done.stdout and "| ffmix make_loader" in done.stdout
+
+
+def test_cli_rejects_unknown_pipelines(capsys):
+    assert cli.main(["bench", "e2e", "--pipelines", "ffmix,nonsense", "--quiet"]) == 1
+    assert "--pipelines" in capsys.readouterr().err
 
 
 def test_startup_probe_reports_times(tmp_path):

@@ -5,19 +5,22 @@ Sections (``ffmix bench SECTION``; default ``all``):
 * ``ops``: mixing alone on one in-memory batch: the ffmix op, FFCV's ImageMixup, the NumPy and PyTorch
   tutorial functions, torchvision's MixUp and CutMix, against ``np.copyto`` of the batch (``ops.py``);
 * ``e2e``: images/s delivered to the training loop as (images, soft targets) by the PyTorch DataLoader
-  recipes, FFCV's loader with its own mixup, and ffmix, on three datasets (``e2e.py``, ``data.py``);
+  recipes, timm (FastCollateMixup; Mixup in the loop), kornia, FFCV's loader with its own mixup, and ffmix,
+  on three datasets (``e2e.py``, ``data.py``);
 * ``scaling``: the same for 1..N workers and two batch sizes, and an epoch's time at N/4 and N samples;
 * ``startup``: fresh processes, loader built -> first batch, Numba cache warm and cold (``startup.py``);
 * ``collate``: for people who stay on PyTorch's DataLoader: ``ffmix.MixCollate`` against timm's
   ``FastCollateMixup``, the tutorial collate and plain ``default_collate``, in the same DataLoader (``collate.py``).
 
-The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one), so
-none is faster because it does less. Output: a header (machine, versions), tables, the targets, ``--json``
+The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one, and
+end to end the values, on a probe set with one colour per class), so none is faster because it does less or
+wrong; every time is also shown against a copy of the batch with the same thread count. Output: a header (machine, versions), tables, the targets, ``--json``
 and ``--plot`` (``report.py``).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -38,7 +41,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="which part to run")
     parser.add_argument("--quick", action="store_true",
                         help="tiny data and short runs: checks that everything works, in well under a minute")
-    parser.add_argument("--json", metavar="PATH", default=None, help="write every figure to this JSON file")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="write every figure to this JSON file; a path ending in / is a folder, where the "
+                             "file is named DATE-MACHINE.json (e.g. --json docs/bench/, as the README's tables)")
     parser.add_argument("--plot", metavar="PATH", default=None, help="write a bar chart (PNG) of images/s")
     parser.add_argument("--device", default="cpu", help="where batches are delivered: cpu or cuda[:N]")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
@@ -54,6 +59,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", default=None, metavar="LIST",
                         help="end-to-end datasets, comma-separated from fmnist, rgb32, jpeg224 "
                              "(default: all three; --quick: rgb32)")
+    parser.add_argument("--pipelines", default=None, metavar="LIST",
+                        help="end-to-end pipelines, comma-separated (default: all; names as in the JSON's "
+                             "'pipeline' field, e.g. ffmix,ffcv_plain)")
     parser.add_argument("--warm-runs", type=int, default=None, metavar="N",
                         help="start-up: fresh processes with the Numba cache warm (default 3; --quick 1)")
     parser.add_argument("--cold-runs", type=int, default=None, metavar="N",
@@ -95,6 +103,16 @@ def _settings(args) -> Dict[str, object]:
     if unknown or not datasets:
         raise ValueError(f"--datasets takes a comma-separated list of fmnist, rgb32, jpeg224; got {listed!r}")
     settings["datasets"] = datasets
+    from .e2e import PIPELINES
+    if args.pipelines is None:
+        settings["pipelines"] = list(PIPELINES)
+    else:
+        chosen = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+        unknown = sorted(set(chosen) - set(PIPELINES))
+        if unknown or not chosen:
+            raise ValueError(f"--pipelines takes a comma-separated list of {', '.join(PIPELINES)}; "
+                             f"got {args.pipelines!r}")
+        settings["pipelines"] = [p for p in PIPELINES if p in chosen]
     if quick and args.section == "all":
         # start-up needs fresh processes that import torch and compile FFCV's pipelines: tens of seconds
         # (collate: its own quick run, `ffmix bench collate --quick`, keeps this one as short as it was)
@@ -123,12 +141,49 @@ def _lap(section_s: Dict[str, float], name: str, mark: float) -> float:
     return now
 
 
+# (option, attribute) of every option that changes what is measured, in the order a command line shows them
+_COMMAND_OPTIONS = (("--quick", "quick"), ("--device", "device"), ("--workers", "workers"),
+                    ("--batch-size", "batch_size"), ("--jpeg-batch-size", "jpeg_batch_size"), ("--runs", "runs"),
+                    ("--min-run-s", "min_run_s"), ("--datasets", "datasets"), ("--pipelines", "pipelines"),
+                    ("--warm-runs", "warm_runs"), ("--cold-runs", "cold_runs"), ("--fmnist", "fmnist"))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``ffmix bench`` command that measures what ``args`` measure (output paths left out): printed above
+    the tables and kept in the JSON, so every published figure names the command that made it."""
+    import shlex
+
+    words = ["ffmix", "bench"] + ([] if args.section == "all" else [args.section])
+    for option, name in _COMMAND_OPTIONS:
+        value = getattr(args, name, None)
+        if value is True:
+            words.append(option)
+        elif value not in (None, False) and not (name == "device" and value == "cpu") \
+                and not (name == "fmnist" and value == "/usr/share/datasets/fashion-mnist"):
+            words += [option, str(value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def json_path(target: str, header: Dict[str, object], quick: bool, section: str = "all") -> Path:
+    """``target``, or for a folder (ending in /) the file DATE-MACHINE[-SECTION][-quick].json in it."""
+    if not target.endswith(("/", os.sep)):
+        return Path(target)
+    import re
+
+    described = f"{header['cpu']} {header['cores']}c" + (f" {header['gpu']}" if header.get("gpu") else "")
+    machine = re.sub(r"[^a-z0-9]+", "-", described.lower()).strip("-")
+    suffix = ("" if section == "all" else f"-{section}") + ("-quick" if quick else "")
+    return Path(target) / f"{str(header['date'])[:10]}-{machine[:60]}{suffix}.json"
+
+
 def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for name in ("json", "plot"):
         target = getattr(args, name)
-        if target is not None and Path(target).is_dir():
-            raise ValueError(f"--{name} {target} is a folder; give a file path")
+        folder_ok = name == "json" and target is not None and target.endswith(("/", os.sep))
+        if target is not None and Path(target).is_dir() and not folder_ok:
+            raise ValueError(f"--{name} {target} is a folder; give a file path"
+                             + (" (or end it with / for DATE-MACHINE.json there)" if name == "json" else ""))
     started = time.perf_counter()
     from tqdm import tqdm
 
@@ -143,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     results: Dict[str, List[dict]] = {}
     skipped: Dict[str, str] = {}
     section_s: Dict[str, float] = {}
+    if "e2e" in sections and "kornia_mix" in settings["pipelines"] and not e2e.have_kornia():
+        skipped["e2e kornia_mix"] = "kornia is not installed (pip install kornia, or ffmix's bench extra)"
     if quick and args.section == "all":
         skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
         skipped["collate"] = "not part of --quick; run `ffmix bench collate --quick`"
@@ -159,12 +216,12 @@ def run(args: argparse.Namespace) -> int:
     scaling_batches = sorted({128, settings["batch_size"]}) if not quick else [settings["batch_size"]]
     grid_pipelines = ("ffmix",) if quick else e2e.GRID_PIPELINES
     size_pipelines = ("ffmix",) if quick else e2e.SIZE_PIPELINES
-    e2e_pipelines = list(e2e.PIPELINES)
+    e2e_pipelines = settings["pipelines"]
     steps = 0
     if "ops" in sections:
         steps += ops.progress_steps(quick)
     if "e2e" in sections:
-        steps += e2e.e2e_steps(wanted if "e2e" in sections else [], e2e_pipelines, runs)
+        steps += e2e.e2e_steps(wanted if "e2e" in sections else [], e2e_pipelines, runs, probes=True)
     if "scaling" in sections:
         steps += e2e.scaling_steps(scaling_workers, scaling_batches, min(runs, 3), grid_pipelines, size_pipelines)
     if "startup" in sections:
@@ -174,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
 
     work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ffmix-bench-"))
     datasets = {}
+    probes = {}
     try:
         with tqdm(total=steps, desc="ffmix bench", unit="step", disable=args.quiet, file=sys.stderr,
                   dynamic_ncols=True) as progress:
@@ -181,6 +239,9 @@ def run(args: argparse.Namespace) -> int:
                 for spec in wanted:
                     progress.set_postfix_str(f"preparing {spec.name}")
                     datasets[spec.name] = data.prepare(spec, work_dir, workers)
+                    if "e2e" in sections and spec.name in settings["datasets"]:
+                        size = settings["jpeg_batch_size"] if spec.jpeg else settings["batch_size"]
+                        probes[spec.name] = data.prepare(data.probe_spec(spec, size), work_dir, workers)
             mark = time.perf_counter()
             section_s["setup"] = mark - started  # imports and datasets
             if "ops" in sections:
@@ -194,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
                                for d in chosen}
                 results["e2e"] = e2e.run_e2e(chosen, pipelines=e2e_pipelines, batch_sizes=batch_sizes,
                                              workers=workers, runs=runs, min_run_s=settings["min_run_s"],
-                                             device=device, progress=progress)
+                                             device=device, progress=progress, probes=probes)
             mark = _lap(section_s, "e2e", mark)
             if "scaling" in sections:
                 results["scaling"] = e2e.run_scaling(
@@ -227,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
     header["load_average_end"] = machine(str(device))["load_average"]
     full_report = {
-        "machine": header, "config": config,
+        "command": command_line(args), "machine": header, "config": config,
         "datasets": {name: d.describe() for name, d in datasets.items()},
         "results": results, "skipped": skipped,
         "targets": report.evaluate_targets(results, quick),
@@ -235,8 +296,9 @@ def run(args: argparse.Namespace) -> int:
     }
     print(report.render(full_report))
     if args.json:
-        report.write_json(full_report, args.json)
-        print(f"wrote {args.json}")
+        written = json_path(args.json, header, quick, args.section)
+        report.write_json(full_report, written)
+        print(f"wrote {written}")
     if args.plot:
         report.write_plot(full_report, args.plot)
         print(f"wrote {args.plot}")

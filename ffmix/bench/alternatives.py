@@ -18,6 +18,16 @@ Loaders (iterables of ``(images (N, C, H, W) float32 normalised, soft targets (N
   above) or ``TorchvisionCollate`` (``torchvision.transforms.v2`` MixUp/CutMix, the torchvision recipe).
 * ``ffcv_loader``: FFCV's ``Loader`` with its built-in ``ImageMixup``/``LabelMixup`` + ``MixupToOneHot``,
   or with no mixing at all (FFCV's ceiling).
+* ``timm_fast_collate``: timm's CPU path, a ``DataLoader`` of uint8 (C, H, W) samples whose ``collate_fn``
+  is ``timm.data.FastCollateMixup`` (uint8 batches; on a GPU wrapped in timm's ``PrefetchLoader``, which
+  normalises there); ``timm_mixup``: ``timm.data.Mixup`` applied in the loop to the normalised float batch
+  (timm's usual GPU path, run where the batches are).
+
+``kornia_loader``-style rows: kornia's ``RandomMixUpV2``/``RandomCutMixV2`` in the loop (``KorniaMixLoader``),
+when kornia is installed (the ``bench`` extra).
+
+``check_values`` checks numbers, not only shapes: on a probe dataset whose every image of class ``c`` is one
+constant colour, an image's mean pixel must be what its target row says (CutMix and MixUp alike).
 """
 from __future__ import annotations
 
@@ -214,12 +224,136 @@ class DeviceLoader:
 def dataloader(dataset: Dataset, *, batch_size: int, workers: int, collate, device: torch.device,
                seed: int = 0) -> DeviceLoader:
     """The usual DataLoader: shuffled, ``workers`` persistent worker processes, mixing in ``collate``."""
+    import multiprocessing
+
+    # what every worker imports, loaded once in the forkserver instead of once per worker (no effect once
+    # the server runs; a module that is missing is skipped)
+    multiprocessing.set_forkserver_preload(["ffmix.bench.alternatives", "torchvision.transforms.v2", "timm.data"])
     generator = torch.Generator()
     generator.manual_seed(seed)
+    # Workers start from a clean forkserver (Python 3.14's default on Linux), not by forking this process: the
+    # bench runs FFCV and ffmix loaders whose threads have run Numba's TBB pool, and a fork() then cannot
+    # shut that pool down ("Unable to join threads to shut down before fork()" on stderr, and an unsafe
+    # child). Start-up is outside the timed runs; the workers' work per batch is the same.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
                         drop_last=True, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-                        generator=generator)
+                        generator=generator, multiprocessing_context="forkserver" if workers > 0 else None)
     return DeviceLoader(loader, device)
+
+
+# ---------------------------------------------------------------------------------------------- timm
+
+class ArrayImagesUint8(Dataset):
+    """Samples of an in-memory uint8 array (N, H, W[, 3]) as (uint8 (C, H, W) NumPy array, int label): what
+    timm's ``ToNumpy`` gives ``FastCollateMixup``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        pixels = self.images[index]
+        pixels = pixels[None] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        return pixels, int(self.labels[index])
+
+
+class JpegFilesUint8(JpegFiles):
+    """``JpegFiles`` without the float conversion: uint8 (3, size, size) tensors for ``FastCollateMixup``."""
+
+    def __init__(self, files: Sequence[Path], labels: np.ndarray, size: int):
+        from torchvision.transforms import v2
+
+        super().__init__(files, labels, size)
+        self.transform = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.PILToTensor()])
+
+
+def timm_mixup_args(num_classes: int, mixup_alpha: float, cutmix_alpha: float, switch_prob: float,
+                    label_smoothing: float) -> Dict[str, object]:
+    """timm's Mixup arguments for the bench's recipe: one decision per batch (ffmix's mode="batch")."""
+    return dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=1.0, switch_prob=switch_prob,
+                mode="batch", label_smoothing=label_smoothing, num_classes=num_classes)
+
+
+class TimmMixupLoader:
+    """A plain ``DataLoader`` of normalised float batches with ``timm.data.Mixup`` applied in the loop, as
+    timm's train script does (there on the GPU; here wherever the batches are)."""
+
+    def __init__(self, loader, mixup):
+        self.loader = loader
+        self.mixup = mixup
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        for images, labels in self.loader:
+            yield self.mixup(images, labels)
+
+
+def timm_loader(dataset: Dataset, *, kind: str, batch_size: int, workers: int, device: torch.device,
+                channels: int, mix_args: Dict[str, object], seed: int = 0):
+    """timm's two MixUp/CutMix paths over ``dataset``.
+
+    kind="fast_collate": ``dataset`` yields uint8 (C, H, W); ``FastCollateMixup`` mixes while collating and
+    the batches stay uint8 on the CPU, or go through ``PrefetchLoader`` (normalised float32 on the GPU).
+    kind="mixup": ``dataset`` yields normalised float32; ``Mixup`` mixes each batch after the transfer.
+    Batch size must be even (timm asserts it).
+    """
+    from timm.data import FastCollateMixup, Mixup
+    from timm.data.loader import PrefetchLoader
+
+    if batch_size % 2:
+        raise ValueError(f"timm's mixup needs an even batch size, got {batch_size}")
+    if kind == "fast_collate":
+        collate = FastCollateMixup(**mix_args)
+        loader = dataloader(dataset, batch_size=batch_size, workers=workers, collate=collate, device=device,
+                            seed=seed).loader
+        if device.type == "cuda":
+            mean, std = mean_std(channels)
+            return PrefetchLoader(loader, mean=mean, std=std, channels=channels, device=device)
+        return loader
+    if kind == "mixup":
+        return TimmMixupLoader(dataloader(dataset, batch_size=batch_size, workers=workers, collate=default_collate,
+                                          device=device, seed=seed), Mixup(**mix_args))
+    raise ValueError(f"kind must be 'fast_collate' or 'mixup', got {kind!r}")
+
+
+# -------------------------------------------------------------------------------------------- kornia
+
+class KorniaMixLoader:
+    """A plain ``DataLoader`` of normalised float batches, then per batch kornia's ``RandomCutMixV2``
+    (probability ``switch_prob``, Beta(1, 1) cut, the paper's λ) or ``RandomMixUpV2`` (λ uniform in [0, 1]:
+    kornia draws no Beta), applied in the loop; kornia's (label, partner label, λ) rows become soft targets."""
+
+    def __init__(self, loader, num_classes: int, switch_prob: float = 0.5):
+        from kornia.augmentation import RandomCutMixV2, RandomMixUpV2
+
+        self.loader = loader
+        self.num_classes = num_classes
+        self.switch_prob = switch_prob
+        self.mixup = RandomMixUpV2(data_keys=["input", "class"])
+        self.cutmix = RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        for images, labels in self.loader:
+            if float(torch.rand(())) < self.switch_prob:
+                images, rows = self.cutmix(images, labels)
+                rows = rows[0]
+                own = rows[:, 2]                      # use_correct_lambda: 1 - cut area, the own weight
+            else:
+                images, rows = self.mixup(images, labels)
+                own = 1.0 - rows[:, 2]                # kornia's MixUp λ is the partner's weight
+            targets = torch.zeros(len(rows), self.num_classes, dtype=torch.float32, device=rows.device)
+            own = own.to(torch.float32)
+            targets.scatter_add_(1, rows[:, 0].long().view(-1, 1), own.view(-1, 1))
+            targets.scatter_add_(1, rows[:, 1].long().view(-1, 1), (1.0 - own).view(-1, 1))
+            yield images, targets
 
 
 # ------------------------------------------------------------------------------------------ FFCV paths
@@ -310,3 +444,50 @@ def check_batch(images, targets, *, batch_size: int, channels: int, image_shape:
         if not mixed and two_classes:
             problems.append(f"{two_classes} target rows mix classes in an unmixed loader")
     return {"ok": not problems, "problems": problems, "bad_rows": bad_rows}
+
+
+def class_levels(num_classes: int, channels: int) -> np.ndarray:
+    """The constant colour (0..255, float64 (num_classes, channels)) of every image of each class in the
+    probe datasets: distinct per class and channel, away from 0 and 255 so no blend clips."""
+    return (16.0 + 22.0 * np.arange(num_classes)[:, None] + 7.0 * np.arange(channels)[None, :])
+
+
+def check_values(images, targets, *, levels: np.ndarray, mean=None, std=None,
+                 tolerance: float = 1.5) -> Dict[str, object]:
+    """On a probe batch (image of class c: the constant colour ``levels[c]``), whether the pixels carry the
+    weights the targets give: per image and channel, the mean pixel (0..255; un-normalised with ``mean``,
+    ``std`` when given) equals ``targets @ levels`` within ``tolerance``, and no pixel leaves the range of
+    the colours its row names. This holds for MixUp (every pixel blended) and CutMix (a box of the partner's
+    colour over area 1 - λ) alike. Rows not summing to one are left out (``check_batch`` reports them).
+
+    Returns ``{"ok", "problems", "worst"}`` (worst: the largest mean error, in 0..255 units); never raises.
+    """
+    problems: List[str] = []
+    pixels = torch.as_tensor(images).detach().to("cpu", torch.float64)
+    rows = torch.as_tensor(targets).detach().to("cpu", torch.float64).numpy()
+    if pixels.ndim != 4 or rows.ndim != 2 or len(pixels) != len(rows) or rows.shape[1] != len(levels) \
+            or pixels.shape[1] != levels.shape[1]:
+        return {"ok": False, "problems": [f"cannot check values: images {tuple(pixels.shape)}, targets "
+                                          f"{tuple(rows.shape)}"], "worst": float("nan")}
+    if mean is not None:
+        scale = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1) * 255.0
+        shift = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1) * 255.0
+        pixels = pixels * scale + shift
+    pixels = pixels.numpy()
+    keep = np.abs(rows.sum(axis=1) - 1.0) <= 1e-4
+    expected = rows @ levels                                     # (N, C)
+    measured = pixels.mean(axis=(2, 3))
+    error = np.abs(measured - expected)[keep]
+    worst = float(error.max()) if error.size else 0.0
+    bad = int((error > tolerance).any(axis=1).sum()) if error.size else 0
+    if bad:
+        problems.append(f"{bad} of {int(keep.sum())} images: mean pixel differs from what the target row says "
+                        f"by up to {worst:.1f}/255 (tolerance {tolerance})")
+    named = rows > 1e-6
+    low = np.where(named[:, :, None], levels[None], np.inf).min(axis=1)     # (N, C)
+    high = np.where(named[:, :, None], levels[None], -np.inf).max(axis=1)
+    outside = ((pixels.min(axis=(2, 3)) < low - tolerance) | (pixels.max(axis=(2, 3)) > high + tolerance))[keep]
+    if outside.any():
+        problems.append(f"{int(outside.any(axis=1).sum())} images hold colours of classes their target row "
+                        "does not name")
+    return {"ok": not problems, "problems": problems, "worst": worst}

@@ -8,6 +8,8 @@
   ``.beton`` as JPEG and decoded with random-resized-crop to 224 (the ImageNet case).
 
 Datasets are generated into a work folder and reused when the same specification is asked for again.
+Each has a small *probe* twin (``probe_spec``): the same kind and sizes, every image of class ``c`` one
+constant colour (``alternatives.class_levels``), on which the end-to-end section checks every path's values.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class DatasetSpec:
     crop: Optional[int] = None          # the square size loaders crop to (varying-size datasets)
     jpeg: bool = False
     source: str = "synthetic"           # "synthetic" or a path to Fashion-MNIST
+    probe: bool = False                 # images of one constant colour per class (value checks)
     seed: int = 0
     version: int = DATA_VERSION
 
@@ -98,6 +101,23 @@ def standard_specs(quick: bool, fmnist_path: Path = FASHION_MNIST) -> List[Datas
         jpeg = DatasetSpec(name="jpeg224", title="JPEG ImageFolder 224-256 px, random-resized-crop 224",
                            count=1536, side_range=(224, 256), crop=224, jpeg=True)
     return [fmnist, rgb32, jpeg]
+
+
+def probe_spec(spec: DatasetSpec, batch_size: int) -> DatasetSpec:
+    """The probe twin of ``spec``: two batches of constant-colour images of the same size and kind."""
+    from dataclasses import replace
+
+    return replace(spec, name=f"{spec.name}-probe", title=f"{spec.title} (probe: one colour per class)",
+                   count=2 * batch_size, source="synthetic", probe=True)
+
+
+def class_constant_images(labels: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+    """uint8 (N, H, W, channels), or (N, H, W) for one channel: image i filled with its class's colour."""
+    from .alternatives import class_levels
+
+    levels = class_levels(int(labels.max()) + 1, channels).astype(np.uint8)
+    images = np.broadcast_to(levels[labels][:, None, None, :], (len(labels), height, width, channels)).copy()
+    return images[..., 0] if channels == 1 else images
 
 
 def prepare(spec: DatasetSpec, folder: Path, workers: int) -> BenchDataset:
@@ -163,17 +183,21 @@ def _array_dataset(spec: DatasetSpec, folder: Path, beton: Path, fresh: bool, wo
                 images, labels = arrays["images"], arrays["labels"]
         else:
             height, width = spec.size
-            images = synthetic_images(spec.count, height, width, spec.channels, spec.seed)
             labels = balanced_labels(spec.count, spec.num_classes, spec.seed)
+            images = (class_constant_images(labels, height, width, spec.channels) if spec.probe
+                      else synthetic_images(spec.count, height, width, spec.channels, spec.seed))
             np.savez(cache, images=images, labels=labels)
         class_names = [f"class {k}" for k in range(spec.num_classes)]
     if not fresh:
         convert_arrays(images, labels, beton, class_names=class_names, write_mode="raw", num_workers=workers,
                        force=True, source=spec.title)
     meta = read_meta(beton)
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:   # a read-only source map: torch.from_numpy would warn in every worker
+        images = images.copy()
     return BenchDataset(spec=spec, beton=beton, labels=np.asarray(labels, np.int64),
                         class_names=list(meta.class_names), image_shape=tuple(meta.image_shape),
-                        images=np.ascontiguousarray(images))
+                        images=images)
 
 
 def _jpeg_dataset(spec: DatasetSpec, folder: Path, beton: Path, fresh: bool, workers: int) -> BenchDataset:
@@ -192,7 +216,10 @@ def _jpeg_dataset(spec: DatasetSpec, folder: Path, beton: Path, fresh: bool, wor
             (root / f"class_{k:02d}").mkdir(parents=True, exist_ok=True)
         for index in range(spec.count):
             height, width = (int(v) for v in rng.integers(low, high + 1, 2))
-            pixels = synthetic_images(1, height, width, 3, seed=spec.seed * 1_000_003 + index)[0]
+            if spec.probe:
+                pixels = class_constant_images(labels[index:index + 1], height, width, 3)[0]
+            else:
+                pixels = synthetic_images(1, height, width, 3, seed=spec.seed * 1_000_003 + index)[0]
             path = root / f"class_{labels[index]:02d}" / f"img_{index:06d}.jpg"
             Image.fromarray(pixels).save(path, quality=90)
     source = open_source(root, format="imagefolder")

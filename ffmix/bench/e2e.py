@@ -1,7 +1,9 @@
 """End to end: images/s that reach the training loop as ``(images, soft targets)``, and how that scales.
 
 Every path delivers the same contract: float32 (N, C, H, W) images normalised with the same mean/std, and
-float32 (N, num_classes) soft targets (the ``ffmix_uint8`` row, labelled, hands over raw uint8 instead).
+float32 (N, num_classes) soft targets (the uint8 rows, labelled, hand over raw uint8 instead). Before timing,
+every pipeline is built once more over the dataset's probe twin (one flat colour per class) and its first batch
+is checked value for value (``probe_values``): the pixels must carry the weights the targets give.
 All loaders of one comparison are built and warmed up first (first epoch: worker start, Numba compiles,
 reported as ``warmup_s``), then timed in turns, run 1 of each, run 2 of each, ..., so that load from other
 processes on the machine falls on all of them alike; each run starts after a few untimed batches, so the
@@ -22,7 +24,7 @@ from .data import BenchDataset
 from .decoders import DECODER_PIPELINES, decoder_loader
 from .measure import Timing, endless, memcpy_ms, sync
 
-MIXUP_ALPHA, CUTMIX_ALPHA = 0.8, 1.0
+MIXUP_ALPHA, CUTMIX_ALPHA, SWITCH_PROB, LABEL_SMOOTHING = 0.8, 1.0, 0.5, 0.0  # every path gets the same
 LEAD_IN_BATCHES = 4   # >= what any loader here prepares ahead (FFCV: batches_ahead=3; DataLoader: 2 per worker)
 MAX_RUN_S = 2.0       # a run of a slow loader need not span its whole (long) epoch
 
@@ -36,24 +38,40 @@ PIPELINES = {
     "ffmix_off": "ffmix make_loader, mixing off (ffmix's ceiling)",
     "ffmix_uint8": "ffmix make_loader, MixUp+CutMix, uint8 not normalised",
     "ffmix_uint8_off": "ffmix make_loader, mixing off, uint8 not normalised",
+    "timm_fast_collate": "timm FastCollateMixup in a DataLoader (uint8; on a GPU + PrefetchLoader)",
+    "timm_mixup": "timm Mixup in the loop on the normalised float batch",
+    "kornia_mix": "kornia RandomMixUpV2/RandomCutMixV2 in the loop on the float batch",
     **DECODER_PIPELINES,
 }
 UNMIXED = {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", *DECODER_PIPELINES}
-UINT8 = {"ffmix_uint8", "ffmix_uint8_off", *DECODER_PIPELINES}
-# rows that tell something on some datasets only: uint8 mixed vs unmixed (the fused raw hand-off), decoders
-ONLY_ON = {"ffmix_uint8": {"rgb32", "fmnist"}, "ffmix_uint8_off": {"rgb32", "fmnist"},
-           **{key: {"jpeg224"} for key in DECODER_PIPELINES}}
-# the two extra ffmix rows (MixUp only, uint8) tell most on the 32x32 set; elsewhere they would only add minutes
-EXTRA = {"ffmix_mixup", "ffmix_uint8"}
-EXTRA_ON = {"rgb32"}
+# Rows that tell something on some datasets only: the extra ffmix rows (MixUp only; uint8 mixed and unmixed,
+# the fused raw hand-off) on the small raw sets, the decoders on JPEG; elsewhere they would only add minutes.
+EXTRA_ON = {"ffmix_mixup": {"rgb32"}, "ffmix_uint8": {"rgb32", "fmnist"}, "ffmix_uint8_off": {"rgb32", "fmnist"},
+            **{key: {"jpeg224"} for key in DECODER_PIPELINES}}
+EXTRA = set(EXTRA_ON)
+
+
+def uint8_output(pipeline: str, device: torch.device) -> bool:
+    """Whether ``pipeline`` hands over raw uint8 (timm's PrefetchLoader normalises to float on a GPU)."""
+    return (pipeline in ("ffmix_uint8", "ffmix_uint8_off", *DECODER_PIPELINES)
+            or (pipeline == "timm_fast_collate" and device.type != "cuda"))
 GRID_PIPELINES = ("ffmix", "dl_collate")                  # workers x batch size
 SIZE_PIPELINES = ("ffmix", "ffcv_mixup", "dl_collate")    # N/4 and N samples
 
 
+def have_kornia() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("kornia") is not None
+
+
 def pipelines_for(dataset_name: str, pipelines: Sequence[str]) -> List[str]:
-    return [p for p in pipelines if (dataset_name in ONLY_ON[p] if p in ONLY_ON else
-                                     p not in EXTRA or dataset_name in EXTRA_ON)]
+    base = dataset_name.replace("-probe", "")
+    kornia = have_kornia()
+    return [p for p in pipelines if (p not in EXTRA or base in EXTRA_ON[p]) and (p != "kornia_mix" or kornia)]
+
+
 NOTES = {
+    "kornia_mix": "kornia's MixUp draws λ uniformly in [0, 1] (no Beta(α, α)); CutMix Beta(1, 1), one box per sample",
     "ffcv_mixup": "FFCV's MixupToOneHot writes the partner's weight over the own one when both share a class, "
                   "so those rows sum to 1 - λ (FFCV 1.0.2); MixUp only (no CutMix); pixels truncated, not rounded",
 }
@@ -62,14 +80,35 @@ NOTES = {
 def build_loader(pipeline: str, dataset: BenchDataset, *, batch_size: int, workers: int, device: torch.device,
                  indices: Optional[Sequence[int]] = None, seed: int = 0):
     """The loader of ``pipeline`` over ``dataset`` (or its subset ``indices``)."""
-    from torch.utils.data import Subset
+    from torch.utils.data import Subset, default_collate
 
-    from .alternatives import ArrayImages, JpegFiles, MixingCollate, TorchvisionCollate, dataloader, ffcv_loader
+    from .alternatives import (ArrayImages, ArrayImagesUint8, JpegFiles, JpegFilesUint8, KorniaMixLoader,
+                               MixingCollate, TorchvisionCollate, dataloader, ffcv_loader, timm_loader,
+                               timm_mixup_args)
 
     crop = dataset.spec.crop
     if pipeline in DECODER_PIPELINES:
         return decoder_loader(pipeline, dataset.beton, crop=crop, batch_size=batch_size, workers=workers,
                               num_classes=dataset.num_classes, device=device, seed=seed, indices=indices)
+    if pipeline == "kornia_mix":
+        source = (ArrayImages(dataset.images, dataset.labels, dataset.channels) if dataset.images is not None
+                  else JpegFiles(dataset.files, dataset.labels, crop))
+        if indices is not None:
+            source = Subset(source, list(indices))
+        return KorniaMixLoader(dataloader(source, batch_size=batch_size, workers=workers, collate=default_collate,
+                                          device=device, seed=seed), dataset.num_classes, SWITCH_PROB)
+    if pipeline.startswith("timm_"):
+        raw = pipeline == "timm_fast_collate"
+        if dataset.images is not None:
+            source = (ArrayImagesUint8(dataset.images, dataset.labels) if raw
+                      else ArrayImages(dataset.images, dataset.labels, dataset.channels))
+        else:
+            source = (JpegFilesUint8 if raw else JpegFiles)(dataset.files, dataset.labels, crop)
+        if indices is not None:
+            source = Subset(source, list(indices))
+        mix_args = timm_mixup_args(dataset.num_classes, MIXUP_ALPHA, CUTMIX_ALPHA, SWITCH_PROB, LABEL_SMOOTHING)
+        return timm_loader(source, kind="fast_collate" if raw else "mixup", batch_size=batch_size,
+                           workers=workers, device=device, channels=dataset.channels, mix_args=mix_args, seed=seed)
     if pipeline.startswith("dl_"):
         if dataset.images is not None:
             source = ArrayImages(dataset.images, dataset.labels, dataset.channels)
@@ -91,6 +130,7 @@ def build_loader(pipeline: str, dataset: BenchDataset, *, batch_size: int, worke
               "ffmix_uint8": (MIXUP_ALPHA, CUTMIX_ALPHA), "ffmix_uint8_off": (0.0, 0.0)}[pipeline]
     raw = pipeline in ("ffmix_uint8", "ffmix_uint8_off")
     return make_loader(dataset.beton, batch_size=batch_size, mixup_alpha=alphas[0], cutmix_alpha=alphas[1],
+                       switch_prob=SWITCH_PROB, label_smoothing=LABEL_SMOOTHING,
                        image_size=crop, crop="random", device=device, num_workers=workers, seed=seed,
                        indices=indices, normalize=not raw, dtype=torch.uint8 if raw else torch.float32)
 
@@ -200,7 +240,7 @@ def time_interleaved(builders: Dict[str, Callable[[], object]], *, runs: int, mi
         gc.collect()
 
 
-def _checker(dataset: BenchDataset, batch_size: int, checks: Dict[str, Dict[str, object]]):
+def _checker(dataset: BenchDataset, batch_size: int, checks: Dict[str, Dict[str, object]], device: torch.device):
     from .alternatives import check_batch
 
     def on_first_batch(key: str, batch) -> None:
@@ -208,37 +248,88 @@ def _checker(dataset: BenchDataset, batch_size: int, checks: Dict[str, Dict[str,
         checks[key] = check_batch(images, targets, batch_size=batch_size, channels=dataset.channels,
                                   image_shape=dataset.image_shape, num_classes=dataset.num_classes,
                                   mixed=key not in UNMIXED,
-                                  dtype=torch.uint8 if key in UINT8 else torch.float32)
+                                  dtype=torch.uint8 if uint8_output(key, device) else torch.float32)
     return on_first_batch
 
 
+def probe_values(pipelines: Sequence[str], probe: BenchDataset, *, batch_size: int, workers: int,
+                 device: torch.device, progress) -> Dict[str, Dict[str, object]]:
+    """Each pipeline built as for timing but over ``probe`` (one colour per class), its first batch checked
+    value for value with ``alternatives.check_values``: the pixels must carry the weights the targets give."""
+    from .alternatives import check_values, class_levels, mean_std
+
+    levels = class_levels(probe.num_classes, probe.channels)
+    mean, std = mean_std(probe.channels)
+    tolerance = 3.0 if probe.spec.jpeg else 1.5   # JPEG's colour round trip moves a flat colour by a unit or two
+    checks: Dict[str, Dict[str, object]] = {}
+    for key in pipelines:
+        progress.set_postfix_str(f"{probe.name} {key}: value check")
+        loader = build_loader(key, probe, batch_size=batch_size, workers=workers, device=device)
+        stream = iter(loader)
+        try:
+            images, targets = next(stream)
+            raw = uint8_output(key, device)
+            # checked before the next batch: FFCV's loaders hand out views of buffers they reuse
+            checks[key] = check_values(images, targets, levels=levels, mean=None if raw else mean,
+                                       std=None if raw else std, tolerance=tolerance)
+        except Exception as exc:   # reported in the row, like any failed check
+            checks[key] = {"ok": False, "problems": [f"{type(exc).__name__}: {exc}"], "worst": float("nan")}
+        finally:
+            for _ in stream:       # end at an epoch boundary, so no FFCV thread is left mid-epoch
+                pass
+            del stream, loader
+            gc.collect()
+        progress.update(1)
+    return checks
+
+
+def _merge(contract: Dict[str, object], values: Optional[Dict[str, object]]) -> Dict[str, object]:
+    if values is None:
+        return {**contract, "values": "not checked"}
+    return {"ok": bool(contract["ok"] and values["ok"]),
+            "problems": list(contract["problems"]) + [f"probe: {p}" for p in values["problems"]],
+            "bad_rows": contract.get("bad_rows", 0), "values": "checked", "value_error": values["worst"]}
+
+
 def run_e2e(datasets: List[BenchDataset], *, pipelines: Sequence[str], batch_sizes: Dict[str, int], workers: int,
-            runs: int, min_run_s: float, device: torch.device, progress) -> List[Dict[str, object]]:
-    """Rows of the end-to-end section: every pipeline on every dataset, plus the memcpy limit of each."""
+            runs: int, min_run_s: float, device: torch.device, progress,
+            probes: Optional[Dict[str, BenchDataset]] = None) -> List[Dict[str, object]]:
+    """Rows of the end-to-end section: every pipeline on every dataset, plus the copy limits of each (the
+    delivered batch as float32 and as uint8, copied with ``workers`` threads, as many as every path has).
+    ``probes[name]``: the probe twin of a dataset, on which every pipeline's values are checked first."""
     rows: List[Dict[str, object]] = []
     for dataset in datasets:
         batch_size = batch_sizes[dataset.name]
         height, width = dataset.image_shape
-        batch_bytes = batch_size * dataset.channels * height * width * 4
-        copy_ms = memcpy_ms(batch_bytes)
+        pixels = batch_size * dataset.channels * height * width
+        copy_ms = {"float32": memcpy_ms(pixels * 4, threads=workers), "uint8": memcpy_ms(pixels, threads=workers)}
+        keys = pipelines_for(dataset.name, pipelines)
+        probe = (probes or {}).get(dataset.name)
+        values = probe_values(keys, probe, batch_size=batch_size, workers=workers, device=device,
+                              progress=progress) if probe is not None else {}
         checks: Dict[str, Dict[str, object]] = {}
         builders = {key: (lambda key=key: build_loader(key, dataset, batch_size=batch_size, workers=workers,
                                                        device=device))
-                    for key in pipelines_for(dataset.name, pipelines)}
+                    for key in keys}
         timings = time_interleaved(builders, runs=runs, min_run_s=min_run_s, device=device,
-                                   on_first_batch=_checker(dataset, batch_size, checks), progress=progress,
+                                   on_first_batch=_checker(dataset, batch_size, checks, device), progress=progress,
                                    label=dataset.name)
         ffmix_rate = timings["ffmix"].items_per_s if "ffmix" in timings else float("nan")
         base = {"section": "e2e", "dataset": dataset.name, "dataset_title": dataset.describe(),
                 "batch_size": batch_size, "workers": workers, "device": str(device)}
-        rows.append({**base, "pipeline": "memcpy", "label": "np.copyto of the delivered float32 batch (limit)",
-                     "images_per_s": batch_size / (copy_ms / 1e3), "ms_per_batch": copy_ms, "runs_s": [],
-                     "vs_ffmix": batch_size / (copy_ms / 1e3) / ffmix_rate, "x_memcpy": 1.0,
-                     "check": {"ok": True, "problems": []}})
+        for kind, ms in copy_ms.items():
+            rows.append({**base, "pipeline": "memcpy" if kind == "float32" else "memcpy_uint8",
+                         "label": f"copy of the delivered {kind} batch, {workers} threads (limit)",
+                         "images_per_s": batch_size / (ms / 1e3), "ms_per_batch": ms, "runs_s": [],
+                         "vs_ffmix": batch_size / (ms / 1e3) / ffmix_rate, "x_memcpy": 1.0, "threads": workers,
+                         "check": {"ok": True, "problems": []}})
         for key, timing in timings.items():
+            limit = copy_ms["uint8" if uint8_output(key, device) else "float32"]
+            contract = checks.get(key, {"ok": False, "problems": ["not checked"]})
             rows.append({**base, "pipeline": key, "label": PIPELINES[key], **timing.as_dict(),
-                         "vs_ffmix": timing.items_per_s / ffmix_rate, "x_memcpy": timing.ms_per_batch / copy_ms,
-                         "check": checks.get(key, {"ok": False, "problems": ["not checked"]}),
+                         "vs_ffmix": timing.items_per_s / ffmix_rate, "x_memcpy": timing.ms_per_batch / limit,
+                         "output": "uint8" if uint8_output(key, device) else "float32",
+                         "check": _merge(contract, values.get(key) if probe is not None else None),
                          "note": NOTES.get(key, "")})
     return rows
 
@@ -295,5 +386,5 @@ def scaling_steps(worker_counts, batch_sizes, runs, grid_pipelines=GRID_PIPELINE
     return len(worker_counts) * len(batch_sizes) * (len(grid_pipelines) + runs) + 2 * len(size_pipelines) + runs
 
 
-def e2e_steps(datasets, pipelines, runs) -> int:
-    return sum(len(pipelines_for(d.name, pipelines)) + runs for d in datasets)
+def e2e_steps(datasets, pipelines, runs, probes: bool = False) -> int:
+    return sum((2 if probes else 1) * len(pipelines_for(d.name, pipelines)) + runs for d in datasets)

@@ -110,17 +110,62 @@ def endless(loader) -> Iterator:
         epoch += 1
 
 
-def memcpy_ms(nbytes: int, repeats: int = 15) -> float:
-    """Median ms of ``np.copyto`` of ``nbytes`` (one thread): the memory-speed limit of handling a batch."""
+def memcpy_ms(nbytes: int, repeats: int = 15, threads: int = 1) -> float:
+    """Median ms of copying ``nbytes`` with ``threads`` threads (``np.copyto`` for one, else a Numba
+    ``prange`` copy in ``threads`` slices): the memory-speed limit of a path that handles a batch with as
+    many threads. The first copy (compile, page faults) is not timed."""
     source = np.ones(nbytes, np.uint8)
     target = np.empty_like(source)
-    np.copyto(target, source)
+    if threads <= 1:
+        copy = lambda: np.copyto(target, source)   # noqa: E731
+    else:
+        kernel = parallel_copy(threads)
+        copy = lambda: kernel(source, target)      # noqa: E731
     times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.copyto(target, source)
-        times.append(time.perf_counter() - started)
+    with _numba_threads(threads):
+        copy()
+        for _ in range(repeats):
+            started = time.perf_counter()
+            copy()
+            times.append(time.perf_counter() - started)
     return 1e3 * statistics.median(times)
+
+
+def parallel_copy(threads: int):
+    """``copy(source, target)`` of two flat uint8 arrays in ``threads`` slices, one per Numba thread."""
+    from numba import njit, prange
+
+    global _PARALLEL_COPY
+    if _PARALLEL_COPY is None:
+        @njit(parallel=True, cache=True, nogil=True)
+        def copy_in_slices(source, target, slices):
+            step = (source.size + slices - 1) // slices
+            for k in prange(slices):
+                start = k * step
+                stop = min(source.size, start + step)
+                target[start:stop] = source[start:stop]
+        _PARALLEL_COPY = copy_in_slices
+    kernel = _PARALLEL_COPY
+    return lambda source, target: kernel(source, target, threads)
+
+
+_PARALLEL_COPY = None
+
+
+class _numba_threads:
+    """Numba's thread count set to ``threads`` (at most its pool size) for a block, then restored."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __enter__(self):
+        import numba
+        self.saved = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc):
+        import numba
+        numba.set_num_threads(self.saved)
 
 
 # -------------------------------------------------------------------------------------------- machine
