@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from ..errors import FfmixError
+from ..system import resolve_device
+
 SECTIONS = ("ops", "e2e", "scaling", "startup", "collate")
 
 
@@ -94,14 +97,14 @@ def _settings(args) -> Dict[str, object]:
     }
     for name in ("workers", "batch_size", "jpeg_batch_size", "runs"):
         if settings[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {settings[name]}")
+            raise FfmixError(f"--{name.replace('_', '-')} must be at least 1, got {settings[name]}")
     if settings["min_run_s"] < 0 or settings["warm_runs"] < 0 or settings["cold_runs"] < 0:
-        raise ValueError("--min-run-s, --warm-runs and --cold-runs must not be negative")
+        raise FfmixError("--min-run-s, --warm-runs and --cold-runs must not be negative")
     listed = args.datasets if args.datasets is not None else ("rgb32" if quick else "fmnist,rgb32,jpeg224")
     datasets = [d.strip() for d in listed.split(",") if d.strip()]
     unknown = sorted(set(datasets) - {"fmnist", "rgb32", "jpeg224"})
     if unknown or not datasets:
-        raise ValueError(f"--datasets takes a comma-separated list of fmnist, rgb32, jpeg224; got {listed!r}")
+        raise FfmixError(f"--datasets takes a comma-separated list of fmnist, rgb32, jpeg224; got {listed!r}")
     settings["datasets"] = datasets
     from .e2e import PIPELINES
     if args.pipelines is None:
@@ -110,7 +113,7 @@ def _settings(args) -> Dict[str, object]:
         chosen = [p.strip() for p in args.pipelines.split(",") if p.strip()]
         unknown = sorted(set(chosen) - set(PIPELINES))
         if unknown or not chosen:
-            raise ValueError(f"--pipelines takes a comma-separated list of {', '.join(PIPELINES)}; "
+            raise FfmixError(f"--pipelines takes a comma-separated list of {', '.join(PIPELINES)}; "
                              f"got {args.pipelines!r}")
         settings["pipelines"] = [p for p in PIPELINES if p in chosen]
     if quick and args.section == "all":
@@ -118,20 +121,6 @@ def _settings(args) -> Dict[str, object]:
         # (collate: its own quick run, `ffmix bench collate --quick`, keeps this one as short as it was)
         settings["sections"] = ["ops", "e2e", "scaling"]
     return settings
-
-
-def _device(name: str):
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"--device must be cpu or cuda[:N], got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} but no CUDA GPU is available here; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda[:N], got {name!r}")
-    return device
 
 
 def _lap(section_s: Dict[str, float], name: str, mark: float) -> float:
@@ -182,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         target = getattr(args, name)
         folder_ok = name == "json" and target is not None and target.endswith(("/", os.sep))
         if target is not None and Path(target).is_dir() and not folder_ok:
-            raise ValueError(f"--{name} {target} is a folder; give a file path"
+            raise FfmixError(f"--{name} {target} is a folder; give a file path"
                              + (" (or end it with / for DATE-MACHINE.json there)" if name == "json" else ""))
     started = time.perf_counter()
     from tqdm import tqdm
@@ -190,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from . import collate, data, e2e, ops, report, startup
     from .measure import machine
 
-    device = _device(settings["device"])
+    device = resolve_device(settings["device"])
     sections = settings["sections"]
     quick = settings["quick"]
     workers = settings["workers"]

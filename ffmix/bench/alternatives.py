@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import FfmixError
+
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # as make_loader's defaults
 GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
 
@@ -306,7 +308,7 @@ def timm_loader(dataset: Dataset, *, kind: str, batch_size: int, workers: int, d
     from timm.data.loader import PrefetchLoader
 
     if batch_size % 2:
-        raise ValueError(f"timm's mixup needs an even batch size, got {batch_size}")
+        raise FfmixError(f"timm's mixup needs an even batch size, got {batch_size}")
     if kind == "fast_collate":
         collate = FastCollateMixup(**mix_args)
         loader = dataloader(dataset, batch_size=batch_size, workers=workers, collate=collate, device=device,

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from ..errors import FfmixError
+
 # (section, where, ffmix row, other row, comparison, threshold, what) for ratios of images/s;
 # "ops_memcpy" compares ffmix time to the memcpy time of the same batch; "startup" warm first-batch times.
 TARGETS = [
@@ -340,7 +342,7 @@ def write_plot(report: dict, path: os.PathLike) -> None:
     results = report["results"]
     panels = [(name, rows) for name, rows in (("e2e", results.get("e2e")), ("ops", results.get("ops"))) if rows]
     if not panels:
-        raise ValueError("--plot needs the e2e or ops section; nothing to plot")
+        raise FfmixError("--plot needs the e2e or ops section; nothing to plot")
     figure, axes = plt.subplots(len(panels), 1, figsize=(13, 5.2 * len(panels)), squeeze=False)
     for axis, (name, rows) in zip(axes[:, 0], panels):
         group_key, bar_key = ("dataset", "pipeline") if name == "e2e" else ("shape", "impl")
