@@ -40,6 +40,15 @@ def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults that say something: not ``None``/``False``, nor where the help already explains it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(argv: List[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ffmix",

@@ -36,6 +36,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .cli import HelpFormatter
 from .errors import FfmixError
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, beton_fingerprint, meta_path, write_meta
 from .system import atomic_write, available_cpus, fsync_directory
@@ -177,18 +178,9 @@ def check_out_path(out_path, force: bool) -> Path:
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults that say something: not ``None``/``False``, nor where the help already explains it."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     from .sources import FORMATS
-    parser.formatter_class = _HelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.description = (
         "Write a dataset to an FFCV .beton (fields 'image' and 'label') plus an ffmix sidecar OUT.json with "
         "class names, channel count, image sizes and a fingerprint of OUT (a sidecar that does not match its "

@@ -32,7 +32,7 @@ small constant and travels by value, so there is nothing to outlive.
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, cfunc, types
+from numba import carray, cfunc, njit, types
 from numba.np.ufunc import parallel as _parallel
 
 from .control import ENABLED, EPOCH, as_pointer, read_control
@@ -50,20 +50,33 @@ _address, _i64, _f64, _f32 = types.uintp, types.int64, types.float64, types.floa
 _SETTINGS = (_i64, _f64, _f64, _f64, _f64, _i64, _f64, _f64, _i64, _i64)
 
 
+@njit(cache=True, nogil=True)
+def batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low,
+                     lam_high, box_height, box_width):
+    """The batch's ``(partner, weight, box, lam)``: drawn from (seed, the committed epoch, the sample indices),
+    or, while mixing is switched off, the identity (own partner, full weight, no box, λ = 1)."""
+    control = read_control(control_at)
+    count = indices.shape[0]
+    if control[ENABLED] == 0:
+        return (np.arange(count), np.full(count, WEIGHT_ONE, np.int32), np.zeros((count, 4), np.int32),
+                np.ones(count))
+    key = batch_key(seed, control[EPOCH], indices)
+    return draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob,
+                           mode, lam_low, lam_high)
+
+
 @cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _address, *_SETTINGS), cache=True, nogil=True)
 def mix_image_batch(images_at, out_at, indices_at, count, height, width, channels, control_at, seed,
                     mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
                     box_width):
     """Mix ``count`` uint8 (H, W, C) images into ``out``; returns UNCHANGED when mixing is switched off."""
-    control = read_control(control_at)
-    if control[ENABLED] == 0:
+    if read_control(control_at)[ENABLED] == 0:
         return UNCHANGED
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    key = batch_key(seed, control[EPOCH], indices)
-    partner, weight, box, _ = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
-                                              mix_prob, switch_prob, mode, lam_low, lam_high)
+    partner, weight, box, _ = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
+                                               switch_prob, mode, lam_low, lam_high, box_height, box_width)
     mix_images(images, out, partner, weight, box)
     return MIXED
 
@@ -77,19 +90,12 @@ def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, cha
     """Mix ``count`` uint8 (H, W, C) images and write them as normalised float32 to ``out`` ((count, C', H, W),
     or (count, H, W, C') if ``channels_last``), ``pixel * scale_c + shift_c`` for the C' <= 3 channels. With
     mixing switched off the images are only converted."""
-    control = read_control(control_at)
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     scale = np.array((scale_0, scale_1, scale_2), np.float32)[:out_channels]
     shift = np.array((shift_0, shift_1, shift_2), np.float32)[:out_channels]
-    if control[ENABLED] == 0:
-        partner = np.arange(count)
-        weight = np.full(count, WEIGHT_ONE, np.int32)
-        box = np.zeros((count, 4), np.int32)
-    else:
-        key = batch_key(seed, control[EPOCH], indices)
-        partner, weight, box, _ = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
-                                                  mix_prob, switch_prob, mode, lam_low, lam_high)
+    partner, weight, box, _ = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
+                                               switch_prob, mode, lam_low, lam_high, box_height, box_width)
     if channels_last:
         out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
     else:
@@ -103,16 +109,10 @@ def mix_label_batch(labels_at, out_at, indices_at, count, control_at, seed, mixu
                     switch_prob, mode, lam_low, lam_high, box_height, box_width, num_classes, smoothing, soft):
     """Targets of ``count`` int64 labels into ``out`` (float32 (count, C) if ``soft``, else (count, 3));
     returns BAD_LABEL, leaving ``out`` unspecified, if a label is outside [0, num_classes)."""
-    control = read_control(control_at)
     labels = carray(as_pointer(labels_at), (count,), np.int64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    if control[ENABLED] == 0:
-        partner = np.arange(count)
-        lam = np.ones(count)
-    else:
-        key = batch_key(seed, control[EPOCH], indices)
-        partner, _, _, lam = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
-                                             mix_prob, switch_prob, mode, lam_low, lam_high)
+    partner, _, _, lam = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
+                                          switch_prob, mode, lam_low, lam_high, box_height, box_width)
     if soft:
         out = carray(as_pointer(out_at), (count, num_classes), np.float32)
         return MIXED if soft_targets(labels, partner, lam, num_classes, smoothing, out) else BAD_LABEL

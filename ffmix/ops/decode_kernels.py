@@ -39,9 +39,9 @@ from numba.extending import intrinsic
 from numba.np.ufunc import parallel as _parallel
 
 from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, random_crop_box, sample_key)
-from .control import ENABLED, EPOCH, as_pointer, read_control
-from .params import WEIGHT_ONE, draw_mix_params
-from .rng import batch_key
+from .batch import batch_mix_params
+from .control import EPOCH, as_pointer, read_control
+from .params import WEIGHT_ONE
 
 # A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
 _parallel._launch_threads()
@@ -252,17 +252,10 @@ def mix_raw_batch(sources_at, indices_at, count, height, width, channels, out_at
                   cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height, box_width):
     """Copy-and-mix ``count`` raw (H, W, C) images, each at its address in ``sources``, into ``out``; the
     parameters are those ``mix_image_batch`` draws for the same key, so the label op agrees."""
-    control = read_control(control_at)
     sources = carray(as_pointer(sources_at), (count,), np.uint64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
-    if control[ENABLED] == 0:
-        partner = np.arange(count)
-        weight = np.full(count, WEIGHT_ONE, np.int32)
-        box = np.zeros((count, 4), np.int32)
-    else:
-        key = batch_key(seed, control[EPOCH], indices)
-        partner, weight, box, _ = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
-                                                  mix_prob, switch_prob, mode, lam_low, lam_high)
+    partner, weight, box, _ = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
+                                               switch_prob, mode, lam_low, lam_high, box_height, box_width)
     mix_from_pages(sources, out, partner, weight, box)
     return count

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+from ..cli import HelpFormatter
 from ..errors import FfmixError
 from ..metadata import DatasetMeta, read_meta
 from ..models import MODEL_NAMES, resolve_model_name
@@ -83,17 +84,8 @@ CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "linear"), "m
            "channels_last": ("on", "off"), "model": MODEL_NAMES}
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults that say something: not None/False, nor where the help already states it."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _HelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.description = (
         "Train an image classifier on the MixUp/CutMix stream of TRAIN.beton and report top-1 accuracy on "
         "VAL.beton after every epoch, with the share of step time spent waiting for data. RUN_DIR gets "
