@@ -166,15 +166,24 @@ def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes,
 def flip_images(images, indices, seed, epoch, probability):
     """Reverse the rows of each sample of uint8 (N, H, W, C) ``images`` whose flip draw says so, in place."""
     n, height, width, channels = images.shape
+    rows = images.reshape(n, height, width * channels)
     for i in prange(n):
         if not flip_draw(sample_key(seed, epoch, indices[i], FLIP_STREAM), probability):
             continue
         for y in range(height):
-            row = images[i, y]
-            for x in range(width // 2):
-                mirror = width - 1 - x
-                for c in range(channels):
-                    row[x, c], row[mirror, c] = row[mirror, c], row[x, c]
+            row = rows[i, y]
+            if channels == 3:
+                # RGB with a literal stride, as in kernels.py: 3-4x faster than a loop over channels
+                for x in range(width // 2):
+                    left, right = 3 * x, 3 * (width - 1 - x)
+                    red, green, blue = row[left], row[left + 1], row[left + 2]
+                    row[left], row[left + 1], row[left + 2] = row[right], row[right + 1], row[right + 2]
+                    row[right], row[right + 1], row[right + 2] = red, green, blue
+            else:
+                for x in range(width // 2):
+                    left, right = channels * x, channels * (width - 1 - x)
+                    for c in range(channels):
+                        row[left + c], row[right + c] = row[right + c], row[left + c]
     return images
 
 
