@@ -178,14 +178,12 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
     - float on the CPU: the image op mixes, converts, normalises and lays out in one Numba pass (torch's
       permute + convert + normalise takes several passes: about 10x slower at 512 x 32 x 32 x 3);
     - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy); images of
-      one size stored ``raw`` (all of them) are flipped and mixed by the decoder as it copies them out of
-      the file (``MixingRawDecoder``: one pass over memory instead of three);
+      one size stored ``raw`` (all of them) without flips are mixed by the decoder as it copies them out of
+      the file (``MixingRawDecoder``: one pass over memory instead of two);
     - float on a GPU: uint8 crosses the bus (4x fewer bytes than float32), then converts there.
     """
-    fused = (mixing.active and raw and type(decoder) is SimpleRGBImageDecoder
-             and not (dtype.is_floating_point and device.type == "cpu"))
     pipeline = [decoder]
-    if hflip and not fused:
+    if hflip:
         pipeline.append(RandomFlip(control=mixing.control, seed=mixing.seed))
     if dtype.is_floating_point and device.type == "cpu":
         float_output = FloatOutput(mean=mean, std=std, channels=channels, channels_last=channels_last)
@@ -197,8 +195,8 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
             return images if dtype == torch.float32 else images.to(dtype)
         return pipeline, finish
 
-    if fused:
-        pipeline = [MixingRawDecoder(mixing, hflip=0.5 if hflip else 0.0)]
+    if mixing.active and raw and not hflip and type(decoder) is SimpleRGBImageDecoder:
+        pipeline = [MixingRawDecoder(mixing)]
     elif mixing.active:
         pipeline.append(mixing.image_op())
     pipeline.append(ToTensor())

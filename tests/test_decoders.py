@@ -327,22 +327,6 @@ def test_mixing_raw_decoder_equals_decode_then_mix_bit_for_bit(files, settings):
         np.testing.assert_array_equal(fused[epoch], separate[epoch])
 
 
-@pytest.mark.parametrize("settings", MIX_SETTINGS, ids=["mixup", "cutmix-elem", "both-pair"])
-def test_mixing_raw_decoder_flips_as_the_flip_op_then_mixes_bit_for_bit(files, settings):
-    mixing = Mixing(seed=6, **settings)
-    set_control(mixing, epoch=2)
-    options = dict(order=OrderOption.RANDOM, seed=6, batch_size=8)
-    fused = ffcv_images(files["raw"], MixingRawDecoder(mixing, hflip=True), churn=True, **options)
-    separate = ffcv_images(files["raw"], SimpleRGBImageDecoder(), **options,
-                           extra=[RandomFlip(control=mixing.control, seed=6), mixing.image_op()])
-    np.testing.assert_array_equal(fused, separate)
-    set_control(mixing, enabled=False)
-    flipped = ffcv_images(files["raw"], MixingRawDecoder(mixing, hflip=True), **options)
-    np.testing.assert_array_equal(flipped, ffcv_images(files["raw"], SimpleRGBImageDecoder(), **options,
-                                                       extra=[RandomFlip(control=mixing.control, seed=6)]))
-    assert not np.array_equal(flipped, ffcv_images(files["raw"], SimpleRGBImageDecoder(), **options))
-
-
 @pytest.mark.parametrize("settings", MIX_SETTINGS[:2], ids=["mixup", "cutmix-elem"])
 def test_mixing_raw_decoder_equals_the_mix_kernel_on_the_stored_pixels(files, settings):
     mixing = Mixing(seed=2, **settings)
@@ -371,7 +355,7 @@ def test_mixing_raw_decoder_copies_when_mixing_is_off(files):
 @pytest.mark.parametrize("settings", MIX_SETTINGS, ids=["mixup", "cutmix-elem", "both-pair"])
 def test_make_loader_mixes_raw_images_in_the_decoder_and_labels_agree(files, settings):
     loader = make_loader(files["encoded"], batch_size=16, num_workers=2, dtype=torch.uint8, normalize=False,
-                         seed=1, hflip=settings.get("mode") == "pair", **settings)
+                         seed=1, **settings)
     image_pipeline = loader.ffcv_loader.pipeline_specs["image"]
     assert isinstance(image_pipeline.decoder, MixingRawDecoder)
     mixed = 0

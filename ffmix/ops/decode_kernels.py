@@ -187,66 +187,14 @@ def flip_images(images, indices, seed, epoch, probability):
     return images
 
 
-@njit(cache=True, inline="always")
-def _mirror_row(source_at, width, channels, into):
-    """The row of ``width`` pixels at ``source_at`` reversed into ``into``; returns ``into``'s address."""
-    row = carray(as_pointer(source_at), (width * channels,), np.uint8)
-    if channels == 3:
-        for x in range(width):
-            left, right = 3 * x, 3 * (width - 1 - x)
-            into[left], into[left + 1], into[left + 2] = row[right], row[right + 1], row[right + 2]
-    else:
-        for x in range(width):
-            for c in range(channels):
-                into[channels * x + c] = row[channels * (width - 1 - x) + c]
-    return np.int64(into.ctypes.data)
-
-
-@njit(cache=True, inline="always")
-def _mix_mirrored(sources, dst, i, j, own_weight, y0, y1, x0, x1, flip_own, flip_other, height, width,
-                  channels):
-    """Sample ``i`` of ``mix_from_pages`` when it or its partner is flipped: row by row, each flipped source
-    row mirrored into a small buffer first, then copied, pasted or blended as the unflipped path does."""
-    row_bytes = width * channels
-    own_row = np.empty(row_bytes, np.uint8)
-    other_row = np.empty(row_bytes, np.uint8)
-    dst_at = np.int64(dst.ctypes.data)
-    own_image, other_image = np.int64(sources[i]), np.int64(sources[j])   # uint64 + int64 would be a float
-    cut = y1 > y0 and x1 > x0
-    other_weight = WEIGHT_ONE - own_weight
-    for y in range(height):
-        start = y * row_bytes
-        own_at = own_image + start
-        if flip_own:
-            own_at = _mirror_row(own_at, width, channels, own_row)
-        in_box = cut and y0 <= y < y1
-        if not in_box and (cut or own_weight == WEIGHT_ONE):
-            copy_bytes(dst_at + start, own_at, row_bytes)
-            continue
-        other_at = other_image + start
-        if flip_other:
-            other_at = _mirror_row(other_at, width, channels, other_row)
-        if in_box:
-            cut_from, cut_to = x0 * channels, x1 * channels
-            copy_bytes(dst_at + start, own_at, cut_from)
-            copy_bytes(dst_at + start + cut_from, other_at + cut_from, cut_to - cut_from)
-            copy_bytes(dst_at + start + cut_to, own_at + cut_to, row_bytes - cut_to)
-        else:
-            own = carray(as_pointer(own_at), (row_bytes,), np.uint8)
-            other = carray(as_pointer(other_at), (row_bytes,), np.uint8)
-            for k in range(row_bytes):
-                dst[start + k] = (own[k] * own_weight + other[k] * other_weight + _HALF) >> 8
-
-
 @njit(cache=True, parallel=True, nogil=True)
-def mix_from_pages(sources, out, partner, weight, box, flipped):
+def mix_from_pages(sources, out, partner, weight, box):
     """``kernels.mix_images`` with each sample's pixels read at its own address ``sources[i]`` (the raw
     image in the file's pages) instead of from a decoded batch: the decoder's copy and the mix are one pass.
-    ``flipped[i]``: sample ``i`` is mirrored left-right before it is mixed (``flip_images``' job, fused).
 
     out: uint8 (N, H, W, C). The arithmetic is ``mix_images``' exactly (round half up in 1/256ths; CutMix
-    takes the box whole from the partner), so the result is bit-identical to a plain copy, then the flip,
-    then ``mix_images``.
+    takes the box whole from the partner), so the result is bit-identical to a plain copy followed by
+    ``mix_images``.
     """
     n, height, width, channels = out.shape
     row_bytes = width * channels
@@ -259,15 +207,12 @@ def mix_from_pages(sources, out, partner, weight, box, flipped):
         dst = flat_out[i]
         own_weight = np.int32(weight[i])
         y0, y1, x0, x1 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
-        uses_other = own_weight != WEIGHT_ONE or (y1 > y0 and x1 > x0)
-        if flipped[i] or (uses_other and flipped[j]):
-            _mix_mirrored(sources, dst, i, j, own_weight, y0, y1, x0, x1, flipped[i], flipped[j], height, width,
-                          channels)
-        elif own_weight == WEIGHT_ONE or (y1 > y0 and x1 > x0):
+        if own_weight == WEIGHT_ONE or (y1 > y0 and x1 > x0):
             # CutMix: the whole image, then the box from the partner (written twice, in cache), by memcpy.
             # Slice assignments or byte loops cost more than the copy itself for small images' rows (they
             # made CutMix 4-6x slower than a copy at 32 x 32; this is about 2x).
-            dst_at, other_image = np.int64(dst.ctypes.data), np.int64(sources[j])   # not uint64: see above
+            # int64, not uint64: Numba types uint64 + int64 as a float.
+            dst_at, other_image = np.int64(dst.ctypes.data), np.int64(sources[j])
             copy_bytes(dst_at, sources[i], pixels)
             if y1 > y0 and x1 > x0:
                 span = (x1 - x0) * channels
@@ -312,14 +257,11 @@ def flip_batch(images_at, indices_at, count, height, width, channels, control_at
 
 
 @cfunc(_i64(_address, _address, _i64, _i64, _i64, _i64, _address, _address, _i64, _f64, _f64, _f64, _f64, _i64,
-            _f64, _f64, _i64, _i64, _i64, _f64), cache=True, nogil=True)
+            _f64, _f64, _i64, _i64), cache=True, nogil=True)
 def mix_raw_batch(sources_at, indices_at, count, height, width, channels, out_at, control_at, seed, mixup_alpha,
-                  cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height, box_width, flip_seed,
-                  flip_probability):
+                  cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height, box_width):
     """Copy-and-mix ``count`` raw (H, W, C) images, each at its address in ``sources``, into ``out``; the
-    parameters are those ``mix_image_batch`` draws for the same key, so the label op agrees. With
-    ``flip_probability`` > 0 the samples ``flip_batch`` would flip (same seed, epoch, index) are mirrored
-    first, in the same pass."""
+    parameters are those ``mix_image_batch`` draws for the same key, so the label op agrees."""
     control = read_control(control_at)
     sources = carray(as_pointer(sources_at), (count,), np.uint64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
@@ -332,9 +274,5 @@ def mix_raw_batch(sources_at, indices_at, count, height, width, channels, out_at
         key = batch_key(seed, control[EPOCH], indices)
         partner, weight, box, _ = draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha,
                                                   mix_prob, switch_prob, mode, lam_low, lam_high)
-    flipped = np.zeros(count, np.bool_)
-    if flip_probability > 0.0:
-        for i in range(count):
-            flipped[i] = flip_draw(sample_key(flip_seed, control[EPOCH], indices[i], FLIP_STREAM), flip_probability)
-    mix_from_pages(sources, out, partner, weight, box, flipped)
+    mix_from_pages(sources, out, partner, weight, box)
     return count

@@ -250,18 +250,12 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
     Same output as ``SimpleRGBImageDecoder()`` followed by ``mixing.image_op()``, bit for bit, in one pass
     over memory instead of two; the label pipeline keeps ``mixing.label_op(...)``. The parameters are drawn
     from the same key (seed, epoch, sample indices) and read the same control block (epoch, on/off).
-    hflip: also flip left-right, before mixing, exactly the samples ``RandomFlip(control=mixing.control,
-    seed=mixing.seed, probability=hflip)`` would flip (0: none; True means 0.5), in the same pass.
     Raises ValueError (when the pipeline is built) for JPEG samples or images of varying size.
     """
 
-    def __init__(self, mixing, hflip: float = 0.0):
+    def __init__(self, mixing):
         super().__init__()
         self.mixing = mixing   # holds the ControlBlock whose address the compiled code reads
-        hflip = 0.5 if hflip is True else float(hflip)
-        if not 0.0 <= hflip <= 1.0:
-            raise ValueError(f"hflip must be a probability in [0, 1] (or True for 0.5), got {hflip!r}")
-        self.flip_probability = hflip
 
     def _image_shape(self) -> Tuple[int, int]:
         heights, widths = self.metadata["height"], self.metadata["width"]
@@ -288,7 +282,6 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
         control_at = np.uint64(self.mixing.control.address)
         mem_read = self.memory_read
         pixels = height * width * 3
-        flip_seed, flip_probability = np.int64(self.mixing.seed), self.flip_probability
 
         def mix_decode_op(batch_indices, buffers, metadata, storage_state):
             destination, source_scratch, index_scratch = buffers
@@ -305,7 +298,7 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
             out = destination[:count]
             mix_raw_batch(sources.ctypes.data, sample_ids.ctypes.data, count, height, width, 3, out.ctypes.data,
                           control_at, seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low,
-                          lam_high, box_h, box_w, flip_seed, flip_probability)
+                          lam_high, box_h, box_w)
             return out
 
         return mix_decode_op
