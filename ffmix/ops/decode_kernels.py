@@ -132,8 +132,10 @@ def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes,
     count = table.shape[0]
     workers = max(min(slots, workers), 1)
     out_bytes = out_height * out_width * 3
+    # Addresses as int64: Numba types uint64 + int64 as a float (exact below 2**53, but no way to do pointers).
+    out_base, scratch_base = np.int64(out_at), np.int64(scratch_at)
     for worker in prange(workers):
-        scratch = scratch_at + worker * scratch_bytes
+        scratch = scratch_base + worker * scratch_bytes
         for i in range(worker, count, workers):
             data_at, size, height, width, mode, index = (table[i, 0], table[i, 1], table[i, 2], table[i, 3],
                                                          table[i, 4], table[i, 5])
@@ -157,7 +159,7 @@ def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes,
                     top, left = top // denom, left // denom
                     bottom = min((bottom + denom - 1) // denom, height)
                     right = min((right + denom - 1) // denom, width)
-            call_resize(resize_at, source_at, height, width, top, bottom, left, right, out_at + i * out_bytes,
+            call_resize(resize_at, source_at, height, width, top, bottom, left, right, out_base + i * out_bytes,
                         out_height, out_width)
     return count
 
