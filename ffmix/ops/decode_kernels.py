@@ -15,7 +15,10 @@ data addresses     each sample's bytes in the file's pages          FFCV's memor
 (in the table,                                                     file or the process cache, valid while the
 sources_at)                                                        epoch's memory context is entered, i.e.
                                                                    during every batch
-out_at             the decoder's / flip's output images             FFCV's preallocated buffers
+out_at             the decoders' output images                     FFCV's preallocated buffers (the decoder's
+                                                                   output ``AllocationQuery``)
+images_at          the batch ``flip_batch`` flips in place: the    FFCV's preallocated buffers (the output of
+                   decoder's output                                the decoder before it)
 scratch_at         one full-size decode buffer per worker          the decoder operation (``_Scratch``, made
                                                                    in ``__init__``; buffers only added, never
                                                                    freed or replaced while the op lives)
