@@ -179,9 +179,10 @@ def test_fallback_after_ten_tries_is_the_clamped_centre_crop(height, width, rati
         assert tuple(int(v) for v in got) == box
 
 
-def test_flips_match_the_reference():
+@pytest.mark.parametrize("channels, width", [(3, 7), (3, 8), (1, 5)])
+def test_flips_match_the_reference(channels, width):
     rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (40, 5, 7, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (40, 5, width, channels), dtype=np.uint8)
     indices = rng.permutation(1000)[:40].astype(np.uint64)
     flipped = reference.flips(11, 2, indices)
     assert 0.25 < flipped.mean() < 0.75
