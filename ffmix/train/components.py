@@ -34,7 +34,7 @@ def make_loaders(config: Config, node: Node):
         config.train, batch_size=config.batch_size // node.world_size, seed=config.seed, order="random",
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, mix_prob=config.mix_prob,
         switch_prob=config.switch_prob, mode=config.mix_mode, label_smoothing=smoothing, targets=targets,
-        distributed=node.distributed, drop_last=True, **common)
+        hflip=config.hflip, distributed=node.distributed, drop_last=True, **common)
     val_meta = read_meta(config.val)
     val_indices = list(range(node.rank, val_meta.num_samples, node.world_size))
     val_loader = make_loader(config.val, batch_size=2 * config.batch_size // node.world_size, order="sequential",
@@ -128,10 +128,3 @@ def make_loss(config: Config):
 def mixing_on(config: Config, epoch: int) -> bool:
     """Whether 0-based ``epoch`` mixes: always, unless --mix-off-epoch K (1-based) switched it off."""
     return config.mix_off_epoch is None or epoch + 1 < config.mix_off_epoch
-
-
-def random_hflip(images: torch.Tensor) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2 (torch's global RNG, which checkpoints save).
-    Flipping after mixing equals mixing flipped images: a CutMix box moves, its area (the label weight) not."""
-    flip = torch.rand(images.shape[0], device=images.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)

@@ -120,7 +120,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--warmup-steps", type=int, metavar="N", help=(
         f"onecycle warm-up in optimizer steps (default: {100 * WARMUP_FRACTION:.0f}%% of the run, at least "
         f"{WARMUP_MIN_STEPS} steps, at most half the run)"))
-    model.add_argument("--hflip", action="store_true", help="flip half the images left-right (not for digits)")
+    model.add_argument("--hflip", action="store_true", help="flip half the training images left-right, seeded by (seed, epoch, image) like the mixing, so a resumed run sees the same flips (not for digits)")
     model.add_argument("--tta", action="store_true",
                        help="validate on each image and its mirror image, averaging the logits (with --hflip)")
 

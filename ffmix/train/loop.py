@@ -22,7 +22,7 @@ from ..distributed import Node
 from ..models import build_model, count_parameters
 from .checkpoints import describe_run, load_checkpoint, prepare_run_dir, restore, resume_hint, save_epoch, write_json
 from .components import (LrShape, autocast, make_loaders, make_loss, make_optimizer, memory_format, mixing_on,
-                         random_hflip, wrap)
+                         wrap)
 from .config import Config, check_inputs, resolve
 from .report import epoch_line, summary_line
 
@@ -94,8 +94,6 @@ def make_train_step(model: nn.Module, optimizer, scheduler, loss_fn, config: Con
     """step(images, targets) -> the batch's loss (a detached tensor): forward, backward, update, schedule."""
 
     def step(images, targets) -> torch.Tensor:
-        if config.hflip:
-            images = random_hflip(images)
         with autocast(config, node):
             loss = loss_fn(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
