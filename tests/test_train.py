@@ -513,3 +513,28 @@ def test_device_names_are_parsed_in_one_place():
     if not torch.cuda.is_available():
         with pytest.raises(FfmixError, match="no CUDA GPU"):
             resolve_device("cuda:0", option="device=")
+
+
+def test_resumed_jpeg_run_of_varying_sizes_ends_with_the_same_weights(tmp_path, capsys):
+    """Random-resized crops and flips come from (seed, epoch, image): a resumed run sees the crops the
+    uninterrupted one saw, so it ends with the same weights on JPEG data of varying sizes too."""
+    rng = np.random.default_rng(7)
+    images, labels = [], []
+    for size_seed in range(96):
+        side = int(rng.integers(18, 30))
+        gray, label = pattern_images(1, side, seed=size_seed)
+        images.append(np.repeat(gray[0][:, :, None], 3, axis=2))
+        labels.append(int(label[0]))
+    beton = tmp_path / "varied.beton"
+    convert_arrays(images, np.array(labels), beton, write_mode="jpg", num_workers=1)
+    recipe = ["--train", beton, "--val", beton, "--image-size", "16", "--model", "tiny", "--epochs", "2",
+              "--batch-size", "16", "--lr", "0.1", "--mixup-alpha", "0.4", "--cutmix-alpha", "1.0", "--hflip",
+              "--seed", "5", "--device", "cpu"]
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    assert train(recipe + ["--out", full_dir], capsys)[0] == 0
+    code, out, err = train(recipe + ["--out", resumed_dir, "--stop-after-epoch", "1"], capsys)
+    assert code == 0 and "stopped after epoch 1 of 2" in out, err
+    assert train(recipe + ["--out", resumed_dir, "--resume"], capsys)[0] == 0
+    full, resumed = state_of(full_dir / "last.pt"), state_of(resumed_dir / "last.pt")
+    assert_same_tensors(full["model"], resumed["model"], "model")
+    assert [m["train_loss"] for m in read_metrics(full_dir)] == [m["train_loss"] for m in read_metrics(resumed_dir)]
