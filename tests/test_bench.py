@@ -452,3 +452,20 @@ def test_quick_e2e_delivers_on_the_gpu(tmp_path):
     rows = json.loads(out.read_text())["results"]["e2e"]
     assert all(r["device"] == "cuda" and r["images_per_s"] > 0 for r in rows)
     assert all(r["check"]["ok"] for r in rows if r["pipeline"] not in ("memcpy", "ffcv_mixup"))
+
+
+def test_collate_targets_follow_their_rows_checks():
+    """A MixCollate row that passed its check can meet a target; one that failed cannot."""
+    from ffmix.bench.report import evaluate_targets
+
+    def row(path, rate, ms, ok=True):
+        return {"path": path, "dataset": "rgb32", "images_per_s": rate, "collate_ms": ms,
+                "check": {"ok": ok, "problems": []}}
+
+    rows = [row("ffmix_uint8", 600.0, 1.0), row("timm", 100.0, 9.0), row("default_collate", 500.0, 2.0)]
+    met = {t["target"]: t["met"] for t in evaluate_targets({"collate": rows}, quick=False)}
+    assert met["DataLoader 32x32 RGB: MixCollate / timm FastCollateMixup"] is True
+    assert met["collate alone 32x32 RGB: MixCollate time / default_collate"] is True
+    rows[0]["check"]["ok"] = False
+    met = {t["target"]: t["met"] for t in evaluate_targets({"collate": rows}, quick=False)}
+    assert met["DataLoader 32x32 RGB: MixCollate / timm FastCollateMixup"] is False

@@ -79,6 +79,8 @@ def _rows(results, section, where) -> Dict[str, dict]:
         return {r["impl"]: r for r in results.get("ops", []) if r.get("shape_role") == where}
     if section == "startup":
         return {r["loader"]: r for r in results.get("startup", []) if r["cache"] == where}
+    if section in ("collate", "collate_ms"):
+        return {r["path"]: r for r in results.get("collate", []) if r["dataset"] == where}
     return {}
 
 
