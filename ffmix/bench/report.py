@@ -72,9 +72,16 @@ def evaluate_targets(results: Dict[str, List[dict]], quick: bool) -> List[dict]:
     return evaluated
 
 
+# the field of a row that each target section compares
+_METRIC = {"e2e": "images_per_s", "ops": "images_per_s", "ops_memcpy": "ms_per_batch", "collate": "images_per_s",
+           "collate_ms": "collate_ms", "startup": "to_first_batch_s"}
+
+
 def _rows(results, section, where) -> Dict[str, dict]:
-    if section == "e2e":
-        return {r["pipeline"]: r for r in results.get("e2e", []) if r["dataset"] == where}
+    """The rows a target of ``section`` at ``where`` compares, by their key."""
+    if section == "e2e":   # the targets are set for delivery on the CPU
+        return {r["pipeline"]: r for r in results.get("e2e", [])
+                if r["dataset"] == where and r.get("device", "cpu") == "cpu"}
     if section in ("ops", "ops_memcpy"):
         return {r["impl"]: r for r in results.get("ops", []) if r.get("shape_role") == where}
     if section == "startup":
@@ -90,28 +97,11 @@ def _row_ok(results, section, where, key) -> bool:
 
 
 def _ratio(results, section, where, mine, other) -> Optional[float]:
-    if section == "e2e":   # the targets are set for delivery on the CPU
-        rows = {r["pipeline"]: r for r in results.get("e2e", [])
-                if r["dataset"] == where and r.get("device", "cpu") == "cpu"}
-        if mine in rows and other in rows:
-            return rows[mine]["images_per_s"] / rows[other]["images_per_s"]
-    elif section in ("ops", "ops_memcpy"):
-        rows = {r["impl"]: r for r in results.get("ops", []) if r.get("shape_role") == where}
-        if mine in rows and other in rows:
-            if section == "ops":
-                return rows[mine]["images_per_s"] / rows[other]["images_per_s"]
-            return rows[mine]["ms_per_batch"] / rows[other]["ms_per_batch"]
-    elif section in ("collate", "collate_ms"):
-        rows = {r["path"]: r for r in results.get("collate", []) if r["dataset"] == where}
-        if mine in rows and other in rows:
-            if section == "collate":
-                return rows[mine]["images_per_s"] / rows[other]["images_per_s"]
-            return rows[mine]["collate_ms"] / rows[other]["collate_ms"]
-    elif section == "startup":
-        rows = {r["loader"]: r for r in results.get("startup", []) if r["cache"] == where}
-        if mine in rows and other in rows:
-            return rows[mine]["to_first_batch_s"] / rows[other]["to_first_batch_s"]
-    return None
+    rows = _rows(results, section, where)
+    if mine not in rows or other not in rows:
+        return None
+    metric = _METRIC[section]
+    return rows[mine][metric] / rows[other][metric]
 
 
 # ------------------------------------------------------------------------------------------------ text
