@@ -62,12 +62,22 @@ class WithIndex(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        item = self.dataset[index]
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise FfmixError(f"WithIndex needs a dataset of (sample, label) pairs; item {index} is a "
-                             f"{type(item).__name__}" + (f" of length {len(item)}" if hasattr(item, "__len__")
-                                                         else ""))
-        return item[0], item[1], index
+        return _with_index(self.dataset[index], index)
+
+    def __getitems__(self, indices):
+        """A batch's items at once, as the DataLoader asks for them: through the wrapped dataset's own
+        ``__getitems__`` when it has one (a dataset that reads a batch faster than its samples one by one keeps
+        that speed when wrapped), else sample by sample."""
+        fetch = getattr(self.dataset, "__getitems__", None)
+        items = fetch(indices) if fetch else [self.dataset[index] for index in indices]
+        return [_with_index(item, index) for item, index in zip(items, indices)]
+
+
+def _with_index(item, index):
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise FfmixError(f"WithIndex needs a dataset of (sample, label) pairs; item {index} is a "
+                         f"{type(item).__name__}" + (f" of length {len(item)}" if hasattr(item, "__len__") else ""))
+    return item[0], item[1], index
 
 
 class MixCollate:
@@ -80,8 +90,8 @@ class MixCollate:
     Returns ``(images, targets)``: images uint8 (N, C, H, W) (``output="uint8"``, as timm's collate), or float32
     (N, C, H, W) ``(pixel / 255 - mean) / std`` (``output="float"``; mean/std None: plain 0..255 floats);
     targets float32 (N, num_classes) mixed smoothed one-hots, or with ``targets="pair"`` float32 (N, 3) rows
-    ``(y_a, y_b, λ)``. Both C-contiguous; in a worker process they are made in shared memory, as
-    ``default_collate`` does, so handing them to the main process copies nothing.
+    ``(y_a, y_b, λ)``. Both C-contiguous; in a worker process they are made in one shared-memory block
+    (two views of it), so handing them to the main process copies nothing (the block lives while either does).
 
     mixup_alpha, cutmix_alpha: Beta(α, α); 0 turns that one off. cutmix_minmax: not supported (must be None).
     prob (timm's name) or mix_prob: chance that a batch, pair or sample (``mode``) is mixed at all.
@@ -186,9 +196,10 @@ class MixCollate:
         partner, weight, box, lam = draw_mix_params(
             key, count, height, width, self.mixup_alpha if on else 0.0, self.cutmix_alpha if on else 0.0,
             self.mix_prob, self.switch_prob, MODES[self.mode], self.lam_range[0], self.lam_range[1])
-        shared = self._in_worker
-        mixed = self._mix(images, planar, (count, channels, height, width), partner, weight, box, shared)
-        return mixed, self._make_targets(labels, partner, lam, shared)
+        out_images, out_targets = self._outputs((count, channels, height, width))
+        self._mix(images, planar, out_images.numpy(), partner, weight, box)
+        self._make_targets(labels, partner, lam, out_targets.numpy())
+        return out_images, out_targets
 
     def __repr__(self) -> str:
         return (f"MixCollate(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, "
@@ -263,32 +274,38 @@ class MixCollate:
             self._calls += 1
         return np.uint64(batch_key(self.seed, epoch, indices))
 
-    def _mix(self, images, planar, shape, partner, weight, box, shared):
-        count, channels, height, width = shape
-        if self.output == "float":
-            scale, shift = _scale_shift(self.mean, self.std, channels)
-            out_tensor = _new_tensor((count, channels, height, width), torch.float32, shared)
-            if planar:
-                mix_normalize_planar(images, out_tensor.numpy(), partner, weight, box, scale, shift)
-            else:
-                mix_normalize(images, out_tensor.numpy(), partner, weight, box, scale, shift, False)
-            return out_tensor
-        out_tensor = _new_tensor((count, channels, height, width), torch.uint8, shared)
-        if planar:
-            mix_planes(images, out_tensor.numpy(), partner, weight, box)
-        else:
-            mix_images_planar(images, out_tensor.numpy(), partner, weight, box)
-        return out_tensor
+    def _outputs(self, shape) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Uninitialised C-contiguous (images, targets) tensors. In a worker they are two views of one
+        shared-memory block: the DataLoader then hands the main process one block per batch, not two, and
+        each block costs a file-descriptor handshake with the worker, which bounds the images/s of every
+        collate_fn (default_collate makes its batch in shared memory too, but one block per tensor)."""
+        image_dtype = torch.float32 if self.output == "float" else torch.uint8
+        target_shape = (shape[0], 3 if self.targets == "pair" else self.num_classes)
+        if not self._in_worker:
+            return torch.empty(shape, dtype=image_dtype), torch.empty(target_shape, dtype=torch.float32)
+        target_bytes = math.prod(target_shape) * 4        # targets first: float32 needs 4-byte alignment
+        storage = torch.UntypedStorage._new_shared(target_bytes + math.prod(shape) * image_dtype.itemsize)
+        targets = torch.empty(0, dtype=torch.float32).set_(storage, 0, target_shape)
+        images = torch.empty(0, dtype=image_dtype).set_(storage, target_bytes // image_dtype.itemsize, shape)
+        return images, targets
 
-    def _make_targets(self, labels, partner, lam, shared):
-        count = labels.shape[0]
+    def _mix(self, images, planar, out, partner, weight, box) -> None:
+        if self.output == "float":
+            scale, shift = _scale_shift(self.mean, self.std, out.shape[1])
+            if planar:
+                mix_normalize_planar(images, out, partner, weight, box, scale, shift)
+            else:
+                mix_normalize(images, out, partner, weight, box, scale, shift, False)
+        elif planar:
+            mix_planes(images, out, partner, weight, box)
+        else:
+            mix_images_planar(images, out, partner, weight, box)
+
+    def _make_targets(self, labels, partner, lam, out) -> None:
         if self.targets == "pair":
-            out_tensor = _new_tensor((count, 3), torch.float32, shared)
-            pair_targets(labels, partner, lam, out_tensor.numpy())
-            return out_tensor
-        out_tensor = _new_tensor((count, self.num_classes), torch.float32, shared)
-        soft_targets(labels, partner, lam, self.num_classes, self.label_smoothing, out_tensor.numpy())
-        return out_tensor
+            pair_targets(labels, partner, lam, out)
+        else:
+            soft_targets(labels, partner, lam, self.num_classes, self.label_smoothing, out)
 
     def _warm_up(self) -> None:
         """Run every kernel this collate may use on a tiny batch, in this process: see the module docstring."""
@@ -416,15 +433,6 @@ def _indices(indices: Sequence) -> np.ndarray:
         raise FfmixError("the third item of each sample must be its non-negative integer index (as "
                          f"ffmix.WithIndex gives), got {values.dtype} values like {values.reshape(-1)[:3]}")
     return values.astype(np.uint64)
-
-
-def _new_tensor(shape, dtype: torch.dtype, shared: bool) -> torch.Tensor:
-    """An uninitialised C-contiguous tensor; ``shared``: in shared memory, as ``default_collate`` makes batches in
-    workers (moving a batch there afterwards would copy it)."""
-    if not shared:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 # ---------------------------------------------------------------------------------------------- settings

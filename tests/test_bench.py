@@ -304,22 +304,30 @@ def test_value_check_passes_true_mixes_and_catches_wrong_weights():
 
 def test_timm_paths_give_the_contract_and_true_values():
     levels = alternatives.class_levels(5, 3)
-    labels = np.arange(16) % 5
-    images = np.broadcast_to(levels[labels][:, None, None, :], (16, 6, 6, 3)).astype(np.uint8).copy()
+    labels = np.arange(32) % 5
+    images = np.broadcast_to(levels[labels][:, None, None, :], (32, 6, 6, 3)).astype(np.uint8).copy()
     args = alternatives.timm_mixup_args(5, 0.8, 1.0, 0.5, 0.0)
     mean, std = alternatives.mean_std(3)
+    unmixed = "no target row mixes two classes"
+    np.random.seed(0)   # timm draws λ and MixUp-or-CutMix from NumPy's global generator
     for kind, source in (("fast_collate", alternatives.ArrayImagesUint8(images, labels)),
                          ("mixup", alternatives.ArrayImages(images, labels, 3))):
         loader = alternatives.timm_loader(source, kind=kind, batch_size=8, workers=0, device=torch.device("cpu"),
                                           channels=3, mix_args=args)
+        mixed_batches = 0
         for batch_images, targets in loader:
             raw = kind == "fast_collate"
             assert batch_images.dtype == (torch.uint8 if raw else torch.float32)
-            assert check_batch(batch_images, targets, batch_size=8, channels=3, image_shape=(6, 6), num_classes=5,
-                               mixed=True, dtype=batch_images.dtype)["ok"]
+            report = check_batch(batch_images, targets, batch_size=8, channels=3, image_shape=(6, 6), num_classes=5,
+                                 mixed=True, dtype=batch_images.dtype)
+            # On 6x6 images a CutMix λ above 35/36 gives timm a box of no pixels, and the batch stays whole
+            # (about one batch in 75): a batch may be unmixed, but not wrong, and most must be mixed.
+            assert [p for p in report["problems"] if not p.startswith(unmixed)] == [], (kind, report)
+            mixed_batches += report["ok"]
             result = alternatives.check_values(batch_images, targets, levels=levels, mean=None if raw else mean,
                                                std=None if raw else std)
             assert result["ok"], (kind, result)
+        assert mixed_batches >= 3, (kind, mixed_batches)
     with pytest.raises(ValueError, match="even"):
         alternatives.timm_loader(source, kind="mixup", batch_size=7, workers=0, device=torch.device("cpu"),
                                  channels=3, mix_args=args)

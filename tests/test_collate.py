@@ -319,13 +319,56 @@ def test_persistent_workers_follow_set_epoch_and_use_one_numba_thread(rgb):
     collate.set_epoch(0)
 
 
-def test_float_output_through_workers_arrives_in_shared_memory(rgb):
+@pytest.mark.parametrize("output,targets", [("uint8", "soft"), ("float", "soft"), ("uint8", "pair"),
+                                            ("float", "pair")])
+def test_worker_batches_arrive_as_one_shared_block_with_the_in_process_values(rgb, output, targets):
     images, labels = rgb
-    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, output="float", mean=MEAN, std=STD)
-    loader = DataLoader(WithIndex(ArrayDataset(images, labels)), batch_size=8, num_workers=1, collate_fn=collate)
-    mixed, targets = next(iter(loader))
-    assert mixed.dtype == torch.float32 and mixed.is_contiguous() and tuple(mixed.shape) == (8, 3, 9, 11)
-    np.testing.assert_allclose(targets.sum(dim=1).numpy(), 1.0, atol=1e-5)
+    norm = dict(mean=MEAN, std=STD) if output == "float" else {}
+    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, output=output, targets=targets, seed=5, **norm)
+    dataset = WithIndex(ArrayDataset(images, labels))
+    loader = DataLoader(dataset, batch_size=7, num_workers=1, collate_fn=collate)   # 7: odd sizes of both parts
+    for number, (mixed, soft) in enumerate(loader):
+        assert mixed.is_shared() and soft.is_shared()
+        # one block, targets first: the images start right after the targets' bytes, and neither overlaps
+        assert mixed.untyped_storage().data_ptr() == soft.untyped_storage().data_ptr()
+        assert mixed.data_ptr() == soft.data_ptr() + soft.numel() * 4
+        assert mixed.is_contiguous() and soft.is_contiguous()
+        want_mixed, want_soft = collate([dataset[k] for k in range(7 * number, min(40, 7 * number + 7))])
+        assert not want_mixed.is_shared(), "made in this process: plain memory"
+        torch.testing.assert_close(mixed, want_mixed, rtol=0, atol=0)
+        torch.testing.assert_close(soft, want_soft, rtol=0, atol=0)
+
+
+class BatchFetching(ArrayDataset):
+    """An ArrayDataset that also reads a whole batch at once, and counts how often each way is used."""
+
+    def __init__(self, images, labels):
+        super().__init__(images, labels)
+        self.single_reads = self.batch_reads = 0
+
+    def __getitem__(self, index):
+        self.single_reads += 1
+        return super().__getitem__(index)
+
+    def __getitems__(self, indices):
+        self.batch_reads += 1
+        return [(self.images[k], int(self.labels[k])) for k in indices]
+
+
+def test_with_index_reads_batches_through_the_datasets_own_getitems(rgb):
+    images, labels = rgb
+    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, seed=4)
+    batched = BatchFetching(images, labels)
+    got = list(DataLoader(WithIndex(batched), batch_size=6, collate_fn=collate))
+    assert batched.batch_reads == 7 and batched.single_reads == 0
+    plain = ArrayDataset(images, labels)
+    want = list(DataLoader(WithIndex(plain), batch_size=6, collate_fn=collate))
+    assert [len(b[0]) for b in got] == [6] * 6 + [4]
+    for (mixed, soft), (want_mixed, want_soft) in zip(got, want):
+        torch.testing.assert_close(mixed, want_mixed, rtol=0, atol=0)
+        torch.testing.assert_close(soft, want_soft, rtol=0, atol=0)
+    with pytest.raises(FfmixError, match="WithIndex needs a dataset of"):
+        WithIndex(torch.utils.data.TensorDataset(torch.zeros(4, 2, 2, 3))).__getitems__([0, 1])
 
 
 def test_pickles_and_unpickles_to_the_same_mixing(rgb, collates):
@@ -465,3 +508,4 @@ def test_bench_collate_quick_runs_and_checks_every_path(tmp_path):
     targets = [t for t in result["targets"] if t["section"] in ("collate", "collate_ms")]
     assert len(targets) == 6 and all(t["measured"] > 0 for t in targets)
     assert "MixCollate" in done.stdout
+    assert done.stdout.count("The DataLoader alone delivers") == 2, "the ceiling beside each dataset's table"

@@ -252,6 +252,41 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(data, full_run, 
         assert [m[key] for m in read_metrics(full_run)] == [m[key] for m in read_metrics(run_dir)], key
 
 
+def test_a_failed_step_stops_the_loaders_epoch_thread_at_once(data, tmp_path, monkeypatch):
+    """A step that raises leaves the epoch early; the loaders are closed on the way out, so their epoch thread
+    stops then, not when the traceback holding the epoch's iterator is freed (here: kept alive on purpose)."""
+    import argparse
+    import threading
+
+    from ffmix import distributed
+    from ffmix.train import loop
+    from ffmix.train.config import config_from_args
+
+    class StepFailed(Exception):
+        pass
+
+    real_make_step = loop.make_train_step
+
+    def failing_make_step(*args, **kwargs):
+        step, calls = real_make_step(*args, **kwargs), []
+
+        def second_step_fails(images, targets):
+            calls.append(None)
+            if len(calls) == 2:
+                raise StepFailed
+            return step(images, targets)
+        return second_step_fails
+
+    monkeypatch.setattr(loop, "make_train_step", failing_make_step)
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    config = config_from_args(parser.parse_args(list(map(str, data_args(data) + RECIPE + ["--out", tmp_path / "run"]))))
+    with pytest.raises(StepFailed) as caught:
+        loop.train(config, distributed.describe_node("cpu"))
+    assert caught.value.__traceback__ is not None   # its frames, and the epoch's iterator in them, are alive
+    assert not [t for t in threading.enumerate() if t.name == "ffmix-epoch" and t.is_alive()]
+
+
 def test_resume_with_other_processes_or_device_is_refused(data, full_run, tmp_path, capsys):
     """The number of processes sets each rank's share and BatchNorm's batch; the device the kernels: a resume
     that changes either would not continue the same computation."""

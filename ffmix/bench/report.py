@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import FfmixError
+from ..system import atomic_write
 
 # (section, where, ffmix row, other row, comparison, threshold, what) for ratios of images/s;
 # "ops_memcpy" compares ffmix time to the memcpy time of the same batch; "startup" warm first-batch times.
@@ -247,8 +248,21 @@ def collate_text(rows: List[dict]) -> str:
                      f"{first['workers']} workers (rate ÷ ffmix: against MixCollate of the same output dtype; "
                      f"alone: one thread, as in a worker)\n" +
                      table(["collate_fn", "alone ms/batch", "time ÷ default_collate", "DataLoader images/s",
-                            "rate ÷ ffmix", "first epoch s", "check"], body, "lrrrrrl"))
+                            "rate ÷ ffmix", "first epoch s", "check"], body, "lrrrrrl")
+                     + _ceiling_note(data_rows))
     return "\n\n".join(parts)
+
+
+def _ceiling_note(rows: List[dict]) -> str:
+    """How far the DataLoader itself lets any collate_fn lead timm's and the tutorial's: the rate targets
+    cannot be met past these ratios."""
+    rate = {r["path"]: r["images_per_s"] for r in rows}
+    if "ceiling" not in rate:
+        return ""
+    leads = [f"{rate['ceiling'] / rate[peer]:.3g}× {name}'s" for peer, name in (("timm", "timm"),
+             ("tutorial", "the tutorial")) if rate.get(peer)]
+    return (f"\nThe DataLoader alone delivers {fmt_rate(rate['ceiling'])} images/s"
+            + (f": at most {' and '.join(leads)} rate, for any collate_fn" if leads else ""))
 
 
 def targets_text(targets: List[dict]) -> str:
@@ -290,9 +304,7 @@ def render(report: dict) -> str:
 def write_json(report: dict, path: os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, default=_plain))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(report, indent=2, default=_plain))
 
 
 def _plain(value):

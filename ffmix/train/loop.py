@@ -62,7 +62,9 @@ def train(config: Config, node: Node) -> List[dict]:
     stop_at = config.stop_after_epoch or config.epochs
     elapsed_before = history[-1]["elapsed"] if history else 0.0   # earlier sessions of a resumed run
     loop_start = time.perf_counter()
-    with hint_on_interrupt(node, run_dir, history):
+    # closing the loaders stops an epoch left early (Ctrl-C, a failed step) at once, not when the traceback
+    # holding its iterator is freed
+    with hint_on_interrupt(node, run_dir, history), train_loader, val_loader:
         for epoch in range(start_epoch, stop_at):
             epoch_start = time.perf_counter()
             train_loader.set_epoch(epoch)
