@@ -252,20 +252,21 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(data, full_run, 
         assert [m[key] for m in read_metrics(full_run)] == [m[key] for m in read_metrics(run_dir)], key
 
 
-def test_a_failed_step_stops_the_loaders_epoch_thread_at_once(data, tmp_path, monkeypatch):
-    """A step that raises leaves the epoch early; the loaders are closed on the way out, so their epoch thread
-    stops then, not when the traceback holding the epoch's iterator is freed (here: kept alive on purpose)."""
+def test_a_failed_step_closes_both_loaders_and_leaves_no_epoch_thread(data, tmp_path, monkeypatch):
+    """A step that raises leaves the epoch early; train closes its loaders on the way out, so their epoch
+    thread stops then, whoever still holds a reference to the epoch's iterator."""
     import argparse
     import threading
 
     from ffmix import distributed
+    from ffmix.loader import MixLoader
     from ffmix.train import loop
     from ffmix.train.config import config_from_args
 
     class StepFailed(Exception):
         pass
 
-    real_make_step = loop.make_train_step
+    real_make_step, real_close, closed = loop.make_train_step, MixLoader.close, []
 
     def failing_make_step(*args, **kwargs):
         step, calls = real_make_step(*args, **kwargs), []
@@ -277,13 +278,19 @@ def test_a_failed_step_stops_the_loaders_epoch_thread_at_once(data, tmp_path, mo
             return step(images, targets)
         return second_step_fails
 
+    def recorded_close(loader):
+        closed.append(loader)
+        real_close(loader)
+
     monkeypatch.setattr(loop, "make_train_step", failing_make_step)
+    monkeypatch.setattr(MixLoader, "close", recorded_close)
     parser = argparse.ArgumentParser()
     configure_parser(parser)
-    config = config_from_args(parser.parse_args(list(map(str, data_args(data) + RECIPE + ["--out", tmp_path / "run"]))))
-    with pytest.raises(StepFailed) as caught:
+    argv = data_args(data) + RECIPE + ["--batch-size", "4", "--out", tmp_path / "run"]   # 64 batches an epoch
+    config = config_from_args(parser.parse_args(list(map(str, argv))))
+    with pytest.raises(StepFailed):
         loop.train(config, distributed.describe_node("cpu"))
-    assert caught.value.__traceback__ is not None   # its frames, and the epoch's iterator in them, are alive
+    assert len(closed) == 2 and len({id(loader) for loader in closed}) == 2, "train and validation loaders"
     assert not [t for t in threading.enumerate() if t.name == "ffmix-epoch" and t.is_alive()]
 
 

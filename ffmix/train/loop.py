@@ -62,8 +62,8 @@ def train(config: Config, node: Node) -> List[dict]:
     stop_at = config.stop_after_epoch or config.epochs
     elapsed_before = history[-1]["elapsed"] if history else 0.0   # earlier sessions of a resumed run
     loop_start = time.perf_counter()
-    # closing the loaders stops an epoch left early (Ctrl-C, a failed step) at once, not when the traceback
-    # holding its iterator is freed
+    # closing the loaders stops an epoch left early (Ctrl-C, a failed step) here, whoever still holds its
+    # iterator, not whenever that iterator is collected
     with hint_on_interrupt(node, run_dir, history), train_loader, val_loader:
         for epoch in range(start_epoch, stop_at):
             epoch_start = time.perf_counter()
