@@ -70,6 +70,9 @@ class WithIndex(torch.utils.data.Dataset):
         that speed when wrapped), else sample by sample."""
         fetch = getattr(self.dataset, "__getitems__", None)
         items = fetch(indices) if fetch else [self.dataset[index] for index in indices]
+        if len(items) != len(indices):   # zip below would drop the rest without a word
+            raise FfmixError(f"{type(self.dataset).__name__}.__getitems__ returned {len(items)} items for "
+                             f"{len(indices)} indices; it must return one item per index")
         return [_with_index(item, index) for item, index in zip(items, indices)]
 
 
@@ -283,7 +286,7 @@ class MixCollate:
         target_shape = (shape[0], 3 if self.targets == "pair" else self.num_classes)
         if not self._in_worker:
             return torch.empty(shape, dtype=image_dtype), torch.empty(target_shape, dtype=torch.float32)
-        target_bytes = math.prod(target_shape) * 4        # targets first: float32 needs 4-byte alignment
+        target_bytes = math.prod(target_shape) * torch.float32.itemsize   # first: float32 wants 4-byte alignment
         storage = torch.UntypedStorage._new_shared(target_bytes + math.prod(shape) * image_dtype.itemsize)
         targets = torch.empty(0, dtype=torch.float32).set_(storage, 0, target_shape)
         images = torch.empty(0, dtype=image_dtype).set_(storage, target_bytes // image_dtype.itemsize, shape)

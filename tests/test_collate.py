@@ -369,6 +369,9 @@ def test_with_index_reads_batches_through_the_datasets_own_getitems(rgb):
         torch.testing.assert_close(soft, want_soft, rtol=0, atol=0)
     with pytest.raises(FfmixError, match="WithIndex needs a dataset of"):
         WithIndex(torch.utils.data.TensorDataset(torch.zeros(4, 2, 2, 3))).__getitems__([0, 1])
+    batched.__getitems__ = lambda indices: [(images[0], 0)]   # one item for two indices
+    with pytest.raises(FfmixError, match="returned 1 items for 2 indices"):
+        WithIndex(batched).__getitems__([0, 1])
 
 
 def test_pickles_and_unpickles_to_the_same_mixing(rgb, collates):

@@ -149,7 +149,8 @@ def datasets_for(images: np.ndarray, labels: np.ndarray) -> Dict[str, Dataset]:
 
 
 def check_output(path: str, batch, *, batch_size: int, channels: int, image_shape, num_classes: int):
-    """``alternatives.check_batch`` for the mixing paths; shapes and dtypes for ``default_collate``."""
+    """``alternatives.check_batch`` for the mixing paths; shapes and dtypes for ``default_collate``; the one
+    byte per sample for ``ceiling``."""
     from .alternatives import check_batch
 
     if path == "ceiling":
