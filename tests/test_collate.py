@@ -512,3 +512,14 @@ def test_bench_collate_quick_runs_and_checks_every_path(tmp_path):
     assert len(targets) == 6 and all(t["measured"] > 0 for t in targets)
     assert "MixCollate" in done.stdout
     assert done.stdout.count("The DataLoader alone delivers") == 2, "the ceiling beside each dataset's table"
+
+
+def test_bench_ceiling_check_accepts_its_batch_and_names_what_a_wrong_one_holds():
+    from ffmix.bench.collate import ceiling_collate, check_output
+
+    shape = dict(batch_size=4, channels=1, image_shape=(2, 2), num_classes=3)
+    assert check_output("ceiling", ceiling_collate([None] * 4), **shape)["ok"]
+    short = check_output("ceiling", ceiling_collate([None] * 3), **shape)
+    assert not short["ok"] and short["problems"] == ["expected a (4, 1) tensor in a 1-tuple, got (3, 1)"]
+    assert check_output("ceiling", [torch.zeros(4, 1)], **shape)["problems"] == [
+        "expected a (4, 1) tensor in a 1-tuple, got list"]

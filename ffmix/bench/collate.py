@@ -154,8 +154,10 @@ def check_output(path: str, batch, *, batch_size: int, channels: int, image_shap
     from .alternatives import check_batch
 
     if path == "ceiling":
-        ok = isinstance(batch, tuple) and tuple(batch[0].shape) == (batch_size, 1)
-        return {"ok": ok, "problems": [] if ok else [f"got {type(batch).__name__}"], "bad_rows": 0}
+        got = tuple(batch[0].shape) if isinstance(batch, tuple) else type(batch).__name__
+        ok = got == (batch_size, 1)
+        problems = [] if ok else [f"expected a ({batch_size}, 1) tensor in a 1-tuple, got {got}"]
+        return {"ok": ok, "problems": problems, "bad_rows": 0}
     images, targets = batch[0], batch[1]
     if path == "default_collate":
         problems = []
