@@ -3,6 +3,7 @@
 No timings here: ``ffmix bench collate`` measures speed."""
 from __future__ import annotations
 
+import gc
 import json
 import pickle
 import subprocess
@@ -337,6 +338,24 @@ def test_worker_batches_arrive_as_one_shared_block_with_the_in_process_values(rg
         assert not want_mixed.is_shared(), "made in this process: plain memory"
         torch.testing.assert_close(mixed, want_mixed, rtol=0, atol=0)
         torch.testing.assert_close(soft, want_soft, rtol=0, atol=0)
+
+
+def test_one_view_of_a_worker_block_keeps_its_bytes_through_churn(rgb):
+    """Each worker batch's images and targets share one block: keeping only one of them (the other dropped,
+    the loader and its workers gone, memory reallocated) must keep that one's values."""
+    images, labels = rgb
+    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, output="float", mean=MEAN, std=STD, seed=9)
+    dataset = WithIndex(ArrayDataset(images, labels))
+    kept = [mixed if number % 2 else soft
+            for number, (mixed, soft) in enumerate(DataLoader(dataset, batch_size=7, num_workers=2,
+                                                               collate_fn=collate))]
+    gc.collect()
+    churn = [torch.full((7, 3, 9, 11), -1.0) for _ in range(64)]   # blocks the freed ones could be reused for
+    gc.collect()
+    for number, tensor in enumerate(kept):
+        want_mixed, want_soft = collate([dataset[k] for k in range(7 * number, min(40, 7 * number + 7))])
+        torch.testing.assert_close(tensor, want_mixed if number % 2 else want_soft, rtol=0, atol=0)
+    assert all(bool((c == -1.0).all()) for c in churn)
 
 
 class BatchFetching(ArrayDataset):
