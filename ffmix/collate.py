@@ -39,13 +39,15 @@ import torch
 from .errors import FfmixError
 from .ops.kernels import (mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes, pair_targets,
                           soft_targets)
-from .ops.params import MODES, draw_mix_params
+from .ops.mixing import FloatOutput, Mixing, check_targets
+from .ops.params import draw_mix_params, unmixed_params
 from .ops.rng import batch_key
 
 OUTPUTS = ("uint8", "float")
-TARGET_KINDS = ("soft", "pair")
 LAYOUTS = ("auto", "hwc", "chw")
-_EPOCH, _ENABLED = 0, 1
+# Settings MixCollate reads from its Mixing (one validation, one set of messages with make_loader's).
+_MIXING_ATTRIBUTES = ("mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob", "mode", "label_smoothing", "seed",
+                      "lam_range", "active")
 # Marks the made-up "indices" of a batch whose samples came without theirs, so such a key never equals the key
 # of a batch with real indices.
 _NO_INDEX = np.uint64(1 << 63)
@@ -119,8 +121,6 @@ class MixCollate:
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  targets: str = "soft", lam_range: Tuple[float, float] = (0.0, 1.0), layout: str = "auto",
                  threads: Optional[int] = None):
-        self.mixup_alpha = _alpha("mixup_alpha", mixup_alpha)
-        self.cutmix_alpha = _alpha("cutmix_alpha", cutmix_alpha)
         if cutmix_minmax is not None:
             raise FfmixError(f"cutmix_minmax={cutmix_minmax!r} is not supported: ffmix draws the CutMix box from "
                              f"cutmix_alpha; leave cutmix_minmax=None (lam_range=(low, high) bounds λ instead)")
@@ -130,29 +130,28 @@ class MixCollate:
         if multi_label:
             raise FfmixError("multi_label=True is not supported: MixCollate takes one integer class label per "
                              "sample; leave multi_label=False")
-        self.mix_prob = _chosen_mix_prob(prob, mix_prob)
-        self.switch_prob = _probability("switch_prob", switch_prob)
-        if mode not in MODES:
-            raise FfmixError(f"mode must be one of {sorted(MODES)}, got {mode!r} (timm's 'half' is not supported)")
-        self.mode = mode
-        self.label_smoothing = _probability("label_smoothing", label_smoothing)
+        if not isinstance(lam_range, (tuple, list)):
+            raise FfmixError(f"lam_range must be a pair of numbers, got {lam_range!r}")
+        # The same settings, checks and messages as make_loader's: one Mixing holds them (its image_size stays
+        # None: each batch's own size is where CutMix cuts its boxes).
+        self.mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
+                             mix_prob=_chosen_mix_prob(prob, mix_prob), switch_prob=switch_prob, mode=mode,
+                             label_smoothing=label_smoothing, seed=seed, lam_range=tuple(lam_range))
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise FfmixError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = int(num_classes)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
-            raise FfmixError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-        self.seed = int(seed)
         self.output = _one_of("output", output, OUTPUTS)
-        self.targets = _one_of("targets", targets, TARGET_KINDS)
+        check_targets(targets, self.mixing.label_smoothing)
+        self.targets = targets
         self.layout = _one_of("layout", layout, LAYOUTS)
-        self.mean, self.std = _mean_std(self.output, mean, std)
-        self.lam_range = _lam_range(lam_range)
+        if (mean is not None or std is not None) and self.output != "float":
+            raise FfmixError("mean and std normalise the float output: pass output='float' with them, or leave "
+                             "them out for uint8 batches")
+        self.float_output = FloatOutput(mean=mean, std=std) if self.output == "float" else None
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
                                     or threads < 1):
             raise FfmixError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = None if threads is None else int(threads)
-        # epoch and on/off in shared memory: forked and spawned workers (persistent ones too) see set_epoch
-        self._control = torch.tensor([0, 1], dtype=torch.int64).share_memory_()
         self._process_state()
         self._warm_up()
 
@@ -160,45 +159,48 @@ class MixCollate:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next batches mix as epoch ``epoch`` does; call before iterating the loader, as with
-        ``DistributedSampler.set_epoch``. Workers, persistent or not, read it at their next batch."""
+        ``DistributedSampler.set_epoch``. Workers, persistent or not, read it at their next batch (the
+        Mixing's control block lives in shared memory)."""
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise FfmixError(f"epoch must be a non-negative integer, got {epoch!r}")
-        self._control[_EPOCH] = int(epoch)
+        self.mixing.set_epoch(epoch)
 
     @property
     def epoch(self) -> int:
-        return int(self._control[_EPOCH])
+        return self.mixing.control.committed_epoch
 
     @property
     def mixup_enabled(self) -> bool:
         """timm's switch: False leaves batches unmixed (targets: smoothed one-hots), e.g. for the last epochs."""
-        return bool(self._control[_ENABLED])
+        return self.mixing.control.committed_enabled
 
     @mixup_enabled.setter
     def mixup_enabled(self, on: bool) -> None:
-        self._control[_ENABLED] = int(bool(on))
+        self.mixing.enabled = on
 
     enabled = mixup_enabled
 
-    @property
-    def active(self) -> bool:
-        """Whether any mixing is configured (an alpha > 0 and mix_prob > 0)."""
-        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mix_prob > 0
+    def __getattr__(self, name):
+        # The mixing settings (mixup_alpha, cutmix_alpha, mix_prob, ..., seed, active) are the Mixing's.
+        mixing = self.__dict__.get("mixing")
+        if mixing is not None and name in _MIXING_ATTRIBUTES:
+            return getattr(mixing, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __call__(self, batch, _=None):
         """Collate ``batch`` (a list of samples, see the class docstring) into ``(images, targets)``."""
         self._use_threads()
         images, planar, labels, indices = self._unpack(batch)
-        epoch, enabled = self._control.tolist()   # read once: images and labels use the same values
+        epoch, enabled = self.mixing.control.values.tolist()   # read once: images and labels see the same
         if planar:
             count, channels, height, width = images.shape
         else:
             count, height, width, channels = images.shape
         key = self._key(epoch, indices, count)
-        on = bool(enabled) and self.active
-        partner, weight, box, lam = draw_mix_params(
-            key, count, height, width, self.mixup_alpha if on else 0.0, self.cutmix_alpha if on else 0.0,
-            self.mix_prob, self.switch_prob, MODES[self.mode], self.lam_range[0], self.lam_range[1])
+        if enabled and self.mixing.active:
+            partner, weight, box, lam = draw_mix_params(key, count, self.mixing.settings_record((height, width))[0])
+        else:
+            partner, weight, box, lam = unmixed_params(count)
         out_images, out_targets = self._outputs((count, channels, height, width))
         self._mix(images, planar, out_images.numpy(), partner, weight, box)
         self._make_targets(labels, partner, lam, out_targets.numpy())
@@ -275,7 +277,7 @@ class MixCollate:
             indices = np.array([_NO_INDEX | np.uint64(worker), np.uint64(self._calls), np.uint64(count)],
                                np.uint64)
             self._calls += 1
-        return np.uint64(batch_key(self.seed, epoch, indices))
+        return np.uint64(batch_key(self.mixing.seed, epoch, indices))
 
     def _outputs(self, shape) -> Tuple[torch.Tensor, torch.Tensor]:
         """Uninitialised C-contiguous (images, targets) tensors. In a worker they are two views of one
@@ -293,8 +295,9 @@ class MixCollate:
         return images, targets
 
     def _mix(self, images, planar, out, partner, weight, box) -> None:
-        if self.output == "float":
-            scale, shift = _scale_shift(self.mean, self.std, out.shape[1])
+        if self.float_output is not None:
+            scale, shift = (np.asarray(values[:out.shape[1]], np.float32)
+                            for values in self.float_output.with_channels(out.shape[1]).scale_and_shift())
             if planar:
                 mix_normalize_planar(images, out, partner, weight, box, scale, shift)
             else:
@@ -308,14 +311,15 @@ class MixCollate:
         if self.targets == "pair":
             pair_targets(labels, partner, lam, out)
         else:
-            soft_targets(labels, partner, lam, self.num_classes, self.label_smoothing, out)
+            soft_targets(labels, partner, lam, self.num_classes, self.mixing.label_smoothing, out)
 
     def _warm_up(self) -> None:
         """Run every kernel this collate may use on a tiny batch, in this process: see the module docstring."""
         samples = ((np.zeros((2, 2, 3), np.uint8), 3), (torch.zeros((3, 2, 2), dtype=torch.uint8), 3),
                    (np.zeros((2, 2), np.uint8), 1))
         for sample, channels in samples:
-            if self.mean is not None and len(self.mean) != channels:
+            if self.float_output is not None and self.float_output.mean is not None \
+                    and len(self.float_output.mean) != channels:
                 continue   # mean/std fix the channel count
             self([(sample, 0, 0), (sample, 0, 1)])
         self._threads_for = None   # the first real call sets the threads of its own process and thread
@@ -440,26 +444,12 @@ def _indices(indices: Sequence) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- settings
 
-def _alpha(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(value) or value < 0:
-        raise FfmixError(f"{name} must be a finite number >= 0 (0 turns it off), got {value!r}")
-    return float(value)
-
-
-def _probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not 0.0 <= value <= 1.0:
-        raise FfmixError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
-
-
 def _chosen_mix_prob(prob, mix_prob) -> float:
     if prob is not None and mix_prob is not None and float(prob) != float(mix_prob):
         raise FfmixError(f"prob={prob!r} and mix_prob={mix_prob!r} are the same setting (timm's name and ffmix's); "
                          "give one of them")
     chosen = mix_prob if mix_prob is not None else prob
-    return 1.0 if chosen is None else _probability("mix_prob" if mix_prob is not None else "prob", chosen)
+    return 1.0 if chosen is None else chosen   # checked by Mixing
 
 
 def _one_of(name: str, value, choices) -> str:
@@ -468,38 +458,3 @@ def _one_of(name: str, value, choices) -> str:
     return value
 
 
-def _mean_std(output: str, mean, std):
-    if mean is None and std is None:
-        return None, None
-    if output != "float":
-        raise FfmixError("mean and std normalise the float output: pass output='float' with them, or leave "
-                         "them out for uint8 batches")
-    if mean is None or std is None:
-        raise FfmixError(f"give both mean and std (one per channel, in [0, 1] units), got mean={mean!r}, "
-                         f"std={std!r}")
-    mean_values, std_values = np.atleast_1d(np.asarray(mean, np.float64)), np.atleast_1d(np.asarray(std, np.float64))
-    if mean_values.ndim != 1 or mean_values.shape != std_values.shape or (std_values <= 0).any() \
-            or not np.isfinite(mean_values).all():
-        raise FfmixError(f"mean and std need one value per channel each (std > 0), got mean={mean!r}, std={std!r}")
-    return tuple(mean_values.tolist()), tuple(std_values.tolist())
-
-
-def _scale_shift(mean, std, channels: int) -> Tuple[np.ndarray, np.ndarray]:
-    """float32 (C,) arrays with ``normalised = pixel * scale + shift``."""
-    if mean is None:
-        return np.ones(channels, np.float32), np.zeros(channels, np.float32)
-    if len(mean) != channels:
-        raise FfmixError(f"mean and std have {len(mean)} values but the images have {channels} channels; give "
-                         f"{channels}")
-    mean_values, std_values = np.asarray(mean), np.asarray(std)
-    return (1.0 / (255.0 * std_values)).astype(np.float32), (-mean_values / std_values).astype(np.float32)
-
-
-def _lam_range(lam_range) -> Tuple[float, float]:
-    try:
-        low, high = (float(v) for v in lam_range)
-    except (TypeError, ValueError):
-        raise FfmixError(f"lam_range must be two numbers (low, high), got {lam_range!r}") from None
-    if not 0.0 <= low <= high <= 1.0:
-        raise FfmixError(f"lam_range must satisfy 0 <= low <= high <= 1, got {lam_range!r}")
-    return low, high

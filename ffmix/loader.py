@@ -23,7 +23,7 @@ from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .system import available_cpus, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
-from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing
+from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing, check_targets
 
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
           "quasi_random": OrderOption.QUASI_RANDOM}
@@ -270,10 +270,8 @@ def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num
         raise FfmixError(f"batch_size must be a positive integer, got {batch_size!r}")
     if targets not in TARGET_KINDS + ("label",):
         raise FfmixError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
-    if targets == "pair" and mixing.label_smoothing > 0:
-        raise FfmixError(f"targets='pair' yields (y_a, y_b, lam) rows, which cannot carry label_smoothing="
-                         f"{mixing.label_smoothing}; use targets='soft', or pass the smoothing to your loss "
-                         "(F.cross_entropy(..., label_smoothing=eps) on y_a and y_b) and 0 here")
+    if targets == "pair":
+        check_targets(targets, mixing.label_smoothing)
     if targets == "label" and mixing.active:
         raise FfmixError("targets='label' gives one class per image, which cannot describe a mixed image; "
                          "use targets='soft' or 'pair' with mixing")

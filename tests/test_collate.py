@@ -18,9 +18,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import datagen
-from ffmix import FfmixError, MixCollate, WithIndex
+from ffmix import FfmixError, MixCollate, Mixing, WithIndex
 from ffmix.ops.kernels import mix_images_planar, mix_normalize_planar, mix_planes
-from ffmix.ops.params import MODES, draw_mix_params
+from ffmix.ops.params import draw_mix_params
 from ffmix.ops.reference import (mix_images_planar_reference, mix_images_reference, mix_normalize_planar_reference,
                                   mix_normalize_reference, mix_planes_reference, soft_targets_reference)
 from ffmix.ops.rng import batch_key
@@ -83,15 +83,16 @@ def collates():
         "uint8": MixCollate(**common),
         "float": MixCollate(**common, output="float", mean=MEAN, std=STD),
         "elem": MixCollate(**common, mode="elem", prob=0.8),
-        "pair": MixCollate(**common, mode="pair", targets="pair"),
+        "pair": MixCollate(**{**common, "label_smoothing": 0.0}, mode="pair", targets="pair"),
         "gray": MixCollate(**common, mode="elem", output="float", mean=(0.5,), std=(0.25,)),
     }
 
 
 def expected_params(collate, indices, height, width, epoch=0):
     key = np.uint64(batch_key(collate.seed, epoch, np.asarray(indices, np.uint64)))
-    return draw_mix_params(key, len(indices), height, width, collate.mixup_alpha, collate.cutmix_alpha,
-                           collate.mix_prob, collate.switch_prob, MODES[collate.mode], 0.0, 1.0)
+    settings = Mixing(mixup_alpha=collate.mixup_alpha, cutmix_alpha=collate.cutmix_alpha, mix_prob=collate.mix_prob,
+                      switch_prob=collate.switch_prob, mode=collate.mode).settings_record((height, width))[0]
+    return draw_mix_params(key, len(indices), settings)
 
 
 def samples_of(images, labels, indices, form="hwc"):
@@ -119,7 +120,8 @@ def test_planar_kernels_match_their_reference(channels, seed):
     height, width = (int(v) for v in rng.integers(1, 12, 2))
     images = rng.integers(0, 256, (n, height, width, channels), dtype=np.uint8)
     key = np.uint64(batch_key(seed, 0, np.arange(n, dtype=np.uint64)))
-    partner, weight, box, _ = draw_mix_params(key, n, height, width, 0.5, 1.0, 0.9, 0.5, MODES["elem"], 0.0, 1.0)
+    settings = Mixing(mixup_alpha=0.5, cutmix_alpha=1.0, mix_prob=0.9, mode="elem").settings_record((height, width))
+    partner, weight, box, _ = draw_mix_params(key, n, settings[0])
     out = np.empty((n, channels, height, width), np.uint8)
     mix_images_planar(images, out, partner, weight, box)
     np.testing.assert_array_equal(out, mix_images_planar_reference(images, partner, weight, box))
@@ -325,7 +327,8 @@ def test_persistent_workers_follow_set_epoch_and_use_one_numba_thread(rgb):
 def test_worker_batches_arrive_as_one_shared_block_with_the_in_process_values(rgb, output, targets):
     images, labels = rgb
     norm = dict(mean=MEAN, std=STD) if output == "float" else {}
-    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, output=output, targets=targets, seed=5, **norm)
+    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, output=output, targets=targets, seed=5,
+                         label_smoothing=0.1 if targets == "soft" else 0.0, **norm)
     dataset = WithIndex(ArrayDataset(images, labels))
     loader = DataLoader(dataset, batch_size=7, num_workers=1, collate_fn=collate)   # 7: odd sizes of both parts
     for number, (mixed, soft) in enumerate(loader):

@@ -25,7 +25,7 @@ from ffmix import Mixing, make_loader
 from ffmix.convert import convert_arrays
 from ffmix.errors import FfmixError
 from ffmix.ops.kernels import mix_images, mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes
-from ffmix.ops.params import MODES, draw_mix_params
+from ffmix.ops.params import draw_mix_params
 from ffmix.ops.reference import (mix_images_planar_reference, mix_images_reference, mix_normalize_planar_reference,
                                   mix_normalize_reference, mix_planes_reference)
 from ffmix.ops.rng import batch_key
@@ -102,8 +102,9 @@ def expected_mixed_float(raw: torch.Tensor, indices: np.ndarray, seed: int, epoc
     images = raw.permute(0, 2, 3, 1).contiguous().numpy()   # the decoded NHWC bytes
     count, height, width, _ = images.shape
     key = np.uint64(batch_key(seed, epoch, indices.astype(np.uint64)))
-    partner, weight, box, lam = draw_mix_params(key, count, height, width, mixup_alpha, cutmix_alpha, mix_prob,
-                                                0.5, MODES[mode], lam_range[0], lam_range[1])
+    settings = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, mode=mode,
+                      lam_range=lam_range).settings_record((height, width))[0]
+    partner, weight, box, lam = draw_mix_params(key, count, settings)
     scale = 1.0 / (255.0 * np.asarray(RGB_STD))
     shift = -np.asarray(RGB_MEAN) / np.asarray(RGB_STD)
     return (mix_normalize_reference(images, partner, weight, box, scale.astype(np.float32),
@@ -186,8 +187,9 @@ def test_one_mixing_for_two_image_sizes_is_refused(files):
                  "label": [IntDecoder(), mixing.label_op(num_classes=3), ToTensor()]}
     with pytest.raises(FfmixError, match="built for 10x14 images but the image pipeline gives 9x7"):
         Loader(str(files["gray"]), batch_size=8, num_workers=1, pipelines=pipelines)
-    with pytest.raises(FfmixError, match="CutMix needs the image size"):
-        Mixing(cutmix_alpha=1.0)
+    for build_op in (lambda mixing: mixing.image_op(), lambda mixing: mixing.label_op(num_classes=3)):
+        with pytest.raises(FfmixError, match="CutMix needs the image size"):
+            build_op(Mixing(cutmix_alpha=1.0))
 
 
 def test_pair_targets_with_label_smoothing_are_refused(files):

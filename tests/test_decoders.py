@@ -28,7 +28,7 @@ from ffmix.ops import augment, augment_reference as reference
 from ffmix.ops.decode_kernels import flip_images
 from ffmix.ops.decoders import (CenterCropDecoder, MixingRawDecoder, RandomFlip, RandomResizedCropDecoder)
 from ffmix.ops.kernels import mix_images
-from ffmix.ops.params import MODES, draw_mix_params
+from ffmix.ops.params import draw_mix_params
 from ffmix.ops.rng import batch_key
 from ffmix.sources import open_source
 
@@ -337,8 +337,7 @@ def test_mixing_raw_decoder_equals_the_mix_kernel_on_the_stored_pixels(files, se
     for start in range(0, len(got), batch_size):
         indices = np.arange(start, start + batch_size, dtype=np.uint64)
         key = np.uint64(batch_key(2, 5, indices))
-        partner, weight, box, _ = draw_mix_params(key, batch_size, 12, 20, mixing.mixup_alpha, mixing.cutmix_alpha,
-                                                  1.0, 0.5, MODES[mixing.mode], 0.0, 1.0)
+        partner, weight, box, _ = draw_mix_params(key, batch_size, mixing.record[0])
         expected = np.empty((batch_size, 12, 20, 3), np.uint8)
         mix_images(stored[start:start + batch_size], expected, partner, weight, box)
         np.testing.assert_array_equal(got[start:start + batch_size], expected)

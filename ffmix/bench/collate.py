@@ -173,15 +173,14 @@ def check_output(path: str, batch, *, batch_size: int, channels: int, image_shap
 
 def check_ffmix_exact(collate, samples, images: np.ndarray) -> List[str]:
     """ffmix's batch against ``ops.reference``: the same parameters, the same pixels, targets of the same λ."""
-    from ..ops.params import MODES, draw_mix_params
+    from ..ops.params import draw_mix_params
     from ..ops.reference import mix_images_reference, mix_normalize_reference, soft_targets_reference
     from ..ops.rng import batch_key
 
     indices = np.array([s[2] for s in samples], np.uint64)
     count, channels, height, width = images.shape
     key = np.uint64(batch_key(collate.seed, collate.epoch, indices))
-    partner, weight, box, lam = draw_mix_params(key, count, height, width, collate.mixup_alpha, collate.cutmix_alpha,
-                                                collate.mix_prob, collate.switch_prob, MODES[collate.mode], 0.0, 1.0)
+    partner, weight, box, lam = draw_mix_params(key, count, collate.mixing.settings_record((height, width))[0])
     mixed, targets = collate(samples)
     channels_last = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     problems = []
@@ -190,7 +189,7 @@ def check_ffmix_exact(collate, samples, images: np.ndarray) -> List[str]:
         if not np.array_equal(mixed.numpy(), expected):
             problems.append("images differ from ops.reference.mix_images_reference")
     else:
-        std, mean = np.asarray(collate.std), np.asarray(collate.mean)
+        std, mean = np.asarray(collate.float_output.std), np.asarray(collate.float_output.mean)
         expected = mix_normalize_reference(channels_last, partner, weight, box, (1 / (255 * std)).astype(np.float32),
                                            (-mean / std).astype(np.float32), channels_last=False)
         if not np.allclose(mixed.numpy(), expected, rtol=1e-5, atol=1e-4):

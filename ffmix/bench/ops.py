@@ -68,7 +68,8 @@ def run_ops(*, quick: bool, threads: int, runs: int, min_run_s: float, progress)
     import torch
 
     from ..ops.kernels import mix_images
-    from ..ops.params import MODES, draw_mix_params
+    from ..ops.mixing import Mixing
+    from ..ops.params import draw_mix_params
     from ..ops.rng import batch_key
     from .alternatives import ffcv_image_mixup, numpy_mixup_per_sample, torch_mixup
 
@@ -92,10 +93,13 @@ def run_ops(*, quick: bool, threads: int, runs: int, min_run_s: float, progress)
         numba.set_num_threads(threads)
         torch.set_num_threads(threads)
 
+        settings = {(mixup, cutmix): Mixing(mixup_alpha=mixup, cutmix_alpha=cutmix, switch_prob=SWITCH_PROB)
+                    .settings_record((height, width))[0]
+                    for mixup, cutmix in ((MIXUP_ALPHA, CUTMIX_ALPHA), (MIXUP_ALPHA, 0.0))}
+
         def ffmix_call(k, mixup=MIXUP_ALPHA, cutmix=CUTMIX_ALPHA):
             key = np.uint64(batch_key(0, k, indices))
-            partner, weight, box, _ = draw_mix_params(key, count, height, width, mixup, cutmix, 1.0,
-                                                      SWITCH_PROB, MODES["batch"], 0.0, 1.0)
+            partner, weight, box, _ = draw_mix_params(key, count, settings[mixup, cutmix])
             mix_images(images, out, partner, weight, box)
             return out
 
@@ -155,11 +159,12 @@ def _checks(images, labels, float_images, float_labels, calls) -> Dict[str, Dict
         result = np.array(calls[key](10_000))
         checks[key] = check_mixed(images, result)
     # ffmix is also checked value for value against its NumPy oracle
-    from ..ops.params import MODES, draw_mix_params
+    from ..ops.mixing import Mixing
+    from ..ops.params import draw_mix_params
     from ..ops.rng import batch_key
     key = np.uint64(batch_key(0, 10_000, np.arange(count, dtype=np.uint64)))
-    partner, weight, box, _ = draw_mix_params(key, count, height, width, MIXUP_ALPHA, CUTMIX_ALPHA, 1.0,
-                                              SWITCH_PROB, MODES["batch"], 0.0, 1.0)
+    settings = Mixing(mixup_alpha=MIXUP_ALPHA, cutmix_alpha=CUTMIX_ALPHA, switch_prob=SWITCH_PROB)
+    partner, weight, box, _ = draw_mix_params(key, count, settings.settings_record((height, width))[0])
     expected = mix_images_reference(images, partner, weight, box)
     if not np.array_equal(np.array(calls["ffmix"](10_000)), expected):
         checks["ffmix"] = {"ok": False, "problems": ["differs from ops.reference.mix_images_reference"]}

@@ -24,98 +24,95 @@ labels_at     the batch's labels as contiguous int64           FFCV's preallocat
 control_at    epoch and on/off (``control.ControlBlock``)      the ``ControlBlock`` of the ``Mixing``, made in
                                                                ``Mixing.__init__``, never replaced; both ops
                                                                hold the ``Mixing``
+mix_at        the mixing settings (``settings.MIX_SETTINGS``)  the ``Mixing`` (made in ``__post_init__``, never
+                                                               replaced; its settings are fixed)
+target_at     num_classes, smoothing, soft or pair             the ``MixLabels`` op (made in ``__init__``)
+              (``settings.TARGET_SETTINGS``)
+float_at      normalisation and layout                         the ``MixImages`` op (made in ``__init__``)
+              (``settings.FLOAT_SETTINGS``)
 ============  ===============================================  ============================================
 
-Everything else (seed, alphas, probabilities, λ range, the CutMix size, normalisation scale and shift) is a
-small constant and travels by value, so there is nothing to outlive.
+The settings records are written once, before FFCV compiles the pipeline, and only read afterwards; counts
+and sizes travel by value. Parameters and their order come from ``settings.ENTRY_POINTS``.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, cfunc, njit, types
+from numba import carray, njit
 from numba.np.ufunc import parallel as _parallel
 
 from .control import ENABLED, EPOCH, as_pointer, read_control
 from .kernels import mix_images, mix_normalize, pair_targets, soft_targets
-from .params import WEIGHT_ONE, draw_mix_params
+from .params import draw_mix_params, unmixed_params
 from .rng import batch_key
+from .settings import entry_point, read_float_settings, read_mix_settings, read_target_settings
 
 # A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
 _parallel._launch_threads()
 
 MIXED, UNCHANGED, BAD_LABEL = 1, 0, -1
 
-_address, _i64, _f64, _f32 = types.uintp, types.int64, types.float64, types.float32
-# The mixing settings every entry point takes, in this order (see ``Mixing.settings``).
-_SETTINGS = (_i64, _f64, _f64, _f64, _f64, _i64, _f64, _f64, _i64, _i64)
-
 
 @njit(cache=True, nogil=True)
-def batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low,
-                     lam_high, box_height, box_width):
-    """The batch's ``(partner, weight, box, lam)``: drawn from (seed, the committed epoch, the sample indices),
-    or, while mixing is switched off, the identity (own partner, full weight, no box, λ = 1)."""
+def batch_mix_params(control_at, indices, settings):
+    """The batch's ``(partner, weight, box, lam)`` under ``settings`` (a ``MIX_SETTINGS`` record): drawn from
+    (seed, the committed epoch, the sample indices), or, while mixing is switched off, the identity (own
+    partner, full weight, no box, λ = 1)."""
     control = read_control(control_at)
     count = indices.shape[0]
     if control[ENABLED] == 0:
-        return (np.arange(count), np.full(count, WEIGHT_ONE, np.int32), np.zeros((count, 4), np.int32),
-                np.ones(count))
-    key = batch_key(seed, control[EPOCH], indices)
-    return draw_mix_params(key, count, box_height, box_width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob,
-                           mode, lam_low, lam_high)
+        return unmixed_params(count)
+    key = batch_key(settings.seed, control[EPOCH], indices)
+    return draw_mix_params(key, count, settings)
 
 
-@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _address, *_SETTINGS), cache=True, nogil=True)
-def mix_image_batch(images_at, out_at, indices_at, count, height, width, channels, control_at, seed,
-                    mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
-                    box_width):
+@entry_point
+def mix_image_batch(images_at, out_at, indices_at, count, height, width, channels, control_at, mix_at):
     """Mix ``count`` uint8 (H, W, C) images into ``out``; returns UNCHANGED when mixing is switched off."""
     if read_control(control_at)[ENABLED] == 0:
         return UNCHANGED
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    partner, weight, box, _ = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
-                                               switch_prob, mode, lam_low, lam_high, box_height, box_width)
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
     mix_images(images, out, partner, weight, box)
     return MIXED
 
 
-@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _i64, _address, *_SETTINGS, _f32, _f32, _f32,
-            _f32, _f32, _f32, _i64), cache=True, nogil=True)
-def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, channels, out_channels, control_at,
-                        seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high,
-                        box_height, box_width, scale_0, scale_1, scale_2, shift_0, shift_1, shift_2,
-                        channels_last):
+@entry_point
+def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, channels, control_at, mix_at,
+                        float_at):
     """Mix ``count`` uint8 (H, W, C) images and write them as normalised float32 to ``out`` ((count, C', H, W),
-    or (count, H, W, C') if ``channels_last``), ``pixel * scale_c + shift_c`` for the C' <= 3 channels. With
-    mixing switched off the images are only converted."""
+    or (count, H, W, C') if ``channels_last``), ``pixel * scale_c + shift_c`` for the C' <= 3 channels of the
+    ``FLOAT_SETTINGS`` record at ``float_at``. With mixing switched off the images are only converted."""
+    output = read_float_settings(float_at)
+    out_channels = output.out_channels
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    scale = np.array((scale_0, scale_1, scale_2), np.float32)[:out_channels]
-    shift = np.array((shift_0, shift_1, shift_2), np.float32)[:out_channels]
-    partner, weight, box, _ = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
-                                               switch_prob, mode, lam_low, lam_high, box_height, box_width)
-    if channels_last:
+    scale = output.scale.copy()[:out_channels]
+    shift = output.shift.copy()[:out_channels]
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    if output.channels_last:
         out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
     else:
         out = carray(as_pointer(out_at), (count, out_channels, height, width), np.float32)
-    mix_normalize(images, out, partner, weight, box, scale, shift, channels_last != 0)
+    mix_normalize(images, out, partner, weight, box, scale, shift, output.channels_last != 0)
     return MIXED
 
 
-@cfunc(_i64(_address, _address, _address, _i64, _address, *_SETTINGS, _i64, _f64, _i64), cache=True, nogil=True)
-def mix_label_batch(labels_at, out_at, indices_at, count, control_at, seed, mixup_alpha, cutmix_alpha, mix_prob,
-                    switch_prob, mode, lam_low, lam_high, box_height, box_width, num_classes, smoothing, soft):
-    """Targets of ``count`` int64 labels into ``out`` (float32 (count, C) if ``soft``, else (count, 3));
-    returns BAD_LABEL, leaving ``out`` unspecified, if a label is outside [0, num_classes)."""
+@entry_point
+def mix_label_batch(labels_at, out_at, indices_at, count, control_at, mix_at, target_at):
+    """Targets of ``count`` int64 labels into ``out`` (float32 (count, C) if ``soft``, else (count, 3)), as the
+    ``TARGET_SETTINGS`` record at ``target_at`` says; returns BAD_LABEL, leaving ``out`` unspecified, if a label
+    is outside [0, num_classes)."""
+    target = read_target_settings(target_at)
     labels = carray(as_pointer(labels_at), (count,), np.int64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    partner, _, _, lam = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
-                                          switch_prob, mode, lam_low, lam_high, box_height, box_width)
-    if soft:
+    partner, _, _, lam = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    if target.soft:
+        num_classes = target.num_classes
         out = carray(as_pointer(out_at), (count, num_classes), np.float32)
-        return MIXED if soft_targets(labels, partner, lam, num_classes, smoothing, out) else BAD_LABEL
+        return MIXED if soft_targets(labels, partner, lam, num_classes, target.label_smoothing, out) else BAD_LABEL
     out = carray(as_pointer(out_at), (count, 3), np.float32)
     pair_targets(labels, partner, lam, out)
     return MIXED

@@ -26,11 +26,12 @@ indices_at,        the batch's sample indices / data addresses     FFCV's preall
 sources_at         as contiguous uint64                            queries), filled by the closure
 control_at         epoch (and on/off for the fused mix)            the ``ControlBlock`` passed to the op,
                                                                    which keeps a reference to it
+mix_at             the fused mix's ``MIX_SETTINGS`` record          the ``Mixing`` the op holds (see batch.py)
 imdecode_at,       ``imdecode`` / ``resize`` in FFCV's             the ``ffcv._libffcv`` shared library,
 resize_at          ``_libffcv`` extension                          loaded by ``ffcv.libffcv`` for the process
 =================  ==============================================  ===========================================
 
-Everything else (seed, scale and ratio ranges, sizes, mixing settings) travels by value.
+Everything else (seed, scale and ratio ranges, sizes) travels by value.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, rand
 from .batch import batch_mix_params
 from .control import EPOCH, as_pointer, read_control
 from .params import WEIGHT_ONE
+from .settings import entry_point, read_mix_settings
 
 # A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
 _parallel._launch_threads()
@@ -261,16 +263,13 @@ def flip_batch(images_at, indices_at, count, height, width, channels, control_at
     return count
 
 
-@cfunc(_i64(_address, _address, _i64, _i64, _i64, _i64, _address, _address, _i64, _f64, _f64, _f64, _f64, _i64,
-            _f64, _f64, _i64, _i64), cache=True, nogil=True)
-def mix_raw_batch(sources_at, indices_at, count, height, width, channels, out_at, control_at, seed, mixup_alpha,
-                  cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height, box_width):
+@entry_point
+def mix_raw_batch(sources_at, indices_at, count, height, width, channels, out_at, control_at, mix_at):
     """Copy-and-mix ``count`` raw (H, W, C) images, each at its address in ``sources``, into ``out``; the
-    parameters are those ``mix_image_batch`` draws for the same key, so the label op agrees."""
+    parameters are those ``mix_image_batch`` draws for the same key and settings, so the label op agrees."""
     sources = carray(as_pointer(sources_at), (count,), np.uint64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
-    partner, weight, box, _ = batch_mix_params(control_at, indices, seed, mixup_alpha, cutmix_alpha, mix_prob,
-                                               switch_prob, mode, lam_low, lam_high, box_height, box_width)
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
     mix_from_pages(sources, out, partner, weight, box)
     return count

@@ -236,7 +236,7 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
 
     def __init__(self, mixing):
         super().__init__()
-        self.mixing = mixing   # holds the ControlBlock whose address the compiled code reads
+        self.mixing = mixing   # holds the ControlBlock and MIX_SETTINGS record whose addresses the code reads
 
     def _image_shape(self) -> Tuple[int, int]:
         heights, widths = self.metadata["height"], self.metadata["width"]
@@ -260,9 +260,8 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
 
     def generate_code(self):
         height, width = self._image_shape()
-        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_h,
-         box_w) = self.mixing.settings()
         control_at = np.uint64(self.mixing.control.address)
+        mix_at = np.uint64(self.mixing.record.ctypes.data)
         mem_read = self.memory_read
         pixels = height * width * 3
 
@@ -280,8 +279,7 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
                 sample_ids[position] = index
             out = destination[:count]
             mix_raw_batch(sources.ctypes.data, sample_ids.ctypes.data, count, height, width, 3, out.ctypes.data,
-                          control_at, seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low,
-                          lam_high, box_h, box_w)
+                          control_at, mix_at)
             return out
 
         return mix_decode_op

@@ -28,6 +28,7 @@ from ..errors import FfmixError
 from .batch import BAD_LABEL, MIXED, mix_image_batch, mix_label_batch, mix_normalize_batch
 from .control import ControlBlock
 from .params import MODES
+from .settings import FLOAT_SETTINGS, MIX_SETTINGS, TARGET_SETTINGS, make_record
 
 TARGET_KINDS = ("soft", "pair")
 MAX_CHANNELS = 3   # FFCV's image fields decode RGB
@@ -47,6 +48,10 @@ class Mixing:
     image_size: (height, width) of the images the image op receives; needed for CutMix (the label op cuts its
     boxes in the same size), checked against the image pipeline when it is built.
     Raises ``FfmixError`` (a ValueError) for out-of-range values.
+
+    A Mixing's settings are fixed once built: its settings record (what the compiled code reads) is filled
+    once, here, so it can never disagree with the fields. Use ``dataclasses.replace`` for a variant. Only
+    ``enabled`` and the epoch (``set_epoch``) change afterwards, through the control block.
     """
 
     mixup_alpha: float = 0.0
@@ -59,6 +64,7 @@ class Mixing:
     lam_range: Tuple[float, float] = (0.0, 1.0)
     image_size: Optional[Tuple[int, int]] = None
     control: ControlBlock = field(default_factory=ControlBlock, repr=False, compare=False)
+    record: np.ndarray = field(init=False, repr=False, compare=False)   # MIX_SETTINGS; see settings_record
 
     def __post_init__(self):
         for name in ("mixup_alpha", "cutmix_alpha"):
@@ -70,21 +76,27 @@ class Mixing:
             if not (_is_number(value) and 0.0 <= value <= 1.0):
                 raise FfmixError(f"{name} must be in [0, 1], got {value!r}")
         if self.mode not in MODES:
-            raise FfmixError(f"mode must be one of {sorted(MODES)}, got {self.mode!r}")
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise FfmixError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise FfmixError(f"mode must be one of {sorted(MODES)}, got {self.mode!r} (timm's 'half' is not "
+                             "supported)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or not 0 <= self.seed < 2 ** 63:
+            raise FfmixError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         low, high = _pair(self.lam_range, "lam_range")
         if not (_is_number(low) and _is_number(high) and 0.0 <= low <= high <= 1.0):
             raise FfmixError(f"lam_range must be (low, high) with 0 <= low <= high <= 1, got {self.lam_range!r}")
-        self.lam_range = (float(low), float(high))
+        object.__setattr__(self, "lam_range", (float(low), float(high)))
         if self.image_size is not None:
             height, width = _pair(self.image_size, "image_size")
             if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in (height, width)):
                 raise FfmixError(f"image_size must be (height, width) in pixels, got {self.image_size!r}")
-            self.image_size = (int(height), int(width))
-        elif self.cutmix_alpha > 0:
-            raise FfmixError("CutMix needs the image size to cut its boxes in: pass image_size=(height, width) "
-                             "of the images the image op receives (make_loader does this for you)")
+            object.__setattr__(self, "image_size", (int(height), int(width)))
+        object.__setattr__(self, "record", self.settings_record(self.image_size))
+
+    def __setattr__(self, name, value):
+        if name in self.__dataclass_fields__ and "record" in self.__dict__:
+            raise FfmixError(f"a Mixing's settings are fixed once it is built (the compiled code has read them); "
+                             f"make another with dataclasses.replace(mixing, {name}=...)")
+        object.__setattr__(self, name, value)
 
     @property
     def active(self) -> bool:
@@ -98,7 +110,7 @@ class Mixing:
         pipeline this takes effect at once, so call it between epochs, not while one runs.
         """
         self.control.pending_epoch = int(epoch)
-        if not self._managed:
+        if not self.control.managed:
             self.control.commit()
 
     @property
@@ -110,20 +122,14 @@ class Mixing:
     def enabled(self, on: bool) -> None:
         """Switch mixing off (targets become plain smoothed one-hots) or back on, without recompiling."""
         self.control.pending_enabled = bool(on)
-        if not self._managed:
+        if not self.control.managed:
             self.control.commit()
-
-    @property
-    def _managed(self) -> bool:
-        return getattr(self, "_manager", None) is not None
 
     def manage(self, owner) -> None:
         """Let ``owner`` (a loader) decide when changes take effect: it calls ``control.commit`` per epoch."""
-        current = getattr(self, "_manager", None)
-        if current is not None and current is not owner:
+        if not self.control.claim(owner):
             raise FfmixError("this Mixing already drives another loader, which commits its epoch and on/off at "
                              "its own times; build one Mixing per loader")
-        self._manager = owner
 
     def image_op(self, float_output: Optional["FloatOutput"] = None) -> "MixImages":
         """The operation for the decoded uint8 (N, H, W, C) image batch; place it before ``ToTensor``.
@@ -131,6 +137,7 @@ class Mixing:
         It yields uint8 (N, H, W, C), or with ``float_output`` float32 images normalised and laid out in the
         same pass (see ``FloatOutput``): on a CPU that saves the separate conversion passes afterwards.
         """
+        self._require_box_size()
         return MixImages(self, float_output)
 
     def label_op(self, num_classes: int, targets: str = "soft") -> "MixLabels":
@@ -139,14 +146,34 @@ class Mixing:
         targets="soft" yields float32 (N, num_classes) rows; "pair" yields float32 (N, 3) rows
         ``(y_a, y_b, λ)`` for index-based cross-entropy (no label smoothing: apply ε in the loss).
         """
+        self._require_box_size()
         return MixLabels(self, num_classes, targets)
 
-    def settings(self) -> tuple:
-        """The values every C entry point takes, by value, in ``batch._SETTINGS`` order."""
-        box_height, box_width = self.image_size or (0, 0)
-        return (np.int64(self.seed), float(self.mixup_alpha), float(self.cutmix_alpha), float(self.mix_prob),
-                float(self.switch_prob), np.int64(MODES[self.mode]), self.lam_range[0], self.lam_range[1],
-                np.int64(box_height), np.int64(box_width))
+    def _require_box_size(self) -> None:
+        if self.cutmix_alpha > 0 and self.image_size is None:
+            raise FfmixError("CutMix needs the image size to cut its boxes in: pass image_size=(height, width) "
+                             "of the images the image op receives (make_loader does this for you)")
+
+    def settings_record(self, box_size: Optional[Tuple[int, int]]) -> np.ndarray:
+        """These settings as a new one-element ``MIX_SETTINGS`` array, CutMix boxes cut in ``box_size``
+        ((height, width); None: unknown, CutMix then leaves samples unmixed). ``self.record`` is the one the
+        operations hand to compiled code (``box_size`` = ``image_size``)."""
+        box_height, box_width = box_size or (0, 0)
+        return make_record(MIX_SETTINGS, seed=self.seed, mixup_alpha=self.mixup_alpha,
+                           cutmix_alpha=self.cutmix_alpha, mix_prob=self.mix_prob, switch_prob=self.switch_prob,
+                           mode=MODES[self.mode], lam_low=self.lam_range[0], lam_high=self.lam_range[1],
+                           box_height=box_height, box_width=box_width)
+
+
+def check_targets(targets: str, label_smoothing: float) -> None:
+    """Refuse a target kind ffmix does not make, and label smoothing on (y_a, y_b, λ) rows, which cannot carry
+    it (raises FfmixError)."""
+    if targets not in TARGET_KINDS:
+        raise FfmixError(f"targets must be one of {', '.join(TARGET_KINDS)}; got {targets!r}")
+    if targets == "pair" and label_smoothing > 0:
+        raise FfmixError(f"targets='pair' rows (y_a, y_b, λ) cannot carry label_smoothing={label_smoothing}; use "
+                         "targets='soft', or set label_smoothing=0 here and pass it to the loss "
+                         "(F.cross_entropy(..., label_smoothing=ε) on y_a and y_b)")
 
 
 def _is_number(value) -> bool:
@@ -176,11 +203,39 @@ class FloatOutput:
     channels: Optional[int] = None
     channels_last: bool = False
 
+    def __post_init__(self):
+        if self.mean is None and self.std is None:
+            return
+        if self.mean is None or self.std is None:
+            raise FfmixError(f"give both mean and std (one per channel, in [0, 1] units), got mean={self.mean!r}, "
+                             f"std={self.std!r}")
+        mean = np.atleast_1d(np.asarray(self.mean, np.float64))
+        std = np.atleast_1d(np.asarray(self.std, np.float64))
+        if mean.ndim != 1 or mean.shape != std.shape or not (std > 0).all() or not np.isfinite(mean).all() \
+                or not np.isfinite(std).all():
+            raise FfmixError(f"mean and std need one finite value per channel each (std > 0), got "
+                             f"mean={self.mean!r}, std={self.std!r}")
+        object.__setattr__(self, "mean", tuple(mean.tolist()))
+        object.__setattr__(self, "std", tuple(std.tolist()))
+
+    def with_channels(self, channels: int) -> "FloatOutput":
+        """This output for images of ``channels`` channels (raises FfmixError if mean/std have another count)."""
+        if self.mean is not None and len(self.mean) != channels:
+            raise FfmixError(f"mean and std have {len(self.mean)} values but the images have {channels} channels; "
+                             f"give {channels}")
+        return replace(self, channels=channels)
+
     @property
     def out_channels(self) -> int:
         if self.channels is not None:
             return int(self.channels)
         return len(self.mean) if self.mean is not None else MAX_CHANNELS
+
+    def settings_record(self) -> np.ndarray:
+        """A one-element ``FLOAT_SETTINGS`` array of this output (raises FfmixError for bad mean/std/channels)."""
+        scale, shift = self.scale_and_shift()
+        return make_record(FLOAT_SETTINGS, out_channels=self.out_channels, channels_last=self.channels_last,
+                           scale=scale, shift=shift)
 
     def scale_and_shift(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
         """Per-channel ``(scale, shift)`` with ``normalised = pixel * scale + shift``, padded to 3 values."""
@@ -228,9 +283,10 @@ class MixImages(Operation):
 
     def __init__(self, mixing: Mixing, float_output: Optional[FloatOutput] = None):
         super().__init__()
-        self.mixing = mixing
+        self.mixing = mixing   # owns the control block and the MIX_SETTINGS record the compiled code reads
         self.float_output = float_output
-        self.scale, self.shift = float_output.scale_and_shift() if float_output is not None else (None, None)
+        # The FLOAT_SETTINGS record the compiled code reads: owned by this op, never replaced.
+        self.float_record = float_output.settings_record() if float_output is not None else None
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Optional[AllocationQuery]]:
         shape = previous_state.shape
@@ -257,8 +313,7 @@ class MixImages(Operation):
         if self.float_output is not None:
             return self._generate_float_code()
         control_at = np.uint64(self.mixing.control.address)
-        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
-         box_width) = self.mixing.settings()
+        mix_at = np.uint64(self.mixing.record.ctypes.data)
 
         def mix_images_op(images, buffers, indices):
             out, index_scratch = buffers
@@ -266,8 +321,7 @@ class MixImages(Operation):
             mixed = out[:count]
             sample_ids = _copy_indices(indices, index_scratch)
             status = mix_image_batch(images.ctypes.data, mixed.ctypes.data, sample_ids.ctypes.data, count, height,
-                                     width, channels, control_at, seed, mixup_alpha, cutmix_alpha, mix_prob,
-                                     switch_prob, mode, lam_low, lam_high, box_height, box_width)
+                                     width, channels, control_at, mix_at)
             return mixed if status == MIXED else images
 
         mix_images_op.with_indices = True
@@ -275,12 +329,8 @@ class MixImages(Operation):
 
     def _generate_float_code(self):
         control_at = np.uint64(self.mixing.control.address)
-        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
-         box_width) = self.mixing.settings()
-        scale_0, scale_1, scale_2 = (np.float32(v) for v in self.scale)
-        shift_0, shift_1, shift_2 = (np.float32(v) for v in self.shift)
-        out_channels = np.int64(self.float_output.out_channels)
-        channels_last = np.int64(self.float_output.channels_last)
+        mix_at = np.uint64(self.mixing.record.ctypes.data)
+        float_at = np.uint64(self.float_record.ctypes.data)
 
         def mix_normalize_op(images, buffers, indices):
             out, index_scratch = buffers
@@ -288,9 +338,7 @@ class MixImages(Operation):
             converted = out[:count]
             sample_ids = _copy_indices(indices, index_scratch)
             mix_normalize_batch(images.ctypes.data, converted.ctypes.data, sample_ids.ctypes.data, count, height,
-                                width, channels, out_channels, control_at, seed, mixup_alpha, cutmix_alpha,
-                                mix_prob, switch_prob, mode, lam_low, lam_high, box_height, box_width, scale_0,
-                                scale_1, scale_2, shift_0, shift_1, shift_2, channels_last)
+                                width, channels, control_at, mix_at, float_at)
             return converted
 
         mix_normalize_op.with_indices = True
@@ -304,15 +352,13 @@ class MixLabels(Operation):
         super().__init__()
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise FfmixError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if targets not in TARGET_KINDS:
-            raise FfmixError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
-        if targets == "pair" and mixing.label_smoothing > 0:
-            raise FfmixError(f"targets='pair' rows (y_a, y_b, λ) cannot carry label_smoothing="
-                             f"{mixing.label_smoothing}; use targets='soft', or set label_smoothing=0 here and "
-                             "pass it to the loss (F.cross_entropy(..., label_smoothing=ε) on y_a and y_b)")
-        self.mixing = mixing
+        check_targets(targets, mixing.label_smoothing)
+        self.mixing = mixing   # owns the control block and the MIX_SETTINGS record the compiled code reads
         self.num_classes = int(num_classes)
         self.targets = targets
+        # The TARGET_SETTINGS record the compiled code reads: owned by this op, never replaced.
+        self.target_record = make_record(TARGET_SETTINGS, num_classes=self.num_classes,
+                                         label_smoothing=mixing.label_smoothing, soft=targets == "soft")
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Optional[AllocationQuery]]:
         if not previous_state.jit_mode:
@@ -325,11 +371,8 @@ class MixLabels(Operation):
 
     def generate_code(self):
         control_at = np.uint64(self.mixing.control.address)
-        (seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low, lam_high, box_height,
-         box_width) = self.mixing.settings()
-        num_classes = np.int64(self.num_classes)
-        smoothing = float(self.mixing.label_smoothing)
-        soft = np.int64(self.targets == "soft")
+        mix_at = np.uint64(self.mixing.record.ctypes.data)
+        target_at = np.uint64(self.target_record.ctypes.data)
 
         def mix_labels_op(labels, buffers, indices):
             out, index_scratch, label_scratch = buffers
@@ -340,8 +383,7 @@ class MixLabels(Operation):
             targets = out[:count]
             sample_ids = _copy_indices(indices, index_scratch)
             status = mix_label_batch(flat_labels.ctypes.data, targets.ctypes.data, sample_ids.ctypes.data, count,
-                                     control_at, seed, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode,
-                                     lam_low, lam_high, box_height, box_width, num_classes, smoothing, soft)
+                                     control_at, mix_at, target_at)
             if status == BAD_LABEL:
                 raise ValueError("a label is outside [0, num_classes)")
             return targets

@@ -61,12 +61,16 @@ def clip_lam(lam, lam_low, lam_high):
 
 
 @njit(cache=True)
-def draw_one(state, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, lam_low, lam_high):
-    """One mixing decision: ``(weight, y0, y1, x0, x1, lam)``; see the module docstring."""
-    if uniform(state) >= mix_prob:
+def draw_one(state, settings):
+    """One mixing decision under ``settings`` (a ``MIX_SETTINGS`` record): ``(weight, y0, y1, x0, x1, lam)``;
+    see the module docstring."""
+    mixup_alpha, cutmix_alpha = settings.mixup_alpha, settings.cutmix_alpha
+    height, width = settings.box_height, settings.box_width
+    lam_low, lam_high = settings.lam_low, settings.lam_high
+    if uniform(state) >= settings.mix_prob:
         return WEIGHT_ONE, 0, 0, 0, 0, 1.0
     if cutmix_alpha > 0.0 and mixup_alpha > 0.0:
-        use_cutmix = uniform(state) < switch_prob
+        use_cutmix = uniform(state) < settings.switch_prob
     else:
         use_cutmix = cutmix_alpha > 0.0
     if use_cutmix:
@@ -82,18 +86,22 @@ def draw_one(state, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_p
 
 
 @njit(cache=True)
-def draw_mix_params(key, n, height, width, mixup_alpha, cutmix_alpha, mix_prob, switch_prob, mode, lam_low,
-                    lam_high):
+def unmixed_params(n):
+    """The parameters of a batch of ``n`` left as it is: own partner, full weight, no box, λ = 1."""
+    return np.arange(n), np.full(n, WEIGHT_ONE, np.int32), np.zeros((n, 4), np.int32), np.ones(n, np.float64)
+
+
+@njit(cache=True)
+def draw_mix_params(key, n, settings):
     """All the randomness of one batch, from the 64-bit ``key``: ``(partner, weight, box, lam)``.
 
-    ``height``/``width``: the size CutMix boxes are cut in (<= 0: unknown, CutMix leaves samples unmixed).
+    ``settings``: a ``settings.MIX_SETTINGS`` record (alphas, probabilities, mode, λ range, and the size
+    ``box_height`` x ``box_width`` CutMix boxes are cut in; <= 0: unknown, CutMix leaves samples unmixed).
 
     ``partner`` int64 (n,), ``weight`` int32 (n,), ``box`` int32 (n, 4), ``lam`` float64 (n,).
     """
-    partner = np.arange(n)
-    weight = np.full(n, WEIGHT_ONE, np.int32)
-    box = np.zeros((n, 4), np.int32)
-    lam = np.ones(n, np.float64)
+    mixup_alpha, cutmix_alpha, mode = settings.mixup_alpha, settings.cutmix_alpha, settings.mode
+    partner, weight, box, lam = unmixed_params(n)
     if n < 2 or (mixup_alpha <= 0.0 and cutmix_alpha <= 0.0):
         return partner, weight, box, lam
 
@@ -125,8 +133,7 @@ def draw_mix_params(key, n, height, width, mixup_alpha, cutmix_alpha, mix_prob, 
     for i in range(n):
         if leader[i] != i:
             continue
-        w, y0, y1, x0, x1, sample_lam = draw_one(state, height, width, mixup_alpha, cutmix_alpha,
-                                                 mix_prob, switch_prob, lam_low, lam_high)
+        w, y0, y1, x0, x1, sample_lam = draw_one(state, settings)
         weight[i] = w
         box[i, 0], box[i, 1], box[i, 2], box[i, 3] = y0, y1, x0, x1
         lam[i] = sample_lam

@@ -1,0 +1,128 @@
+"""The settings compiled code reads, as records with named fields, and the table of C entry-point signatures.
+
+Why records? The mixing settings used to travel as a 10-tuple unpacked by position in several places and
+through argument lists up to 27 long; two swapped floats there would compile and be silently wrong. Now each
+group of settings is one NumPy structured record, filled by name from its Python object
+(``Mixing.settings_record``, ``MixLabels``, ``FloatOutput.settings_record``) and read by name in the kernels
+(``settings.mixup_alpha``). Adding an option is: a field here, the line that fills it, the line that reads it.
+
+Who owns a record's memory? The Python object that filled it, for as long as a compiled pipeline can run:
+the ``Mixing`` (its mixing record, made in ``__post_init__``, never replaced; frozen, so never stale) or the
+FFCV operation (its output record, made in ``__init__``, never replaced). The records are written once,
+before any pipeline is compiled, and only read afterwards.
+
+The C entry points' parameters come from ``ENTRY_POINTS``: ``entry_point`` checks that the decorated
+function's parameter names are the table's, and derives its Numba signature from the names (``*_at`` is an
+address, everything else an int64), so a signature cannot drift from its function.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from numba import carray, cfunc, from_dtype, njit, types
+from numba.extending import intrinsic
+
+# name, NumPy type, (shape): the mixing draw, identical for the image and the label op of one Mixing.
+MIX_FIELDS = (
+    ("seed", np.int64),
+    ("mixup_alpha", np.float64),
+    ("cutmix_alpha", np.float64),
+    ("mix_prob", np.float64),
+    ("switch_prob", np.float64),
+    ("mode", np.int64),          # params.MODES
+    ("lam_low", np.float64),
+    ("lam_high", np.float64),
+    ("box_height", np.int64),    # the size CutMix boxes are cut in (0: unknown, CutMix leaves samples unmixed)
+    ("box_width", np.int64),
+)
+# What the label op writes: soft rows (num_classes wide, smoothed) or (y_a, y_b, λ) pairs.
+TARGET_FIELDS = (
+    ("num_classes", np.int64),
+    ("label_smoothing", np.float64),
+    ("soft", np.int64),
+)
+# How the image op writes float32: ``pixel * scale[c] + shift[c]`` for the first ``out_channels`` channels.
+FLOAT_FIELDS = (
+    ("out_channels", np.int64),
+    ("channels_last", np.int64),
+    ("scale", np.float32, (3,)),
+    ("shift", np.float32, (3,)),
+)
+
+MIX_SETTINGS = np.dtype(list(MIX_FIELDS), align=True)
+TARGET_SETTINGS = np.dtype(list(TARGET_FIELDS), align=True)
+FLOAT_SETTINGS = np.dtype(list(FLOAT_FIELDS), align=True)
+MIX_RECORD, TARGET_RECORD, FLOAT_RECORD = (from_dtype(d) for d in (MIX_SETTINGS, TARGET_SETTINGS, FLOAT_SETTINGS))
+
+
+def make_record(dtype: np.dtype, **values) -> np.ndarray:
+    """A one-element array of ``dtype`` with every field set by name; a missing or unknown name raises.
+
+    The array is the owner of the record's memory (``record.ctypes.data`` is what compiled code reads).
+    """
+    missing, unknown = set(dtype.names) - set(values), set(values) - set(dtype.names)
+    if missing or unknown:
+        raise TypeError(f"settings record {dtype.names}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    record = np.zeros(1, dtype)
+    for name, value in values.items():
+        record[0][name] = value
+    return record
+
+
+@intrinsic
+def record_pointer(typingctx, address, record_type):
+    """An integer address as a typed pointer to ``record_type`` (for ``numba.carray``)."""
+    record = record_type.instance_type
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(record)))
+    return types.CPointer(record)(address, record_type), codegen
+
+
+@njit(cache=True, inline="always")
+def read_mix_settings(address):
+    """The ``MIX_SETTINGS`` record living at ``address``."""
+    return carray(record_pointer(address, MIX_RECORD), (1,))[0]
+
+
+@njit(cache=True, inline="always")
+def read_target_settings(address):
+    """The ``TARGET_SETTINGS`` record living at ``address``."""
+    return carray(record_pointer(address, TARGET_RECORD), (1,))[0]
+
+
+@njit(cache=True, inline="always")
+def read_float_settings(address):
+    """The ``FLOAT_SETTINGS`` record living at ``address``."""
+    return carray(record_pointer(address, FLOAT_RECORD), (1,))[0]
+
+
+# Every C entry point ffmix's operations call by address, and its parameters in order. ``*_at`` parameters
+# are addresses (see each module's ownership table); the others are int64 counts and sizes.
+ENTRY_POINTS = {
+    "mix_image_batch": ("images_at", "out_at", "indices_at", "count", "height", "width", "channels",
+                        "control_at", "mix_at"),
+    "mix_normalize_batch": ("images_at", "out_at", "indices_at", "count", "height", "width", "channels",
+                            "control_at", "mix_at", "float_at"),
+    "mix_label_batch": ("labels_at", "out_at", "indices_at", "count", "control_at", "mix_at", "target_at"),
+    "mix_raw_batch": ("sources_at", "indices_at", "count", "height", "width", "channels", "out_at", "control_at",
+                      "mix_at"),
+}
+
+
+def entry_signature(name: str):
+    """The Numba signature of entry point ``name``: int64 result, ``*_at`` as addresses, the rest int64."""
+    return types.int64(*(types.uintp if arg.endswith("_at") else types.int64 for arg in ENTRY_POINTS[name]))
+
+
+def entry_point(function):
+    """Compile ``function`` as a cached C entry point with the signature ``ENTRY_POINTS`` gives its name.
+
+    Raises TypeError at import if the function's parameters are not the table's, in the table's order.
+    """
+    expected = ENTRY_POINTS[function.__name__]
+    found = tuple(inspect.signature(function).parameters)
+    if found != expected:
+        raise TypeError(f"entry point {function.__name__} takes {found}, ENTRY_POINTS says {expected}")
+    return cfunc(entry_signature(function.__name__), cache=True, nogil=True)(function)
