@@ -17,7 +17,6 @@ import numpy as np
 from .errors import FfmixError
 from .metadata import IMAGE_FIELD, LABEL_FIELD, meta_path, read_meta
 
-IMAGE_MODES = {0: "jpg", 1: "raw"}  # FFCV's RGBImageField mode codes
 HISTOGRAM_ROWS = 30                 # text output lists at most this many classes (--json has them all)
 
 
@@ -40,7 +39,7 @@ def inspect_beton(path: os.PathLike) -> Dict[str, Any]:
         raise FileNotFoundError(f"no such file: {path}")
     if path.is_dir():
         raise FfmixError(f"{path} is a directory, not a .beton file")
-    from .ffcv_compat import field_kinds, field_table, open_reader, page_size
+    from .ffcv_compat import field_kinds, field_table, image_modes, open_reader, page_size
 
     reader = open_reader(path)
     fields = field_kinds(reader)
@@ -57,7 +56,8 @@ def inspect_beton(path: os.PathLike) -> Dict[str, Any]:
     if image_name is not None:
         table = field_table(reader, image_name)
         sizes = Counter(zip(table["height"].tolist(), table["width"].tolist()))
-        modes = Counter(IMAGE_MODES.get(int(m), f"mode{m}") for m in table["mode"].tolist())
+        mode_names = {code: name for name, code in image_modes().items()}
+        modes = Counter(mode_names.get(int(m), f"mode{m}") for m in table["mode"].tolist())
         report["images"] = {
             "field": image_name,
             "min_size": [int(table["height"].min()), int(table["width"].min())] if len(table) else None,

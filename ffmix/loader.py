@@ -18,7 +18,8 @@ from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
 from .errors import FfmixError
-from .ffcv_compat import ResilientLoader, data_extent, field_table, image_modes, open_reader, page_pointers
+from .epochs import ResilientLoader
+from .ffcv_compat import RAW_MODE, data_extent, field_table, open_reader, page_pointers
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .system import available_cpus, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
@@ -354,7 +355,7 @@ def _check_labels(reader, meta: DatasetMeta) -> None:
 
 def _all_raw(reader) -> bool:
     """Whether every image of the file is stored raw (not JPEG)."""
-    return bool((field_table(reader, IMAGE_FIELD)["mode"] == image_modes()["raw"]).all())
+    return bool((field_table(reader, IMAGE_FIELD)["mode"] == RAW_MODE).all())
 
 
 def _image_decoder(meta: DatasetMeta, image_size, crop: str, *, shuffled: bool, mixing: Mixing):

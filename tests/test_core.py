@@ -370,7 +370,7 @@ def test_neighbouring_seeds_share_no_epoch_order(files):
 
 @pytest.mark.parametrize("samples, world_size", [(120, 2), (120, 7), (9, 2), (9, 4)])
 def test_distributed_shares_are_disjoint_and_equal(files, monkeypatch, samples, world_size):
-    from ffmix.ffcv_compat import ResilientLoader
+    from ffmix.epochs import ResilientLoader
 
     path = files["rgb"] if samples == 120 else files["odd"]
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)

@@ -13,7 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ffmix"
 # shared table and allocator, the Reader's raw tables).
 PRIVATE = re.compile(r"\.(graph|memory_manager|next_epoch|pipeline_specs|metadata_sm|metadata_type|"
                      r"data_region_start|alloc_table|handlers|traversal_order|_args)\b|\breader\.metadata\b|"
-                     r"\b(handle_sample|MemoryAllocator|EpochIterator|allocate_memory)\b")
+                     r"\b(handle_sample|MemoryAllocator|EpochIterator|allocate_memory)\b"
+                     # FFCV's constants, written down or read from FFCV
+                     r"|\bIMAGE_MODES\b|\b[A-Z]+_MODES? *= *\d")
 
 
 def test_only_ffcv_compat_touches_ffcv_internals():

@@ -204,7 +204,7 @@ def test_a_failing_pipeline_raises_instead_of_hanging(files):
     from ffcv.fields.rgb_image import SimpleRGBImageDecoder
     from ffcv.transforms import ToTensor
 
-    from ffmix.ffcv_compat import ResilientLoader as _Loader
+    from ffmix.epochs import ResilientLoader as _Loader
 
     mixing = Mixing(mixup_alpha=0.5)
     broken = _Loader(str(files["encoded"]), batch_size=16, num_workers=1,

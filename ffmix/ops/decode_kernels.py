@@ -42,6 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.ufunc import parallel as _parallel
 
+from ..ffcv_compat import JPEG_MODE
 from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, random_crop_box, sample_key)
 from .batch import batch_mix_params
 from .control import EPOCH, as_pointer, read_control
@@ -51,7 +52,6 @@ from .settings import entry_point, read_mix_settings
 # A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
 _parallel._launch_threads()
 
-JPEG_MODE = 0                 # FFCV's IMAGE_MODES: 0 jpg, 1 raw
 TABLE_COLUMNS = 6             # data address, bytes, height, width, mode, sample index
 CROP_RANDOM, CROP_CENTER = 1, 0
 _HALF = WEIGHT_ONE // 2

@@ -33,9 +33,9 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
 from ..errors import FfmixError
-from ..ffcv_compat import image_modes, libffcv_functions
+from ..ffcv_compat import JPEG_MODE, RAW_MODE, libffcv_functions
 from .control import ControlBlock
-from .decode_kernels import (CROP_CENTER, CROP_RANDOM, JPEG_MODE, TABLE_COLUMNS, decode_crop_batch,
+from .decode_kernels import (CROP_CENTER, CROP_RANDOM, TABLE_COLUMNS, decode_crop_batch,
                              flip_batch, mix_raw_batch)
 
 CENTER_CROP_RATIO = 224 / 256
@@ -104,10 +104,7 @@ class _CropDecoder(SimpleRGBImageDecoder):
 
     def generate_code(self):
         metadata = self.metadata
-        modes = image_modes()
-        if modes["jpg"] != JPEG_MODE:   # the kernel tells JPEG from raw by this value
-            raise RuntimeError(f"FFCV's JPEG mode is {modes['jpg']}, ffmix's decoders expect {JPEG_MODE}")
-        jpeg = metadata["mode"] == modes["jpg"]
+        jpeg = metadata["mode"] == JPEG_MODE
         largest = int((metadata["height"][jpeg].astype(np.int64) * metadata["width"][jpeg]).max()) if jpeg.any() else 0
         slots = int(numba.config.NUMBA_NUM_THREADS)
         scratch_at, scratch_bytes = self._scratch.at_least(slots, 3 * largest)
@@ -243,7 +240,7 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
         if heights.min() != heights.max() or widths.min() != widths.max():
             raise FfmixError("MixingRawDecoder needs images of one size; these vary from "
                              f"{heights.min()}x{widths.min()} to {heights.max()}x{widths.max()} (use a crop decoder)")
-        if (self.metadata["mode"] != image_modes()["raw"]).any():
+        if (self.metadata["mode"] != RAW_MODE).any():
             raise FfmixError("MixingRawDecoder reads raw-stored images only and this file holds JPEGs; use "
                              "SimpleRGBImageDecoder followed by Mixing.image_op()")
         return int(heights[0]), int(widths[0])
