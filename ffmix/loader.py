@@ -172,7 +172,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
         raise FfmixError(f"batch_size={batch_size} is larger than the {available} samples to read from {path}, "
                          "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
 
-    decoder = _image_decoder(meta, image_size, crop, shuffled=(order != "sequential"), mixing=mixing)
+    decoder = _image_decoder(meta, mixing.image_size, crop, shuffled=(order != "sequential"), mixing=mixing)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
     label_pipeline = [IntDecoder()]
     if targets != "label":
@@ -358,19 +358,10 @@ def _all_raw(reader) -> bool:
     return bool((field_table(reader, IMAGE_FIELD)["mode"] == RAW_MODE).all())
 
 
-def _image_decoder(meta: DatasetMeta, image_size, crop: str, *, shuffled: bool, mixing: Mixing):
-    """FFCV's plain decoder for images used as stored, else ffmix's seeded crop decoders (the epoch is the
-    ``Mixing``'s, so ``set_epoch`` replays crops too)."""
-    if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
-        if len(size) != 2 or min(size) < 1:
-            raise FfmixError(f"image_size must be a positive int or (height, width), got {image_size!r}")
-    else:
-        size = None
-    if size is None or (meta.image_shape is not None and tuple(meta.image_shape) == size):
-        if meta.image_shape is None:
-            raise FfmixError(f"images in this file vary in size (from {meta.min_size} to {meta.max_size}); "
-                             "pass image_size= to crop them to one size")
+def _image_decoder(meta: DatasetMeta, size: Tuple[int, int], crop: str, *, shuffled: bool, mixing: Mixing):
+    """FFCV's plain decoder for images used as stored (``size``, from ``_output_size``, is the file's), else
+    ffmix's seeded crop decoders (the epoch is the ``Mixing``'s, so ``set_epoch`` replays crops too)."""
+    if meta.image_shape is not None and tuple(meta.image_shape) == size:
         return SimpleRGBImageDecoder()
     if crop == "auto":
         crop = "random" if shuffled else "center"

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import carray, njit
-from numba.np.ufunc import parallel as _parallel
 
 from .control import ENABLED, EPOCH, as_pointer, read_control
 from .kernels import mix_images, mix_normalize, pair_targets, soft_targets
@@ -47,8 +46,6 @@ from .params import draw_mix_params, unmixed_params
 from .rng import batch_key
 from .settings import entry_point, read_float_settings, read_mix_settings, read_target_settings
 
-# A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
-_parallel._launch_threads()
 
 MIXED, UNCHANGED, BAD_LABEL = 1, 0, -1
 

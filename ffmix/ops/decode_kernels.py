@@ -40,7 +40,6 @@ from llvmlite import ir
 from numba import carray, cfunc, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-from numba.np.ufunc import parallel as _parallel
 
 from ..ffcv_compat import JPEG_MODE
 from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, random_crop_box, sample_key)
@@ -48,9 +47,6 @@ from .batch import batch_mix_params
 from .control import EPOCH, as_pointer, read_control
 from .params import WEIGHT_ONE
 from .settings import entry_point, read_mix_settings
-
-# A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
-_parallel._launch_threads()
 
 TABLE_COLUMNS = 6             # data address, bytes, height, width, mode, sample index
 CROP_RANDOM, CROP_CENTER = 1, 0

@@ -22,6 +22,11 @@ import inspect
 import numpy as np
 from numba import carray, cfunc, from_dtype, njit, types
 from numba.extending import intrinsic
+from numba.np.ufunc import parallel as _parallel
+
+# A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded; every module
+# that defines C entry points imports this one, so this is the one place that starts it.
+_parallel._launch_threads()
 
 # name, NumPy type, (shape): the mixing draw, identical for the image and the label op of one Mixing.
 MIX_FIELDS = (
