@@ -40,7 +40,10 @@ FFCV_VERSION = "1.0.2"
 SDIST = f"ffcv-{FFCV_VERSION}.tar.gz"
 PREBUILT = "_libffcv.abi3.so"
 ATTEMPTS = ("pip", "compile", "prebuilt")
-ATTEMPT_LIMIT_S = 240
+# seconds for one attempt's command (the build took 2-4 s there and here) and for `import ffcv` (torch and
+# numba from a cold disk); gpu-check --offline gives the whole prepare step 40 s
+ATTEMPT_LIMIT_S = 15
+IMPORT_LIMIT_S = 30
 # the stable ABI of Python 3.8: PyModuleDef and PyModule_Create are all libffcv.cpp takes from Python.h
 LIMITED_API = "0x03080000"
 # <opencv2/opencv.hpp> includes every module Debian built (calib3d, dnn, ...); FFCV uses cv::Mat and
@@ -238,17 +241,18 @@ print("loaded; " + ", ".join(found))
 """
 
 
-def run_logged(command: list, log, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+def run_logged(command: list, log, env: dict, cwd: Path, limit_s: float = ATTEMPT_LIMIT_S):
+    """Run, with its output in the log; a command past limit_s comes back as exit 124 'timed out'."""
     log.write(f"$ {shlex.join(command)}\n")
     log.flush()
     try:
         done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=ATTEMPT_LIMIT_S)
+                              text=True, timeout=limit_s)
     except subprocess.TimeoutExpired as exc:
         output = exc.output or ""
         log.write((output if isinstance(output, str) else output.decode(errors="replace"))
-                  + f"\n[timed out after {ATTEMPT_LIMIT_S} s]\n")
-        return subprocess.CompletedProcess(command, 124, "timed out")
+                  + f"\n[timed out after {limit_s} s]\n")
+        return subprocess.CompletedProcess(command, 124, f"timed out after {limit_s} s")
     log.write(done.stdout)
     return done
 
@@ -300,7 +304,7 @@ def distutils_entry(layout: Layout, log) -> tuple:
 def import_check(entries: list, log) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(entries + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     code = "import ffcv, ffcv.libffcv, importlib.metadata as m; print('ffcv', m.version('ffcv'), ffcv.__file__)"
-    done = run_logged([sys.executable, "-c", code], log, env, Path.cwd())
+    done = run_logged([sys.executable, "-c", code], log, env, Path.cwd(), IMPORT_LIMIT_S)
     lines = [line for line in done.stdout.splitlines() if line.strip()] or ["(no output)"]
     return "ok: " + lines[-1] if done.returncode == 0 else "FAILED: " + lines[-1][:200]
 

@@ -60,7 +60,7 @@ mkdir -p "$work"/{ffcv,debs,prebuilt,fashion-mnist}
 echo "gpu-bundle: FFCV's source distribution ($FFCV)"
 # (pip prints one warning per missing local index folder on some machines: noise here)
 "$PY" -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check "$FFCV" -d "$work/ffcv" 2>&1 \
-    | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+    | { grep -v 'is ignored: it is neither a file nor a directory' || true; } || true
 [ -f "$work/ffcv/ffcv-1.0.2.tar.gz" ] || fail "pip download $FFCV failed (no network?)"
 
 echo "gpu-bundle: ${#WHY[@]} Debian packages"
