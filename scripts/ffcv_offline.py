@@ -34,7 +34,7 @@ import sysconfig
 import tarfile
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 FFCV_VERSION = "1.0.2"
 SDIST = f"ffcv-{FFCV_VERSION}.tar.gz"
@@ -65,6 +65,10 @@ import warnings
 def warn(msg, *args):
     warnings.warn(msg % args if args else msg)
 '''
+
+
+class BundleError(Exception):
+    """The bundle is incomplete or damaged: make it again with scripts/gpu-bundle.sh."""
 
 
 class Layout:
@@ -124,27 +128,42 @@ def unpack_debs(debs: list, layout: Layout) -> list:
     libraries' names."""
     links = {}
     for deb in debs:
-        with deb_payload(deb) as payload:
-            for member in payload.getmembers():
-                rel = Path(member.name.lstrip("./"))
-                if rel.parts[:2] == ("usr", "include") and (member.isfile() or member.issym()):
-                    target = layout.include.joinpath(*rel.parts[2:])
-                elif rel.parts[:2] == ("usr", "lib") and ".so" in rel.name and (member.isfile() or member.issym()):
-                    target = layout.lib / rel.name
-                else:
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if member.issym():
-                    links[target] = Path(member.linkname).name if target.parent == layout.lib else member.linkname
-                else:
-                    target.write_bytes(payload.extractfile(member).read())
+        try:
+            unpack_deb(deb, layout, links)
+        except (ValueError, EOFError, tarfile.TarError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{deb.name} is damaged ({exc})") from exc
     for link, points_to in links.items():
         if not link.exists():
             link.symlink_to(points_to)
     missing = [link.name for link in links if not link.exists()]
     if missing:
-        raise RuntimeError(f"dangling library links after unpacking: {', '.join(sorted(missing))}")
+        raise BundleError(f"dangling library links after unpacking: {', '.join(sorted(missing))}")
     return sorted(path.name for path in layout.lib.iterdir())
+
+
+def unpack_deb(deb: Path, layout: Layout, links: dict) -> None:
+    """One package's headers and libraries (see unpack_debs); its symlinks go into links, made later."""
+    with deb_payload(deb) as payload:
+        for member in payload.getmembers():
+            parts = [part for part in PurePosixPath(member.name).parts if part not in (".", "/")]
+            if ".." in parts or not (member.isfile() or member.issym()):
+                continue
+            if parts[:2] == ["usr", "include"]:
+                target = layout.include.joinpath(*parts[2:])
+            elif parts[:2] == ["usr", "lib"] and ".so" in parts[-1]:
+                target = layout.lib / parts[-1]
+            else:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if member.issym():
+                # libraries: the flat folder holds the target under its own name; headers: relative links only
+                points_to = PurePosixPath(member.linkname)
+                if target.parent == layout.lib:
+                    links[target] = points_to.name
+                elif not points_to.is_absolute() and ".." not in points_to.parts:
+                    links[target] = str(points_to)
+            else:
+                target.write_bytes(payload.extractfile(member).read())
 
 
 def write_build_helpers(layout: Layout) -> None:
@@ -171,12 +190,15 @@ done
 
 
 def unpack_sdist(bundle: Path, layout: Layout) -> Path:
-    with tarfile.open(bundle / "ffcv" / SDIST) as sdist:
-        members = [m for m in sdist.getmembers() if m.isfile() or m.isdir()]
-        for member in members:
-            if member.name.startswith("/") or ".." in Path(member.name).parts:
-                raise RuntimeError(f"{SDIST}: refusing the member path {member.name!r}")
-        sdist.extractall(layout.src, members=members)
+    try:
+        with tarfile.open(bundle / "ffcv" / SDIST) as sdist:
+            members = [m for m in sdist.getmembers() if m.isfile() or m.isdir()]
+            for member in members:
+                if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
+                    raise BundleError(f"{SDIST}: refusing the member path {member.name!r}")
+            sdist.extractall(layout.src, members=members)
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise BundleError(f"{SDIST} is missing or damaged ({exc})") from exc
     return layout.src / f"ffcv-{FFCV_VERSION}"
 
 
@@ -325,7 +347,7 @@ def describe(args, layout: Layout) -> None:
             commands = [[f"<{exc}>"]]
         for command in commands:
             print(f"  attempt {name}: {shlex.join(command)}")
-    print(f"  each attempt: load its ffcv/_libffcv*.so under this Python and name the libraries it mapped")
+    print("  each attempt: load its ffcv/_libffcv*.so under this Python and name the libraries it mapped")
     print(f"  distutils.log: as installed, else a stand-in in {layout.shim}")
     print(f"  import ffcv with the path entries; write them to {layout.dest / 'pythonpath'}")
 
@@ -346,9 +368,12 @@ def prepare(args) -> int:
               "import": "not tried"}
     with open(layout.log, "w") as log:
         started = time.monotonic()
-        libraries = unpack_debs(sorted((args.bundle / "debs").glob("*.deb")), layout)
-        write_build_helpers(layout)
-        src = unpack_sdist(args.bundle, layout)
+        try:
+            libraries, src = unpack_bundle(args.bundle, layout)
+        except BundleError as exc:
+            print(f"ffcv-offline: the bundle {args.bundle} is damaged: {exc}; make it again with "
+                  "scripts/gpu-bundle.sh", file=sys.stderr)
+            return 2
         log.write(f"unpacked {len(libraries)} libraries and the headers, {SDIST} "
                   f"({time.monotonic() - started:.1f} s)\n")
         for name in args.attempts:
@@ -374,13 +399,21 @@ def prepare(args) -> int:
     return 0 if report["import"].startswith(("ok", "skipped")) else 1
 
 
+def unpack_bundle(bundle: Path, layout: Layout) -> tuple:
+    """The sysroot, the build helpers and FFCV's source from the bundle: (library names, source folder)."""
+    debs = sorted((bundle / "debs").glob("*.deb"))
+    if not debs:
+        raise BundleError(f"no .deb files in {bundle / 'debs'}")
+    libraries = unpack_debs(debs, layout)
+    write_build_helpers(layout)
+    return libraries, unpack_sdist(bundle, layout)
+
+
 def build_prebuilt(args) -> int:
     """The stable-ABI _libffcv for the bundle, against the bundle's own headers and libraries."""
     with tempfile.TemporaryDirectory() as work:
         layout = Layout(Path(work))
-        unpack_debs(sorted((args.bundle / "debs").glob("*.deb")), layout)
-        write_build_helpers(layout)
-        src = unpack_sdist(args.bundle, layout)
+        _, src = unpack_bundle(args.bundle, layout)
         command = compile_command(src / "libffcv" / "libffcv.cpp", args.out.resolve(), layout, limited_api=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
