@@ -40,9 +40,10 @@ FFCV_VERSION = "1.0.2"
 SDIST = f"ffcv-{FFCV_VERSION}.tar.gz"
 PREBUILT = "_libffcv.abi3.so"
 ATTEMPTS = ("pip", "compile", "prebuilt")
-# seconds for one attempt's command (the build took 2-4 s there and here) and for `import ffcv` (torch and
-# numba from a cold disk); gpu-check --offline gives the whole prepare step 40 s
-ATTEMPT_LIMIT_S = 15
+# seconds for one attempt's command by default (the build takes 2-4 s on an idle machine, 15 s or more on
+# a busy one; gpu-check --offline passes a tighter --attempt-limit) and for `import ffcv` (torch and numba
+# from a cold disk)
+ATTEMPT_LIMIT_S = 60
 IMPORT_LIMIT_S = 30
 # the stable ABI of Python 3.8: PyModuleDef and PyModule_Create are all libffcv.cpp takes from Python.h
 LIMITED_API = "0x03080000"
@@ -263,7 +264,7 @@ print("loaded; " + ", ".join(found))
 """
 
 
-def run_logged(command: list, log, env: dict, cwd: Path, limit_s: float = ATTEMPT_LIMIT_S):
+def run_logged(command: list, log, env: dict, cwd: Path, limit_s: float):
     """Run, with its output in the log; a command past limit_s comes back as exit 124 'timed out'."""
     log.write(f"$ {shlex.join(command)}\n")
     log.flush()
@@ -279,7 +280,7 @@ def run_logged(command: list, log, env: dict, cwd: Path, limit_s: float = ATTEMP
     return done
 
 
-def try_attempt(name: str, src: Path, bundle: Path, layout: Layout, log) -> dict:
+def try_attempt(name: str, src: Path, bundle: Path, layout: Layout, log, limit_s: float) -> dict:
     """One attempt from a clean site/: its commands, then the loaded-library check. Never raises."""
     started = time.monotonic()
     shutil.rmtree(layout.site, ignore_errors=True)
@@ -289,14 +290,15 @@ def try_attempt(name: str, src: Path, bundle: Path, layout: Layout, log) -> dict
         if name != "pip":
             copy_package(src, layout)
         for command in attempt_commands(name, src, bundle, layout):
-            done = run_logged(command, log, build_env(layout), src)
+            done = run_logged(command, log, build_env(layout), src, limit_s)
             if done.returncode != 0:
                 tail = [line for line in done.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
                 raise RuntimeError(f"exit {done.returncode}: {tail[0][:200]}")
         built = sorted((layout.site / "ffcv").glob("_libffcv*.so"))
         if not built:
             raise RuntimeError("no ffcv/_libffcv*.so was produced")
-        check = run_logged([sys.executable, "-c", VERIFY, str(built[0])], log, dict(os.environ), layout.dest)
+        check = run_logged([sys.executable, "-c", VERIFY, str(built[0])], log, dict(os.environ), layout.dest,
+                           IMPORT_LIMIT_S)
         if check.returncode != 0:
             tail = [line for line in check.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
             raise RuntimeError(f"built, but does not load: {tail[0][:200]}")
@@ -377,7 +379,7 @@ def prepare(args) -> int:
         log.write(f"unpacked {len(libraries)} libraries and the headers, {SDIST} "
                   f"({time.monotonic() - started:.1f} s)\n")
         for name in args.attempts:
-            outcome = try_attempt(name, src, args.bundle, layout, log)
+            outcome = try_attempt(name, src, args.bundle, layout, log, args.attempt_limit)
             report["attempts"].append(outcome)
             print(f"ffcv-offline: attempt {name}: {'ok' if outcome['ok'] else 'FAILED'} "
                   f"({outcome['seconds']} s) {outcome['detail']}")
@@ -431,6 +433,8 @@ def main(argv=None) -> int:
     prep.add_argument("--dest", type=Path, required=True)
     prep.add_argument("--attempts", type=lambda text: text.split(","), default=list(ATTEMPTS),
                       help=f"comma-separated, in order (default {','.join(ATTEMPTS)})")
+    prep.add_argument("--attempt-limit", type=float, default=ATTEMPT_LIMIT_S, metavar="SECONDS",
+                      help=f"the most one attempt's build may take before the next is tried (default {ATTEMPT_LIMIT_S})")
     prep.add_argument("--no-import-check", action="store_true",
                       help="stop after the extension loads (a Python without numba or torch)")
     prep.add_argument("--dry-run", action="store_true", help="print the steps; touch nothing")
