@@ -5,6 +5,7 @@ machine's OpenCV and libjpeg-turbo files hidden, then imported and made to decod
 import glob
 import importlib.util
 import io
+import json
 import os
 import re
 import shlex
@@ -313,3 +314,30 @@ def test_rehearsal_builds_ffcv_from_the_bundle_offline(bundle, tmp_path):
     assert "attempt prebuilt: ok" in out
     if others:      # Python 3.12 here has no setuptools: pip fails, and the one compiler call takes over
         assert re.search(r"attempt (pip|compile): ok", other) and "distutils.log imports" in other, other
+
+
+# ------------------------------------------------------------------ the summary's row for the build
+
+@pytest.mark.parametrize("attempts, imported, shown, ok", [
+    ([("pip", False, "exit 1: error: command 'x86_64-linux-gnu-gcc' failed"), ("compile", True, "loaded")],
+     "ok: ffcv 1.0.2 /m/ffcv/site/ffcv/__init__.py", "pip failed (exit 1: error: command", True),
+    ([(name, False, "exit 1") for name in ATTEMPTS], "not tried", "every attempt failed", False),
+    ([("pip", True, "loaded")], "FAILED: ModuleNotFoundError: No module named 'numba'", "No module named", False),
+])
+def test_summary_row_of_the_offline_build(tmp_path, attempts, imported, shown, ok):
+    from ffmix.bench import gpucheck
+    folder = tmp_path / "gc"
+    (folder / "ffcv").mkdir(parents=True)
+    (folder / "steps.tsv").write_text(f"prepare\t{0 if ok else 1}\t6.5\n")
+    used = next((name for name, worked, _ in attempts if worked), None)
+    report = {"python": "3.12.3", "attempts": [{"name": n, "ok": w, "detail": d, "seconds": 1.0}
+                                               for n, w, d in attempts],
+              "used": used, "import": imported, "distutils": "as installed"}
+    (folder / "ffcv" / "ffcv-build.json").write_text(json.dumps(report))
+    row = next(r for r in gpucheck.summarize(folder)["rows"] if r["step"] == "prepare")
+    assert row["ok"] is ok and shown in row["figures"] and "Python 3.12.3" in row["figures"]
+    if ok:
+        assert "compile worked" in row["figures"]
+    no_build = tmp_path / "plain"
+    no_build.mkdir()
+    assert all(r["step"] != "prepare" for r in gpucheck.summarize(no_build)["rows"])   # make gpu-check's table
