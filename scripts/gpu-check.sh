@@ -21,7 +21,7 @@ for arg in "$@"; do
     case "$arg" in
         --offline) offline=1 ;;
         --dry-run) dry_run=1 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu-check: unknown option '$arg' (--offline, --dry-run)" >&2; exit 2 ;;
     esac
 done

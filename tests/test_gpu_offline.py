@@ -268,7 +268,7 @@ def _rehearsal_script(tmp_path: Path, bundle: Path, hidden: list, other_python) 
 ) > {tmp_path}/other.log 2>&1""" if other_python else f"""python3 {prepare} --dest {tmp_path}/prebuilt --attempts prebuilt
 python3 {tmp_path}/ctypes_decode.py {tmp_path}/prebuilt/site/ffcv/_libffcv.abi3.so {decode}"""
     return f"""set -eu
-mount -t tmpfs none /usr/include/opencv4
+[ ! -d /usr/include/opencv4 ] || mount -t tmpfs none /usr/include/opencv4
 {hide}
 export PATH={tmp_path}/venv/bin:$PATH
 python3 -c "import socket; s = socket.socket(); s.settimeout(3); s.connect(('1.1.1.1', 53))" 2>/dev/null \\
