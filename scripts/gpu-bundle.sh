@@ -9,7 +9,7 @@
 #   MANIFEST         what each file is, why it is there, its size and sha256
 # Needs network (PyPI and the Debian archive), apt-get, dpkg-deb, readelf and a C++ compiler. The folder is
 # written beside its final place and renamed when complete; the last line gives its size.
-#   scripts/gpu-bundle.sh [DIR]
+#   scripts/gpu-bundle.sh [DIR]      (DIR relative to the checkout; default gpu-bundle)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
