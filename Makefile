@@ -3,7 +3,7 @@ PY := .venv/bin/python
 DATA := data
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo compare test bench gpu-check data clean
+.PHONY: setup demo compare test bench gpu-check gpu-check-offline gpu-bundle data clean
 
 setup:
 	@bash scripts/setup.sh
@@ -46,6 +46,15 @@ bench: data
 # summary table; at most 8 minutes, results in gpu-check-out/DATE-HOST (scripts/gpu-check.sh --dry-run shows the steps).
 gpu-check: setup
 	@bash scripts/gpu-check.sh
+
+# The same check on a GPU machine with no network and its own python3 (no setup: nothing is installed): FFCV
+# is built from the carried gpu-bundle/, ffmix runs from this checkout (docs/gpu.md).
+gpu-check-offline:
+	@bash scripts/gpu-check.sh --offline
+
+# gpu-bundle/ (ignored, <= 50 MiB): what gpu-check-offline needs from outside the checkout; needs network.
+gpu-bundle:
+	@bash scripts/gpu-bundle.sh
 
 clean:
 	rm -rf runs bench-out gpu-check-out .pytest_cache

@@ -20,11 +20,13 @@ from .report import fmt_rate, table
 
 ACCURACY_GOAL = 0.94
 STEP_TITLES = {
+    "prepare": "FFCV built from gpu-bundle/ (--offline)",
     "tests": "GPU tests (pytest -m gpu)",
     "data": "Fashion-MNIST .beton files",
     "bench": "ffmix bench e2e --device cuda",
     "train": "Fashion-MNIST training on the GPU",
 }
+OPTIONAL_STEPS = ("prepare", "data")   # rows only when the script ran them (--offline; no .beton files yet)
 TIMED_OUT = (124, 137)   # timeout(1): 124 after SIGTERM, 137 after SIGKILL
 # the e2e rows shown: ffmix's, and timm's PrefetchLoader + FastCollateMixup (timm's GPU path) beside it
 BENCH_ROWS = ("ffmix", "ffmix_uint8", "ffmix_off", "timm_fast_collate", "timm_mixup", "ffcv_plain")
@@ -61,6 +63,24 @@ def tests_figure(folder: Path) -> str:
     closing = [line for line in lines if " in " in line and any(w in line for w in ("passed", "failed", "error",
                                                                                      "skipped", "deselected"))]
     return closing[-1] if closing else (lines[-1][:120] if lines else "empty tests.log")
+
+
+def build_figures(folder: Path) -> Dict[str, object]:
+    """How ``scripts/ffcv_offline.py`` made FFCV (``ffcv/ffcv-build.json``): the attempt that worked, the ones
+    that failed before it, and whether ``import ffcv`` then held."""
+    path = folder / "ffcv" / "ffcv-build.json"
+    if not path.is_file():
+        return {"ok": False, "text": "no ffcv/ffcv-build.json"}
+    try:
+        report = json.loads(path.read_text())
+        failed = [f"{a['name']} failed ({a['detail'][:60]})" for a in report["attempts"] if not a["ok"]]
+        used, imported = report["used"], str(report.get("import", "not tried"))
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"ok": False, "text": f"unreadable ffcv-build.json ({exc})"}
+    parts = [f"Python {report.get('python', '?')}"] + failed
+    parts.append(f"{used} worked, distutils {report.get('distutils', '?')}" if used else "every attempt failed")
+    parts.append("import ffcv ok" if imported.startswith("ok") else f"import ffcv {imported[:80]}")
+    return {"ok": bool(used) and imported.startswith("ok"), "text": "; ".join(parts), "used": used}
 
 
 def bench_figures(folder: Path) -> Dict[str, object]:
@@ -116,13 +136,13 @@ def summarize(folder: Path) -> Dict[str, object]:
     """Everything the table shows, and ``ok``: whether every step ran and held."""
     folder = Path(folder)
     steps = read_steps(folder)
-    figures = {"tests": {"ok": True, "text": tests_figure(folder)}, "bench": bench_figures(folder),
+    figures = {"prepare": build_figures(folder), "tests": {"ok": True, "text": tests_figure(folder)}, "bench": bench_figures(folder),
                "train": train_figures(folder)}
     rows = []
     for name, title in STEP_TITLES.items():
         step = steps.get(name)
-        if name == "data" and step is None:
-            continue   # the files were there already
+        if name in OPTIONAL_STEPS and step is None:
+            continue   # not an offline run, or the .beton files were there already
         status = _status(step)
         figure = figures.get(name, {"ok": True, "text": ""})
         ok = status == "ok" and bool(figure["ok"])
