@@ -78,6 +78,31 @@ def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[s
                    smart_threshold=smart_threshold, num_workers=num_workers, force=force, progress=progress)
 
 
+def convert_dataset(dataset, out_path, *, class_names: Optional[Sequence[str]] = None,
+                    labels: Optional[Sequence[int]] = None, image_key: str = "image", label_key: str = "label",
+                    write_mode: str = "raw", max_resolution: Optional[int] = None, jpeg_quality: int = 90,
+                    compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
+                    num_workers: int = 1, force: bool = False, progress: bool = False, skip_bad: bool = False,
+                    limit: Optional[int] = None, passthrough: str = "yes") -> DatasetMeta:
+    """Write any map-style Python dataset (``len``, ``[i]``) to ``out_path`` and its sidecar; return the metadata.
+
+    Items are ``(image, label)`` or mappings with ``image_key``/``label_key`` entries; images are PIL images,
+    uint8 arrays or tensors (HW, HWC or CHW), encoded bytes or ``{"bytes", "path"}`` mappings, and encoded
+    JPEG bytes may be stored as they are (``passthrough``). Labels come from ``labels``, the dataset's
+    ``targets``, its ``label_key`` column, or one pass over the items (``ffmix.sources.pydataset``).
+    ``class_names`` defaults to ``'0' .. str(max label)``. The writer processes are forked and share the dataset
+    (nothing is pickled). The other options and the errors are those of ``convert``.
+    """
+    from .sources.pydataset import PythonDatasetSource
+
+    source = PythonDatasetSource(dataset, labels=labels, class_names=class_names, image_key=image_key,
+                                 label_key=label_key, progress=progress)
+    return convert(source, out_path, write_mode=write_mode, max_resolution=max_resolution,
+                   jpeg_quality=jpeg_quality, compress_probability=compress_probability,
+                   smart_threshold=smart_threshold, num_workers=num_workers, force=force, progress=progress,
+                   skip_bad=skip_bad, limit=limit, passthrough=passthrough)
+
+
 def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_resolution: Optional[int] = None,
             jpeg_quality: int = 90, compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
             num_workers: int = 1, force: bool = False, progress: bool = False, skip_bad: bool = False,
