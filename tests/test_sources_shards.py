@@ -381,7 +381,10 @@ class ListDataset:
 
 
 def test_a_list_backed_dataset_of_jpeg_bytes_is_stored_byte_identical(images, tmp_path):
-    dataset = ListDataset([{"img": data, "y": label} for data, label in zip(images["jpegs"], images["labels"])])
+    on_disk = tmp_path / "first.jpg"   # a Hugging Face decode=False cell that gives a path and no bytes
+    on_disk.write_bytes(images["jpegs"][0])
+    cells = [{"bytes": None, "path": str(on_disk)}] + images["jpegs"][1:]
+    dataset = ListDataset([{"img": cell, "y": label} for cell, label in zip(cells, images["labels"])])
     out = tmp_path / "list.beton"
     meta = convert_dataset(dataset, out, image_key="img", label_key="y", class_names=NAMES, write_mode="jpg",
                            num_workers=2)
@@ -429,8 +432,18 @@ def test_python_dataset_labels_from_targets_and_bad_items(images, tmp_path):
         def __getitem__(self, index):
             raise AssertionError("labels must come from targets, not from the items")
 
+    class WithColumns(ListDataset):   # Hugging Face style: a whole column by name, here a lazy sequence
+        column_names = ["picture", "category"]
+
+        def __getitem__(self, index):
+            if index == "category":
+                return range(2, -1, -1)
+            raise AssertionError("labels must come from the column, not from the items")
+
     from ffmix.sources.pydataset import PythonDatasetSource
     assert PythonDatasetSource(WithTargets([None, None])).labels.tolist() == [1, 0]
+    with_columns = PythonDatasetSource(WithColumns([None] * 3), label_key="category", image_key="picture")
+    assert with_columns.labels.tolist() == [2, 1, 0]
     cases = [(ListDataset([(images["jpegs"][0], -1)]), "labels must be non-negative"),
              (ListDataset([{"image": images["jpegs"][0]}]), "has no 'label' entry"),
              (ListDataset([images["jpegs"][0]]), "an item must be (image, label)"),

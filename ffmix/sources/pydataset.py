@@ -60,6 +60,8 @@ class PythonDatasetSource(SourceDataset):
                 labels, where = targets, f"{self.source}.targets"
             elif self.label_key in (getattr(self.dataset, "column_names", None) or ()):
                 labels, where = self.dataset[self.label_key], f"{self.source}[{self.label_key!r}]"
+                if not isinstance(labels, (list, np.ndarray)):
+                    labels = list(labels)  # a lazy column object (newer Hugging Face datasets)
         if labels is None:
             return self._labels_from_items(count, progress)
         values = check_labels(labels, where)
@@ -108,18 +110,15 @@ class PythonDatasetSource(SourceDataset):
 
     def read_encoded(self, index: int) -> Optional[bytes]:
         image = self._split(self._item(index), index)[0]
-        data = _encoded_bytes(image)
+        data = _encoded_bytes(image, self.describe(index))
         return None if data is None else jpeg_for_passthrough(data, self.describe(index))
 
     def read(self, index: int) -> np.ndarray:
         image = self._split(self._item(index), index)[0]
         name = self.describe(index)
-        data = _encoded_bytes(image)
+        data = _encoded_bytes(image, name)
         if data is not None:
             return decode_bytes(data, name)
-        if isinstance(image, Mapping) and image.get("path"):
-            from .imagefolder import decode_image
-            return as_image(decode_image(image["path"]), name)
         if hasattr(image, "getbands") and hasattr(image, "convert"):   # a PIL image
             try:
                 return as_image(pil_to_array(image), name)
@@ -134,10 +133,18 @@ class PythonDatasetSource(SourceDataset):
         return f"item {index} of {self.source}"
 
 
-def _encoded_bytes(image) -> Optional[bytes]:
-    """The encoded bytes an image value holds (bytes, or a mapping's ``bytes`` entry), else ``None``."""
+def _encoded_bytes(image, name: str) -> Optional[bytes]:
+    """The encoded bytes an image value holds (bytes, a mapping's ``bytes`` entry, or else the file its ``path``
+    entry names), else ``None``. Raises ``BadSampleError`` for a path that cannot be read."""
     if isinstance(image, Mapping):
+        path = image.get("path")
         image = image.get("bytes")
+        if image is None and path:
+            try:
+                with open(path, "rb") as stream:
+                    return stream.read()
+            except OSError as exc:
+                raise BadSampleError(name, f"cannot read {path}: {exc.strerror or exc}") from None
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     return None
