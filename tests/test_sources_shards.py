@@ -458,3 +458,21 @@ def test_python_dataset_labels_from_targets_and_bad_items(images, tmp_path):
         convert_dataset(broken, tmp_path / "bad.beton", write_mode="jpg")
     meta = convert_dataset(broken, tmp_path / "ok.beton", write_mode="jpg", skip_bad=True)
     assert meta.num_samples == 1 and meta.write_options["skipped"] == 2
+
+
+def test_shards_scanned_in_parallel_give_what_a_serial_scan_gives(images, tmp_path, monkeypatch):
+    from ffmix.sources import webdataset
+
+    for shard in range(3):
+        samples = [(f"{shard}-{k}", {"jpg": images["jpegs"][k], "cls": str(k % 3).encode()}) for k in range(4)]
+        write_tar(tmp_path / f"p-{shard}.tar", samples)
+    serial = open_source(str(tmp_path / "p-{0..2}.tar"))
+    monkeypatch.setattr(webdataset, "PARALLEL_SCAN_BYTES", 0)
+    monkeypatch.setattr(webdataset, "available_cpus", lambda: 2)
+    parallel = open_source(str(tmp_path / "p-{0..2}.tar"))
+    assert parallel.labels.tolist() == serial.labels.tolist() == [0, 1, 2, 0] * 3
+    assert [parallel.describe(i) for i in range(12)] == [serial.describe(i) for i in range(12)]
+    assert all(parallel.read_encoded(i) == images["jpegs"][i % 4] for i in range(12))
+    write_tar(tmp_path / "p-1.tar", [("1-0", {"jpg": images["jpegs"][0]})])  # an error inside a scanning process
+    with pytest.raises(FfmixError, match="p-1.tar: sample '1-0' has no label"):
+        open_source(str(tmp_path / "p-{0..2}.tar"))

@@ -83,7 +83,8 @@ def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional
     ``split`` (``train``/``test``) selects a split where the format has them; ``label_kind``
     (``fine``/``coarse``) applies to CIFAR-100 only; ``class_names_file`` (one name per line) to file lists
     and shards only; ``image_column``/``label_column`` to parquet only; ``json_label`` (the label's field in each
-    sample's ``json`` member) to WebDataset shards only. ``progress`` shows a bar while a folder or list of files is checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
+    sample's ``json`` member) to WebDataset shards only. ``progress`` shows a bar while a folder, list of files or
+    shards are checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
     a missing or unreadable source, an unknown format, an option the format does not take, or bad content.
     """
     if format is None:

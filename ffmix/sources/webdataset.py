@@ -34,6 +34,7 @@ from .shards import list_shards
 
 TAR_SUFFIXES = (".tar",)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+PARALLEL_SCAN_BYTES = 1 << 30   # ~10,000 ImageNet-sized JPEGs: a serial scan of over a second
 COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZ": "bzip2", b"\xfd7": "xz", b"\x28\xb5": "zstd"}
 
 
@@ -131,9 +132,11 @@ def scan_shard(shard: str, json_label: Optional[str] = None) -> ShardIndex:
 
 def scan_shards(shards: List[str], json_label: Optional[str]) -> Iterator[ShardIndex]:
     """``scan_shard`` of each shard, in order; several at once in forked processes when there are several
-    shards and cores (parsing tar headers in Python costs some 70 us a member, minutes for ImageNet)."""
+    shards and cores and over ``PARALLEL_SCAN_BYTES`` of them. Parsing tar headers in Python costs some 70 us a
+    member (minutes for ImageNet's 2.5 million), but starting the processes costs about half a second, more than
+    the scan of a few thousand samples (measured with ``python -m ffmix.bench.convert_sources``)."""
     processes = min(len(shards), available_cpus())
-    if processes < 2:
+    if processes < 2 or sum(os.path.getsize(shard) for shard in shards) < PARALLEL_SCAN_BYTES:
         yield from (scan_shard(shard, json_label) for shard in shards)
         return
     context = multiprocessing.get_context("fork")
