@@ -606,6 +606,7 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
 
     from .ffcv_compat import (EncodedJPEG, close_allocator, decodes_with_ffcv, open_allocator,
                               write_encoded_jpeg, write_sample)
+    from .sources.encoded import refuse_huge_jpeg
     from .sources.jpeg import read_jpeg_header
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group; the main process stops us
@@ -643,6 +644,8 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
                 try:
                     encoded = dataset.read_encoded(source_index) if passthrough else None
                     header = read_jpeg_header(encoded) if encoded is not None else None
+                    if header is not None:  # stored without decoding: Pillow's pixel limit is applied here
+                        refuse_huge_jpeg(header, dataset.describe(source_index))
                     if (header is not None and header.storable
                             and (max_resolution is None or max(header.height, header.width) <= max_resolution)
                             and stores_jpeg(destination, header.height, header.width)

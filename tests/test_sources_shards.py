@@ -21,7 +21,7 @@ from ffmix import convert_dataset, make_loader
 from ffmix.convert import convert
 from ffmix.errors import FfmixError
 from ffmix.metadata import read_meta
-from ffmix.sources import BadSampleError, detect_format, open_source
+from ffmix.sources import detect_format, open_source
 from ffmix.sources.shards import expand_braces
 from test_convert import assert_nothing_left, read_beton, run_cli, stored_samples
 
@@ -250,8 +250,19 @@ def test_parquet_damaged_and_hostile_images_name_their_row(images, tmp_path, cap
         assert code == 0 and "skipped 2 unreadable images" in stdout, err
         meta = read_meta(out)
         assert sorted(meta.write_options["skipped_samples"]) == [f"{path} row 1", f"{path} row 2"]
-    with pytest.raises(BadSampleError, match="60000x60000"):
-        open_source(path).read_encoded(2)
+    huge = write_parquet(tmp_path / "huge.parquet", [images["jpegs"][0], cells[2]], [0, 1])
+    code, _, err = run_cli(["convert", huge, tmp_path / "h.beton", "--write-mode", "jpg"], capsys)
+    assert code == 1 and "huge.parquet row 1" in err and "claims 60000x60000 pixels" in err, err
+
+
+def test_a_huge_jpeg_header_is_refused_on_the_pass_through_path_of_a_folder_too(images, tmp_path, capsys):
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "0.jpg").write_bytes(images["jpegs"][0])
+    (tmp_path / "src" / "a" / "1.jpg").write_bytes(huge_header_jpeg(images["decoded"][1]))
+    out = tmp_path / "h.beton"
+    code, _, err = run_cli(["convert", tmp_path / "src", out, "--write-mode", "jpg", "--workers", "1"], capsys)
+    assert code == 1 and "1.jpg" in err and "claims 60000x60000 pixels" in err, err
+    assert_nothing_left(out)
 
 
 def test_a_missing_pyarrow_names_the_extra(tmp_path, monkeypatch, images, capsys):

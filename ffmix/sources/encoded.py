@@ -2,8 +2,9 @@
 hand their bytes to the JPEG pass-through, with the limits the file sources apply.
 
 The pass-through stores a JPEG's bytes without decoding, so Pillow's pixel limit (the guard against a header
-that claims a huge image, e.g. 60000 x 60000 in a few hundred bytes) never runs for it. ``jpeg_for_passthrough``
-applies the same limit to the header instead, so a hostile image is refused on both paths.
+that claims a huge image, e.g. 60000 x 60000 in a few hundred bytes) never runs for it. ``refuse_huge_jpeg``
+applies the same limit to the header instead (``ffmix.convert`` calls it for every source's JPEG), so a hostile
+image is refused on both paths.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 from ..errors import FfmixError
 from .base import BadSampleError, as_image
 from .imagefolder import decode_image
-from .jpeg import SOI, read_jpeg_header
+from .jpeg import SOI, JpegHeader
 
 
 def pixel_limit() -> int:
@@ -36,15 +37,14 @@ def decode_bytes(data: bytes, name: str) -> np.ndarray:
         raise BadSampleError(name, str(exc)) from None
 
 
-def jpeg_for_passthrough(data: bytes, name: str) -> Optional[bytes]:
-    """``data`` when it is a JPEG (start-of-image marker) to offer to the pass-through, else ``None``.
+def jpeg_for_passthrough(data: bytes) -> Optional[bytes]:
+    """``data`` when it is a JPEG (start-of-image marker) to offer to the pass-through, else ``None``."""
+    return data if data.startswith(SOI) else None
 
-    Raises ``BadSampleError`` when its header claims more pixels than ``pixel_limit()``."""
-    if not data.startswith(SOI):
-        return None
-    header = read_jpeg_header(data)
-    if header is not None and header.height * header.width > pixel_limit():
+
+def refuse_huge_jpeg(header: JpegHeader, name: str) -> None:
+    """Raise ``BadSampleError`` naming ``name`` when a JPEG header claims more pixels than ``pixel_limit()``."""
+    if header.height * header.width > pixel_limit():
         raise BadSampleError(name, f"the JPEG header claims {header.width}x{header.height} pixels, over the "
                                    f"limit of {pixel_limit()} (PIL.Image.MAX_IMAGE_PIXELS x 2); a damaged or "
                                    "hostile file")
-    return data

@@ -203,7 +203,7 @@ class ParquetSource(SourceDataset):
         return table.field("bytes") if self._is_struct else table
 
     def read_encoded(self, index: int) -> Optional[bytes]:
-        return jpeg_for_passthrough(self._image_bytes(index), self.describe(index))
+        return jpeg_for_passthrough(self._image_bytes(index))
 
     def read(self, index: int) -> np.ndarray:
         return decode_bytes(self._image_bytes(index), self.describe(index))

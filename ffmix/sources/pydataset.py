@@ -111,7 +111,7 @@ class PythonDatasetSource(SourceDataset):
     def read_encoded(self, index: int) -> Optional[bytes]:
         image = self._split(self._item(index), index)[0]
         data = _encoded_bytes(image, self.describe(index))
-        return None if data is None else jpeg_for_passthrough(data, self.describe(index))
+        return None if data is None else jpeg_for_passthrough(data)
 
     def read(self, index: int) -> np.ndarray:
         image = self._split(self._item(index), index)[0]

@@ -101,7 +101,7 @@ class WebDatasetSource(SourceDataset):
         return data
 
     def read_encoded(self, index: int) -> Optional[bytes]:
-        return jpeg_for_passthrough(self._image_bytes(index), self.describe(index))
+        return jpeg_for_passthrough(self._image_bytes(index))
 
     def read(self, index: int) -> np.ndarray:
         return decode_bytes(self._image_bytes(index), self.describe(index))
