@@ -57,6 +57,7 @@ class ParquetSource(SourceDataset):
         self.source = os.fspath(source)
         self.image_column, self.label_column = image_column, label_column
         self._shards = [str(path) for path in list_shards(self.source, PARQUET_SUFFIXES, "parquet")]
+        self._is_struct = None                 # the image column's layout, the same in every shard
         group_starts, group_shard, group_number, shard_starts = [0], [], [], []
         labels: List[np.ndarray] = []
         self._path_rows: Dict[int, str] = {}   # sample index -> file, for rows that give a path but no bytes
@@ -66,25 +67,22 @@ class ParquetSource(SourceDataset):
             for shard_number, shard in enumerate(self._shards):
                 shard_starts.append(group_starts[-1])
                 file = self._open(parquet, shard)
-                is_struct = self._check_schema(pyarrow, file.schema_arrow, shard)
-                if shard_number and is_struct != self._is_struct:
-                    raise FfmixError(f"{shard}: column {image_column!r} has another type than in {self._shards[0]}; "
-                                     "convert shards of one layout together")
-                self._is_struct = is_struct
-                names = hf_class_names(file.schema_arrow.metadata, label_column)
-                if names is not None and named_by is not None and names != named_by[0]:
-                    raise FfmixError(f"{shard} names its classes differently from {named_by[1]}; convert shards "
-                                     "of one dataset together")
-                if names is not None and named_by is None:
-                    named_by = (names, shard)
-                for number in range(file.num_row_groups):
-                    first_row = group_starts[-1] - shard_starts[-1]
-                    labels.append(self._group_labels(file, number, shard, first_row))
-                    self._find_path_rows(file, number, shard, first_row, group_starts[-1])
-                    group_starts.append(group_starts[-1] + file.metadata.row_group(number).num_rows)
-                    group_shard.append(shard_number)
-                    group_number.append(number)
-                    bar.update(1)
+                try:
+                    names = self._check_layout(pyarrow, file.schema_arrow, shard)
+                    if names is not None and named_by is not None and names != named_by[0]:
+                        raise FfmixError(f"{shard} names its classes differently from {named_by[1]}; convert "
+                                         "shards of one dataset together")
+                    named_by = named_by or ((names, shard) if names is not None else None)
+                    for number in range(file.num_row_groups):
+                        first_row = group_starts[-1] - shard_starts[-1]
+                        labels.append(self._group_labels(file, number, shard, first_row))
+                        self._find_path_rows(file, number, shard, first_row, group_starts[-1])
+                        group_starts.append(group_starts[-1] + file.metadata.row_group(number).num_rows)
+                        group_shard.append(shard_number)
+                        group_number.append(number)
+                        bar.update(1)
+                finally:
+                    file.close()
         self.labels = check_labels(np.concatenate(labels) if labels else np.empty(0, np.int64), self.source)
         if len(self.labels) == 0:
             raise FfmixError(f"{self.source}: the parquet shards hold no rows")
@@ -107,7 +105,17 @@ class ParquetSource(SourceDataset):
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
             raise FfmixError(f"cannot read {shard} as parquet: {exc}") from None
 
-    def _check_schema(self, pyarrow, schema, shard: str) -> bool:
+    def _check_layout(self, pyarrow, schema, shard: str) -> Optional[List[str]]:
+        """Check one shard's columns (the same layout as the shards before it); returns the class names its
+        metadata declares, if any."""
+        is_struct = self._image_is_struct(pyarrow, schema, shard)
+        if self._is_struct is not None and is_struct != self._is_struct:
+            raise FfmixError(f"{shard}: column {self.image_column!r} has another type than in {self._shards[0]}; "
+                             "convert shards of one layout together")
+        self._is_struct = is_struct
+        return hf_class_names(schema.metadata, self.label_column)
+
+    def _image_is_struct(self, pyarrow, schema, shard: str) -> bool:
         """Whether the image column is a ``{bytes, path}`` struct (else plain binary); raises for the rest."""
         types = pyarrow.types
         for column in (self.image_column, self.label_column):
