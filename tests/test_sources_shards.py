@@ -489,3 +489,13 @@ def test_shards_scanned_in_parallel_give_what_a_serial_scan_gives(images, tmp_pa
     write_tar(tmp_path / "p-1.tar", [("1-0", {"jpg": images["jpegs"][0]})])  # an error inside a scanning process
     with pytest.raises(FfmixError, match="p-1.tar: sample '1-0' has no label"):
         open_source(str(tmp_path / "p-{0..2}.tar"))
+
+
+def test_the_conversion_speed_bench_runs_and_checks_its_outputs():
+    """The bench behind docs/convert.md, tiny, so it cannot rot: every source converts, every JPEG passes through."""
+    from ffmix.bench.convert_sources import SOURCES, run, table
+
+    result = run(count=24, height=16, width=20, noise=6.0, shards=2, workers=1, repeats=1)
+    assert set(result["ratio_to_folder"]) == set(SOURCES) and result["ratio_to_folder"]["imagefolder"] == 1.0
+    assert all(seconds > 0 for values in result["seconds"].values() for seconds in values)
+    assert "webdataset" in table(result)
