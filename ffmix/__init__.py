@@ -25,6 +25,7 @@ _EXPORTS = {
     "DatasetMeta": "ffmix.metadata",
     "read_meta": "ffmix.metadata",
     "convert_arrays": "ffmix.convert",
+    "convert_dataset": "ffmix.convert",
     "FfmixError": "ffmix.errors",
     "MixCollate": "ffmix.collate",
     "WithIndex": "ffmix.collate",

@@ -1,4 +1,5 @@
-"""``ffmix convert``: a dataset (image folder, CIFAR, IDX, ``.npz`` or arrays) -> an FFCV ``.beton`` + sidecar.
+"""``ffmix convert``: a dataset (image folder, file list, CIFAR, IDX, ``.npz``, parquet or WebDataset shards,
+arrays, any Python dataset) -> an FFCV ``.beton`` + sidecar.
 
 The file is written with FFCV's ``DatasetWriter`` (field ``image``: ``RGBImageField``, field ``label``:
 ``IntField``), so plain FFCV pipelines read it. What ffmix adds around the writer:
@@ -76,6 +77,31 @@ def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[s
     return convert(dataset, out_path, write_mode=write_mode, max_resolution=max_resolution,
                    jpeg_quality=jpeg_quality, compress_probability=compress_probability,
                    smart_threshold=smart_threshold, num_workers=num_workers, force=force, progress=progress)
+
+
+def convert_dataset(dataset, out_path, *, class_names: Optional[Sequence[str]] = None,
+                    labels: Optional[Sequence[int]] = None, image_key: str = "image", label_key: str = "label",
+                    write_mode: str = "raw", max_resolution: Optional[int] = None, jpeg_quality: int = 90,
+                    compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
+                    num_workers: int = 1, force: bool = False, progress: bool = False, skip_bad: bool = False,
+                    limit: Optional[int] = None, passthrough: str = "yes") -> DatasetMeta:
+    """Write any map-style Python dataset (``len``, ``[i]``) to ``out_path`` and its sidecar; return the metadata.
+
+    Items are ``(image, label)`` or mappings with ``image_key``/``label_key`` entries; images are PIL images,
+    uint8 arrays or tensors (HW, HWC or CHW), encoded bytes or ``{"bytes", "path"}`` mappings, and encoded
+    JPEG bytes may be stored as they are (``passthrough``). Labels come from ``labels``, the dataset's
+    ``targets``, its ``label_key`` column, or one pass over the items (``ffmix.sources.pydataset``).
+    ``class_names`` defaults to ``'0' .. str(max label)``. The writer processes are forked and share the dataset
+    (nothing is pickled). The other options and the errors are those of ``convert``.
+    """
+    from .sources.pydataset import PythonDatasetSource
+
+    source = PythonDatasetSource(dataset, labels=labels, class_names=class_names, image_key=image_key,
+                                 label_key=label_key, progress=progress)
+    return convert(source, out_path, write_mode=write_mode, max_resolution=max_resolution,
+                   jpeg_quality=jpeg_quality, compress_probability=compress_probability,
+                   smart_threshold=smart_threshold, num_workers=num_workers, force=force, progress=progress,
+                   skip_bad=skip_bad, limit=limit, passthrough=passthrough)
 
 
 def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_resolution: Optional[int] = None,
@@ -187,13 +213,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         ".beton is refused when loading). The format is detected from SOURCE: a class_name/image folder tree, "
         "a file list (.csv/.tsv/.txt/.lst of 'path,label' or 'path<TAB>label' rows, paths relative to the "
         "list, labels all class indices or all class names), a CIFAR-10/100 python batches folder, a folder of "
-        "MNIST-style IDX files (gzip or not), or an .npz with arrays 'images' (N,H,W[,C]) uint8 and 'labels' "
-        "(N,). Duplicates are never written silently: in an image folder, a folder reached again through a "
+        "MNIST-style IDX files (gzip or not), an .npz with arrays 'images' (N,H,W[,C]) uint8 and 'labels' "
+        "(N,), Hugging Face parquet shards ('data/train-*.parquet': an image column of {bytes, path} structs and "
+        "an integer label column; needs pip install 'ffmix[parquet]') or WebDataset tar shards "
+        "('shards/train-{000000..000099}.tar': KEY.jpg + KEY.cls members). Duplicates are never written "
+        "silently: in an image folder, a folder reached again through a "
         "symbolic link (a cycle, or a second link to it) is skipped with a warning naming it, and one real "
         "file reached twice (a file link or hard link, or a file list naming it twice) is refused with an error "
         "naming both paths. The output is written to a temporary file and renamed when complete, so an error or "
         "Ctrl-C leaves nothing at OUT; both files are flushed to disk before they are renamed.")
-    parser.add_argument("source", metavar="SOURCE", help="dataset folder or file")
+    parser.add_argument("source", metavar="SOURCE",
+                        help="dataset folder or file, or a glob / brace range of shards (quote it)")
     parser.add_argument("out", metavar="OUT", help="the .beton to write (its sidecar is OUT.json)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="input format (default: detected from SOURCE)")
@@ -203,8 +233,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-kind", choices=("fine", "coarse"), default=None,
                         help="CIFAR-100 only: the 100 fine or the 20 coarse classes (default fine)")
     parser.add_argument("--class-names", default=None, metavar="FILE",
-                        help="file lists only: one class name per line, line k naming class k (default: the "
-                             "sorted label names, or '0', '1', ... for index labels)")
+                        help="file lists and shards: one class name per line, line k naming class k (default: "
+                             "the sorted label names, the parquet file's huggingface metadata, or '0', '1', ...)")
+    parser.add_argument("--image-column", default=None, metavar="NAME",
+                        help="parquet only: the column of encoded images, binary or a {bytes, path} struct "
+                             "(default: image)")
+    parser.add_argument("--label-column", default=None, metavar="NAME",
+                        help="parquet only: the column of integer labels (default: label)")
+    parser.add_argument("--json-label", default=None, metavar="FIELD",
+                        help="WebDataset only: take each label from this field of the sample's .json member "
+                             "instead of its .cls member")
     parser.add_argument("--write-mode", choices=WRITE_MODES, default="raw",
                         help="raw: exact pixels; jpg: JPEG; smart: JPEG for images over --smart-threshold "
                              "bytes; proportion: JPEG with probability --compress-probability")
@@ -247,7 +285,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FfmixWarning)
         dataset = open_source(args.source, format=args.format, split=args.split, label_kind=args.label_kind,
-                              class_names_file=args.class_names, progress=not args.quiet)
+                              class_names_file=args.class_names, progress=not args.quiet,
+                              image_column=args.image_column, label_column=args.label_column,
+                              json_label=args.json_label)
     for warning in caught:
         if not args.quiet and issubclass(warning.category, FfmixWarning):
             print(f"ffmix convert: warning: {warning.message}", file=sys.stderr)
@@ -566,6 +606,7 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
 
     from .ffcv_compat import (EncodedJPEG, close_allocator, decodes_with_ffcv, open_allocator,
                               write_encoded_jpeg, write_sample)
+    from .sources.encoded import refuse_huge_jpeg
     from .sources.jpeg import read_jpeg_header
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group; the main process stops us
@@ -603,6 +644,8 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
                 try:
                     encoded = dataset.read_encoded(source_index) if passthrough else None
                     header = read_jpeg_header(encoded) if encoded is not None else None
+                    if header is not None:  # stored without decoding: Pillow's pixel limit is applied here
+                        refuse_huge_jpeg(header, dataset.describe(source_index))
                     if (header is not None and header.storable
                             and (max_resolution is None or max(header.height, header.width) <= max_resolution)
                             and stores_jpeg(destination, header.height, header.width)

@@ -473,7 +473,7 @@ def test_file_list_options_that_do_not_apply(tmp_path):
     (tmp_path / "list.csv").write_text("img/img_000.png,0\n")
     with pytest.raises(FfmixError, match="no splits"):
         open_source(tmp_path / "list.csv", split="train")
-    with pytest.raises(FfmixError, match="--class-names applies to file lists only"):
+    with pytest.raises(FfmixError, match="--class-names applies to file lists and shards only"):
         open_source(tmp_path, format="imagefolder", class_names_file=tmp_path / "list.csv")
 
 

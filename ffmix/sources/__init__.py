@@ -7,7 +7,11 @@
   ``test`` (module ``cifar``; also found one level down, as the official archives unpack);
 * ``idx``: a folder of MNIST-style ``*-images-idx3-ubyte[.gz]`` files, or one such file (module ``idx``);
 * ``imagefolder``: a ``class_name/image.ext`` tree (module ``imagefolder``);
-* ``filelist``: a ``.csv``/``.tsv``/``.txt``/``.lst`` file of ``path,label`` rows (module ``filelist``).
+* ``filelist``: a ``.csv``/``.tsv``/``.txt``/``.lst`` file of ``path,label`` rows (module ``filelist``);
+* ``parquet``: Hugging Face parquet shards, one file, a folder of them or a glob (module ``parquet``);
+* ``webdataset``: WebDataset ``.tar`` shards, one file, a folder, a glob or a brace range (module ``webdataset``).
+
+Any Python dataset object goes through ``ffmix.convert_dataset`` (module ``pydataset``).
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import Optional
 from ..errors import FfmixError
 from .base import ArraySource, BadSampleError, SourceDataset
 
-FORMATS = ("imagefolder", "filelist", "cifar10", "cifar100", "idx", "npz")
+FORMATS = ("imagefolder", "filelist", "cifar10", "cifar100", "idx", "npz", "parquet", "webdataset")
+SHARD_FORMATS = ("parquet", "webdataset")
 
 __all__ = ["FORMATS", "ArraySource", "BadSampleError", "SourceDataset", "detect_format", "open_source"]
 
@@ -26,10 +31,24 @@ __all__ = ["FORMATS", "ArraySource", "BadSampleError", "SourceDataset", "detect_
 def detect_format(path: os.PathLike) -> str:
     """The format of ``path`` (one of ``FORMATS``); raises ``FfmixError`` when it cannot tell."""
     from . import cifar, idx
+    from .parquet import PARQUET_SUFFIXES
+    from .shards import is_pattern
+    from .webdataset import TAR_SUFFIXES
 
+    text = os.fspath(path)
+    if is_pattern(text):  # a glob or brace range of shards
+        for format, suffixes in (("parquet", PARQUET_SUFFIXES), ("webdataset", TAR_SUFFIXES)):
+            if text.lower().endswith(suffixes):
+                return format
+        raise FfmixError(f"cannot tell the format of the pattern {text}: it names no .parquet or .tar files; "
+                         "pass --format")
     path = Path(path)
     _check_readable(path)
     if path.is_file():
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            return "parquet"
+        if path.suffix.lower() in TAR_SUFFIXES:
+            return "webdataset"
         if path.suffix.lower() == ".npz":
             return "npz"
         if idx.looks_like_idx_file(path):
@@ -44,7 +63,11 @@ def detect_format(path: os.PathLike) -> str:
     if idx.find_idx_files(path):
         return "idx"
     with os.scandir(path) as listing:
-        has_folders = any(entry.is_dir() and not entry.name.startswith(".") for entry in listing)
+        entries = [entry for entry in listing if not entry.name.startswith(".")]
+    for format, suffixes in (("parquet", PARQUET_SUFFIXES), ("webdataset", TAR_SUFFIXES)):
+        if any(entry.name.lower().endswith(suffixes) and entry.is_file() for entry in entries):
+            return format
+    has_folders = any(entry.is_dir() for entry in entries)
     if has_folders:
         return "imagefolder"
     raise FfmixError(f"cannot tell the format of {path}: it holds no class folders, CIFAR batches or IDX "
@@ -53,24 +76,34 @@ def detect_format(path: os.PathLike) -> str:
 
 def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional[str] = None,
                 label_kind: Optional[str] = None, class_names_file: Optional[os.PathLike] = None,
-                progress: bool = False) -> SourceDataset:
+                progress: bool = False, image_column: Optional[str] = None, label_column: Optional[str] = None,
+                json_label: Optional[str] = None) -> SourceDataset:
     """Open ``path`` as a dataset of ``format`` (detected when ``None``).
 
     ``split`` (``train``/``test``) selects a split where the format has them; ``label_kind``
     (``fine``/``coarse``) applies to CIFAR-100 only; ``class_names_file`` (one name per line) to file lists
-    only. ``progress`` shows a bar while a folder or list of files is checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
+    and shards only; ``image_column``/``label_column`` to parquet only; ``json_label`` (the label's field in each
+    sample's ``json`` member) to WebDataset shards only. ``progress`` shows a bar while a folder, list of files or
+    shards are checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
     a missing or unreadable source, an unknown format, an option the format does not take, or bad content.
     """
-    path = Path(path)
-    _check_readable(path)
     if format is None:
         format = detect_format(path)
     if format not in FORMATS:
         raise FfmixError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if (image_column is not None or label_column is not None) and format != "parquet":
+        raise FfmixError(f"--image-column and --label-column apply to parquet only, not to {format}")
+    if json_label is not None and format != "webdataset":
+        raise FfmixError(f"--json-label applies to WebDataset shards only, not to {format}")
+    if format in SHARD_FORMATS:
+        return _open_shards(path, format, split, class_names_file, progress, image_column, label_column,
+                            json_label)
+    path = Path(path)
+    _check_readable(path)
     if label_kind is not None and format != "cifar100":
         raise FfmixError(f"--label-kind applies to cifar100 only, not to {format}")
     if class_names_file is not None and format != "filelist":
-        raise FfmixError(f"--class-names applies to file lists only, not to {format}")
+        raise FfmixError(f"--class-names applies to file lists and shards only, not to {format}")
     if format == "filelist":
         from .filelist import FileListSource
         if split is not None:
@@ -91,6 +124,21 @@ def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional
         return IdxSource(path, split=split or "train")
     from .imagefolder import ImageFolderSource
     return ImageFolderSource(path, split=split, progress=progress)
+
+
+def _open_shards(path, format: str, split: Optional[str], class_names_file, progress: bool,
+                 image_column: Optional[str], label_column: Optional[str], json_label: Optional[str]) -> SourceDataset:
+    from .filelist import read_class_names_file
+
+    if split is not None:
+        raise FfmixError(f"{format} shards have no --split; name the split's shards (e.g. 'data/train-*.parquet')")
+    names = read_class_names_file(class_names_file) if class_names_file is not None else None
+    if format == "parquet":
+        from .parquet import ParquetSource
+        return ParquetSource(path, image_column=image_column or "image", label_column=label_column or "label",
+                             class_names=names, progress=progress)
+    from .webdataset import WebDatasetSource
+    return WebDatasetSource(path, class_names=names, json_label=json_label, progress=progress)
 
 
 def _check_readable(path: Path) -> None:

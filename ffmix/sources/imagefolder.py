@@ -30,10 +30,12 @@ SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val")}
 SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """Decode one image file: ``(H, W)`` uint8 for grayscale modes, else ``(H, W, 3)`` uint8.
+def decode_image(path, name: Optional[str] = None) -> np.ndarray:
+    """Decode one image file (a path, or an open binary stream with ``name`` saying where it came from):
+    ``(H, W)`` uint8 for grayscale modes, else ``(H, W, 3)`` uint8.
 
-    16-bit and float grayscale is brought to 0-255. Raises ``BadSampleError`` naming the file on failure."""
+    16-bit and float grayscale is brought to 0-255. Pillow's pixel limit applies (a header claiming more than
+    twice ``PIL.Image.MAX_IMAGE_PIXELS`` is refused). Raises ``BadSampleError`` naming the file on failure."""
     from PIL import Image
 
     try:
@@ -41,20 +43,25 @@ def decode_image(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")  # e.g. palette-transparency notes; not the user's concern here
             with Image.open(path) as image:
                 image.load()
-                if image.mode in ("1", "L", "LA"):
-                    return np.asarray(image.convert("L"))
-                if image.mode in GRAY_MODES:  # 16-bit or 32-bit integer / float grayscale
-                    values = np.asarray(image)
-                    if values.dtype.kind == "f":
-                        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-                    # 16-bit modes -> 0-255; mode I (32-bit) is scaled only if it uses more than 8 bits
-                    sixteen = image.mode.startswith("I;16") or values.max(initial=0) > 255
-                    scale = 257.0 if sixteen else 1.0
-                    return np.clip(np.rint(values / scale), 0, 255).astype(np.uint8)
-                return np.asarray(image.convert("RGB"))
+                return pil_to_array(image)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         reason = str(exc) or type(exc).__name__
-        raise BadSampleError(str(path), reason) from None
+        raise BadSampleError(name or str(path), reason) from None
+
+
+def pil_to_array(image) -> np.ndarray:
+    """A loaded PIL image as ``(H, W)`` uint8 (grayscale modes) or ``(H, W, 3)`` uint8 (the rest, alpha dropped)."""
+    if image.mode in ("1", "L", "LA"):
+        return np.asarray(image.convert("L"))
+    if image.mode in GRAY_MODES:  # 16-bit or 32-bit integer / float grayscale
+        values = np.asarray(image)
+        if values.dtype.kind == "f":
+            return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        # 16-bit modes -> 0-255; mode I (32-bit) is scaled only if it uses more than 8 bits
+        sixteen = image.mode.startswith("I;16") or values.max(initial=0) > 255
+        scale = 257.0 if sixteen else 1.0
+        return np.clip(np.rint(values / scale), 0, 255).astype(np.uint8)
+    return np.asarray(image.convert("RGB"))
 
 
 class ImageFilesSource(SourceDataset):
