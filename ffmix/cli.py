@@ -12,7 +12,7 @@ import sys
 import traceback
 from typing import List, Optional
 
-from .errors import FfmixError
+from .errors import FfmixError, command_line
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
@@ -75,7 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
-        return int(module.run(args) or 0)
+        with command_line():  # messages name --flags, not keyword arguments
+            return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"ffmix {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -61,6 +61,7 @@ class ConversionInterrupted(KeyboardInterrupt):
 # ----------------------------------------------------------------------------------------------- public API
 
 def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[str]] = None,
+                   num_classes: Optional[int] = None,
                    write_mode: str = "raw", max_resolution: Optional[int] = None, jpeg_quality: int = 90,
                    compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
                    num_workers: int = 1, force: bool = False, progress: bool = False,
@@ -69,10 +70,12 @@ def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[s
 
     ``images``: a uint8 array ``(N, H, W)`` (grayscale), ``(N, H, W, 1)`` or ``(N, H, W, 3)``, or a list of
     ``(H, W)`` / ``(H, W, 3)`` uint8 arrays of any sizes. ``labels``: ``(N,)`` non-negative integers.
-    ``class_names`` defaults to ``'0' .. str(max(labels))``. The other options are those of ``convert``.
+    ``class_names`` defaults to ``'0' .. str(max(labels))``; ``num_classes`` states the class count (needed when
+    the largest label implies over 1000 classes and more classes than images). The other options are those of
+    ``convert``.
     Raises ``FfmixError`` for bad input or an unusable ``out_path``; nothing is left at ``out_path`` then.
     """
-    dataset = ArraySource(images, labels, class_names=class_names, source=source)
+    dataset = ArraySource(images, labels, class_names=class_names, source=source, num_classes=num_classes)
     return convert(dataset, out_path, write_mode=write_mode, max_resolution=max_resolution,
                    jpeg_quality=jpeg_quality, compress_probability=compress_probability,
                    smart_threshold=smart_threshold, num_workers=num_workers, force=force, progress=progress)
@@ -205,6 +208,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-names", default=None, metavar="FILE",
                         help="file lists only: one class name per line, line k naming class k (default: the "
                              "sorted label names, or '0', '1', ... for index labels)")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="K",
+                        help="the number of classes, when labels are class indices (.npz, IDX, file list) and "
+                             "the largest label does not show it; needed to accept labels that imply over 1000 "
+                             "classes and more classes than images (default: largest label + 1)")
     parser.add_argument("--write-mode", choices=WRITE_MODES, default="raw",
                         help="raw: exact pixels; jpg: JPEG; smart: JPEG for images over --smart-threshold "
                              "bytes; proportion: JPEG with probability --compress-probability")
@@ -247,7 +254,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FfmixWarning)
         dataset = open_source(args.source, format=args.format, split=args.split, label_kind=args.label_kind,
-                              class_names_file=args.class_names, progress=not args.quiet)
+                              class_names_file=args.class_names, num_classes=args.num_classes,
+                              progress=not args.quiet)
     for warning in caught:
         if not args.quiet and issubclass(warning.category, FfmixWarning):
             print(f"ffmix convert: warning: {warning.message}", file=sys.stderr)

@@ -20,6 +20,7 @@ from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from .errors import FfmixError
 from .ffcv_compat import ResilientLoader, data_extent, field_table, image_modes, open_reader, page_pointers
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
+from .sources.base import MAX_CLASSES
 from .system import available_cpus, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
@@ -319,6 +320,8 @@ def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
 def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise FfmixError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if num_classes > MAX_CLASSES:  # before a list of that many names is built
+        raise FfmixError(f"num_classes={num_classes} is more than ffmix handles ({MAX_CLASSES} classes)")
     reader = open_reader(path)
     images = field_table(reader, reader.field_names[0])  # a plain FFCV file: its first field
     heights, widths = images["height"].astype(int), images["width"].astype(int)

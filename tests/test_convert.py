@@ -433,6 +433,20 @@ def test_convert_arrays_rejects_bad_input(tmp_path, images, labels, problem):
     assert_nothing_left(tmp_path / "x.beton")
 
 
+def test_a_stray_label_is_refused_on_the_command_line_naming_its_flag(tmp_path, capsys):
+    labels = np.array([0, 1, 0, 99999])
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 4, 4), np.uint8), labels=labels)
+    code, _, err = run_cli(["convert", tmp_path / "d.npz", tmp_path / "d.beton", "--workers", "1"], capsys)
+    assert_one_line_error(code, err, "label 3 is 99999", "100000 classes for 4 samples", "--num-classes 100000")
+    assert "num_classes=" not in err
+    assert_nothing_left(tmp_path / "d.beton")
+    code, out, err = run_cli(["convert", tmp_path / "d.npz", tmp_path / "d.beton", "--workers", "1",
+                              "--num-classes", "100000", "--quiet"], capsys)
+    assert code == 0, err
+    meta = read_meta(tmp_path / "d.beton")
+    assert meta.num_classes == 100000 and meta.label_counts[99999] == 1
+
+
 def test_an_image_larger_than_the_page_gets_a_bigger_page(tmp_path, monkeypatch):
     # A source whose sizes are unknown up front starts with a guessed page; too small must mean retry, not fail.
     monkeypatch.setattr(convert_module, "_page_size", lambda *args: convert_module.MIN_PAGE_SIZE)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..errors import FfmixError
+from ..errors import FfmixError, option
 from .base import ArraySource, BadSampleError, SourceDataset
 
 FORMATS = ("imagefolder", "filelist", "cifar10", "cifar100", "idx", "npz")
@@ -53,15 +53,23 @@ def detect_format(path: os.PathLike) -> str:
 
 def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional[str] = None,
                 label_kind: Optional[str] = None, class_names_file: Optional[os.PathLike] = None,
-                progress: bool = False) -> SourceDataset:
+                progress: bool = False, num_classes: Optional[int] = None) -> SourceDataset:
     """Open ``path`` as a dataset of ``format`` (detected when ``None``).
 
     ``split`` (``train``/``test``) selects a split where the format has them; ``label_kind``
     (``fine``/``coarse``) applies to CIFAR-100 only; ``class_names_file`` (one name per line) to file lists
-    only. ``progress`` shows a bar while a folder or list of files is checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
+    only. ``num_classes`` states the class count (checked against what the source shows; see
+    ``base.class_count``). ``progress`` shows a bar while a folder or list of files is checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
     a missing or unreadable source, an unknown format, an option the format does not take, or bad content.
     """
-    path = Path(path)
+    dataset = _open(Path(path), format, split, label_kind, class_names_file, progress, num_classes)
+    if num_classes is not None and dataset.num_classes != num_classes:
+        raise FfmixError(f"{path} has {dataset.num_classes} classes but "
+                         f"{option('num_classes', num_classes)}; drop {option('num_classes')} or fix it")
+    return dataset
+
+
+def _open(path: Path, format, split, label_kind, class_names_file, progress, num_classes) -> SourceDataset:
     _check_readable(path)
     if format is None:
         format = detect_format(path)
@@ -77,18 +85,19 @@ def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional
             raise FfmixError("a file list has no splits; drop --split (write one list per split)")
         if path.is_dir():
             raise FfmixError(f"{path} is a folder; a file list source is a .csv/.tsv file of path,label rows")
-        return FileListSource(path, class_names_file=class_names_file, progress=progress)
+        return FileListSource(path, class_names_file=class_names_file, progress=progress,
+                              num_classes=num_classes)
     if format == "npz":
         from .npz import NpzSource
         if split is not None:
             raise FfmixError("an .npz source has no splits; drop --split (write one .npz per split)")
-        return NpzSource(path)
+        return NpzSource(path, num_classes=num_classes)
     if format in ("cifar10", "cifar100"):
         from .cifar import CifarSource
         return CifarSource(path, variant=format, split=split or "train", label_kind=label_kind or "fine")
     if format == "idx":
         from .idx import IdxSource
-        return IdxSource(path, split=split or "train")
+        return IdxSource(path, split=split or "train", num_classes=num_classes)
     from .imagefolder import ImageFolderSource
     return ImageFolderSource(path, split=split, progress=progress)
 
