@@ -72,6 +72,7 @@ def data(tmp_path_factory):
         "val_3_classes": write_beton(folder / "val3.beton", 48, 16, seed=3, num_classes=3),
         "val_12px": write_beton(folder / "val12.beton", 48, 12, seed=4),
         "train_16_images": write_beton(folder / "small.beton", 16, 16, seed=5),
+        "train_other": write_beton(folder / "other.beton", TRAIN_SAMPLES, 16, seed=7),  # same shape and counts
     }
 
 
@@ -308,6 +309,43 @@ def test_resume_with_other_processes_or_device_is_refused(data, full_run, tmp_pa
         assert_refused(data_args(data) + RECIPE + ["--out", run_dir, "--resume"], capsys, "incompatible",
                        *fragments)
         assert snapshot(run_dir) == before
+
+
+def test_resume_with_other_data_of_the_same_shape_is_refused_naming_the_file(data, full_run, tmp_path, capsys):
+    """Another file of the same shape, count and classes differs only in content: the fingerprint tells."""
+    run_dir = tmp_path / "other-data"
+    shutil.copytree(full_run, run_dir)
+    before = snapshot(run_dir)
+    message = assert_refused(data_args(data, train="train_other") + RECIPE + ["--out", run_dir, "--resume"],
+                             capsys, f"--train {data['train_other']} is not the file this run was trained with",
+                             f"the run used {data['train']}", "fingerprint")
+    assert "--val" not in message.split("incompatible")[1]
+    assert_refused(data_args(data, val="train_other") + RECIPE + ["--out", run_dir, "--resume"], capsys,
+                   f"--val {data['train_other']} is not the file", "num_samples 128 then, 256 now")
+    # the same file moved elsewhere is the same data
+    moved = tmp_path / "moved.beton"
+    shutil.copy(data["train"], moved)
+    shutil.copy(f"{data['train']}.json", f"{moved}.json")
+    code, out, err = train(["--train", moved, "--val", data["val"]] + RECIPE + ["--out", run_dir, "--resume"],
+                           capsys)
+    assert code == 0 and "nothing to do" in out, err
+    assert snapshot(run_dir) == before
+
+
+def test_resume_compares_label_counts_even_without_a_fingerprint(data, full_run, tmp_path, capsys):
+    run_dir = tmp_path / "counts"
+    shutil.copytree(full_run, run_dir)
+    checkpoint = state_of(run_dir / "last.pt")
+    checkpoint["data"]["fingerprint"] = None       # as from a sidecar older than fingerprints
+    checkpoint["data"]["label_counts"] = [65, 63, 64, 64]
+    torch.save(checkpoint, run_dir / "last.pt")
+    sidecar = json.loads(Path(f"{data['train']}.json").read_text())
+    sidecar["beton_fingerprint"] = None
+    old = tmp_path / "old.beton"
+    shutil.copy(data["train"], old)
+    Path(f"{old}.json").write_text(json.dumps(sidecar))
+    assert_refused(["--train", old, "--val", data["val"]] + RECIPE + ["--out", run_dir, "--resume"], capsys,
+                   f"--train {old} is not the file", "other label counts")
 
 
 def test_resuming_a_finished_run_changes_nothing(data, full_run, capsys):

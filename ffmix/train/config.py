@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..cli import HelpFormatter
 from ..errors import FfmixError
@@ -280,9 +280,9 @@ def run_dir_of(config: Config) -> Path:
 
 # ------------------------------------------------------------------------------------------ input checks
 
-def check_inputs(config: Config, world_size: int) -> DatasetMeta:
+def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetMeta]:
     """Fail before anything is written: missing files, train/val that disagree, a batch too large.
-    Returns the training set's metadata."""
+    Returns the training and validation sets' metadata."""
     train_meta, val_meta = read_dataset(config.train, "--train"), read_dataset(config.val, "--val")
     if train_meta.num_classes != val_meta.num_classes:
         raise FfmixError(f"--train has {train_meta.num_classes} classes but --val has {val_meta.num_classes}; "
@@ -306,7 +306,7 @@ def check_inputs(config: Config, world_size: int) -> DatasetMeta:
     if config.batch_size is not None and config.batch_size % world_size:
         raise FfmixError(f"--batch-size {config.batch_size} (the global batch) must divide evenly over "
                          f"{world_size} processes")
-    return train_meta
+    return train_meta, val_meta
 
 
 def read_dataset(path: str, flag_name: str) -> DatasetMeta:

@@ -29,10 +29,10 @@ from .report import epoch_line, summary_line
 
 def train(config: Config, node: Node) -> List[dict]:
     """Train (or resume) the run ``config`` describes on this rank; returns the history, one dict per epoch."""
-    train_meta = check_inputs(config, node.world_size)
+    train_meta, val_meta = check_inputs(config, node.world_size)
     config = resolve(config, train_meta, node.world_size, node.device.type)
     run_dir = prepare_run_dir(config, is_main=node.is_main)
-    checkpoint = load_checkpoint(run_dir, config, train_meta, node) if config.resume else None
+    checkpoint = load_checkpoint(run_dir, config, train_meta, val_meta, node) if config.resume else None
     if checkpoint is not None and checkpoint["epoch"] >= config.epochs:
         say(node, f"ffmix train: {run_dir} already finished its {config.epochs} epochs; nothing to do")
         return checkpoint["history"]
@@ -83,7 +83,8 @@ def train(config: Config, node: Node) -> List[dict]:
                 "elapsed": elapsed_before + time.perf_counter() - loop_start})  # run time so far, with saving
             say(node, epoch_line(history[-1], config.epochs))
             if node.is_main:
-                best = save_epoch(run_dir, model, optimizer, scheduler, config, node, train_meta, history, best)
+                best = save_epoch(run_dir, model, optimizer, scheduler, config, node, (train_meta, val_meta),
+                                  history, best)
     if len(history) < config.epochs:
         say(node, f"ffmix train: stopped after epoch {len(history)} of {config.epochs}; "
                   f"{resume_hint(run_dir, history)}")
