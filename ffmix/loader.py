@@ -18,7 +18,8 @@ from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
 from .errors import FfmixError
-from .ffcv_compat import ResilientLoader, data_extent, field_table, image_modes, open_reader, page_pointers
+from .ffcv_compat import ResilientLoader, field_table, image_modes, open_reader
+from .integrity import open_whole_beton
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .sources.base import MAX_CLASSES
 from .system import available_cpus, resolve_device
@@ -159,13 +160,14 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     or metadata, all before any work starts.
     """
     device = resolve_device(device, option="device")
+    reader = open_whole_beton(path)  # a damaged file is reported as damaged before its sidecar is compared
     meta = _read_dataset(path, num_classes)
     mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
                     switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing, seed=seed,
                     lam_range=lam_range, image_size=_output_size(meta, image_size))
     _check_options(batch_size=batch_size, targets=targets, mixing=mixing, crop=crop, order=order,
                    distributed=distributed, num_workers=num_workers, batches_ahead=batches_ahead, dtype=dtype)
-    reader = _open_beton(path, meta)
+    _check_fields(path, reader, meta)
     _check_labels(reader, meta)
     available = meta.num_samples if indices is None else len(indices)
     if batch_size > available and drop_last:
@@ -333,21 +335,14 @@ def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
                        max_size=(int(heights.max()), int(widths.max())), label_counts=[], source=str(path))
 
 
-def _open_beton(path, meta: DatasetMeta):
-    """Open ``path`` and check it is whole: the fields ffmix needs, every sample's data inside the file."""
-    path = Path(path)
-    reader = open_reader(path)
+def _check_fields(path, reader, meta: DatasetMeta) -> None:
+    """The fields ffmix needs, and as many samples as the metadata says (wholeness: ``open_whole_beton``)."""
     if reader.field_names[:2] != [IMAGE_FIELD, LABEL_FIELD]:
         raise FfmixError(f"{path} has fields {reader.field_names}; ffmix needs '{IMAGE_FIELD}' then "
                          f"'{LABEL_FIELD}' (as `ffmix convert` writes)")
     if int(reader.num_samples) != meta.num_samples:
         raise FfmixError(f"{path} holds {reader.num_samples} samples but its metadata says {meta.num_samples}; "
                          "the file or its .json sidecar is stale or corrupt: re-run `ffmix convert`")
-    truncated = data_extent(reader) > path.stat().st_size
-    if truncated or not np.isin(field_table(reader, IMAGE_FIELD)["data_ptr"], page_pointers(reader)).all():
-        raise FfmixError(f"{path} is truncated or corrupt (image data lies outside the file); "
-                         "re-create it with `ffmix convert`")
-    return reader
 
 
 def _check_labels(reader, meta: DatasetMeta) -> None:

@@ -314,6 +314,8 @@ def read_dataset(path: str, flag_name: str) -> DatasetMeta:
         raise FfmixError(f"{flag_name} is required")
     if not Path(path).is_file():
         raise FfmixError(f"{flag_name} {path}: no such file; create it with `ffmix convert`")
+    from ..integrity import open_whole_beton
+    open_whole_beton(path)  # damage is named as such, before the sidecar's fingerprint is compared
     return read_meta(path)
 
 
