@@ -39,7 +39,8 @@ import numpy as np
 from .cli import HelpFormatter
 from .errors import FfmixError
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, beton_fingerprint, meta_path, write_meta
-from .system import atomic_write, available_cpus, fsync_directory
+from .system import (DISK_FULL_ERRNOS, atomic_write, available_cpus, check_writable, fsync_directory,
+                     write_error)
 from .sources.base import ArraySource, BadSampleError, SourceDataset, to_rgb
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
@@ -139,6 +140,10 @@ def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_re
                 temp = None
                 fsync_directory(out.parent)
             return meta
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:  # in a writer process or here: name OUT, not the temporary file
+                raise write_error(out, exc) from None
+            raise
         finally:
             with _signals_blocked():  # a second Ctrl-C must not cut the clean-up short
                 if temp is not None:
@@ -167,13 +172,8 @@ def check_out_path(out_path, force: bool) -> Path:
     out = Path(out_path)
     if out.is_dir():
         raise FfmixError(f"OUT {out} is a directory; give a file name such as {out / 'train.beton'}")
-    parent = out.parent
-    if not parent.exists():
-        raise FfmixError(f"cannot write {out}: directory {parent} does not exist; create it first")
-    if not parent.is_dir():
-        raise FfmixError(f"cannot write {out}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise FfmixError(f"cannot write {out}: no permission to create files in {parent}")
+    check_writable(out)
+    check_writable(meta_path(out))  # the sidecar too: a folder there would be found only after all the work
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force (force=True) to overwrite it")
     return out
@@ -399,7 +399,7 @@ class _PageTooSmall(Exception):
 
 @dataclass
 class _Problem:
-    kind: str          # "bad" (unreadable sample), "too_big" (page too small) or "crash" (a bug)
+    kind: str          # "bad" (unreadable sample), "too_big" (page too small), "disk_full" (errno) or "crash"
     index: int = -1    # source index
     sample: str = ""
     detail: str = ""
@@ -554,6 +554,8 @@ def _take_problems(problem_queue, outcome: _Pass, stop_on_bad: bool, block: bool
             return
         if problem.kind == "crash":
             raise RuntimeError(f"an FFCV writer process failed:\n{problem.detail}")
+        if problem.kind == "disk_full":
+            raise OSError(int(problem.detail), os.strerror(int(problem.detail)))
         if problem.kind == "too_big":
             raise _PageTooSmall(problem.image_bytes)
         if stop_on_bad:
@@ -647,6 +649,12 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
             with passed_count.get_lock():
                 passed_count.value += passed
         allocations_queue.put(close_allocator(allocator))
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            problem_queue.put(_Problem("crash", detail=traceback.format_exc()))
+        else:  # the main process names OUT; the temporary file is its business
+            problem_queue.put(_Problem("disk_full", detail=str(exc.errno)))
+        sys.exit(1)
     except Exception:
         problem_queue.put(_Problem("crash", detail=traceback.format_exc()))
         sys.exit(1)

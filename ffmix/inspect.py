@@ -14,7 +14,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .errors import FfmixError
 from .metadata import IMAGE_FIELD, LABEL_FIELD, meta_path, read_meta
 
 IMAGE_MODES = {0: "jpg", 1: "raw"}  # FFCV's RGBImageField mode codes

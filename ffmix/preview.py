@@ -17,6 +17,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from .errors import FfmixError
+from .system import check_writable, write_figure
 
 PAD_PX = 8          # between tiles and around the grid
 CAPTION_PX = 34     # two caption lines under each tile
@@ -136,9 +137,10 @@ def draw_grid(images: np.ndarray, targets: np.ndarray, class_names: Sequence[str
         figure.text((left + 1) / png_width, 1 - (top + tile_h + 2) / png_height,
                     caption(targets[index], class_names, max_chars), ha="left", va="top", fontsize=8,
                     family="monospace", linespacing=1.15)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=DPI)
-    plt.close(figure)
+    try:
+        write_figure(figure, out, dpi=DPI)
+    finally:
+        plt.close(figure)
     return png_width, png_height
 
 
@@ -146,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise FfmixError(f"--out must be a .png file, got {args.out}")
-    if out.is_dir():
-        raise FfmixError(f"--out {args.out} is a folder; give a file path such as grid.png")
+    check_writable(out, option_name="out", create_parents=True)  # before the loader compiles and decodes
     if args.count < 1:
         raise FfmixError(f"--count must be at least 1, got {args.count}")
     if args.columns is not None and args.columns < 1:

@@ -78,3 +78,40 @@ def test_preview_rejects_bad_options(gray_beton, tmp_path, capsys):
     assert cli.main(["preview", str(tmp_path / "missing.beton"), "--out", str(tmp_path / "g.png")]) == 1
     assert "missing.beton" in capsys.readouterr().err
     assert cli.main(["preview", str(gray_beton), "--out", str(tmp_path / "g.png"), "--count", "0"]) == 1
+
+
+def test_a_full_disk_leaves_an_existing_png_whole_and_names_it(gray_beton, tmp_path, capsys, monkeypatch):
+    """With the disk full, preview once truncated the existing PNG in place and named no file. The disk fills
+    (RLIMIT_FSIZE) when matplotlib starts saving, whether to a file or to memory, and stays full after."""
+    from matplotlib.figure import Figure
+
+    from fsize import set_file_size_limit
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"\x89PNG an earlier grid")
+    undo = []
+    real_savefig = Figure.savefig
+
+    def savefig_on_a_full_disk(self, *args, **kwargs):
+        undo.append(set_file_size_limit(1000))
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig_on_a_full_disk)
+    try:
+        code = cli.main(["preview", str(gray_beton), "--out", str(out), "--count", "4"])
+    finally:
+        for step in undo:
+            step()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith(f"ffmix preview: error: cannot write {out}: "), err
+    assert ".tmp" not in err and "Traceback" not in err
+    assert out.read_bytes() == b"\x89PNG an earlier grid"
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_an_unwritable_out_is_refused_before_the_batch_is_made(tmp_path, capsys, monkeypatch):
+    import ffmix.preview as preview
+    monkeypatch.setattr(preview, "mixed_batch", lambda *a, **k: pytest.fail("the batch was made first"))
+    (tmp_path / "a-file").write_text("x")
+    code = cli.main(["preview", str(tmp_path / "any.beton"), "--out", str(tmp_path / "a-file" / "grid.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("ffmix preview: error: cannot write --out ") and "is not a folder" in err

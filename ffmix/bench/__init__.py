@@ -165,14 +165,25 @@ def json_path(target: str, header: Dict[str, object], quick: bool, section: str 
     return Path(target) / f"{str(header['date'])[:10]}-{machine[:60]}{suffix}.json"
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json and --plot can be written (FfmixError naming the option otherwise), checked before measuring."""
+    from ..system import check_writable
     for name in ("json", "plot"):
         target = getattr(args, name)
-        folder_ok = name == "json" and target is not None and target.endswith(("/", os.sep))
-        if target is not None and Path(target).is_dir() and not folder_ok:
+        if target is None:
+            continue
+        if name == "json" and target.endswith(("/", os.sep)):  # a folder for DATE-MACHINE.json
+            check_writable(Path(target) / "DATE-MACHINE.json", option_name=name, create_parents=True)
+            continue
+        if Path(target).is_dir():
             raise FfmixError(f"--{name} {target} is a folder; give a file path"
                              + (" (or end it with / for DATE-MACHINE.json there)" if name == "json" else ""))
+        check_writable(target, option_name=name, create_parents=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _check_outputs(args)  # a run of minutes must not be lost to an output path found unusable at the end
     started = time.perf_counter()
     from tqdm import tqdm
 

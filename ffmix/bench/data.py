@@ -21,6 +21,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..system import atomic_write
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATA_VERSION = 1  # bump when the generators change, so stale work folders are regenerated
 
@@ -133,7 +135,7 @@ def prepare(spec: DatasetSpec, folder: Path, workers: int) -> BenchDataset:
     else:
         dataset = _array_dataset(spec, folder, beton, fresh, workers)
     if not fresh:
-        stamp.write_text(wanted)
+        atomic_write(stamp, wanted)
     return dataset
 
 

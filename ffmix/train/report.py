@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence
 
-from ..system import atomic_write
+from ..system import write_figure
 
 
 def epoch_line(record: dict, epochs: int) -> str:
@@ -44,7 +44,6 @@ def comparison_table(rows: Sequence[dict]) -> str:
 
 def plot_curves(history: List[dict], path: Path) -> None:
     """curves.png: training and validation loss, and validation accuracy, per epoch."""
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
@@ -64,7 +63,7 @@ def plot_curves(history: List[dict], path: Path) -> None:
             ax.axvspan(min(unmixed) - 0.5, max(unmixed) + 0.5, color="grey", alpha=0.15, label="no mixing")
     loss_ax.legend()
     fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, image.getvalue())
+    try:
+        write_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
