@@ -22,7 +22,7 @@ from .ffcv_compat import ResilientLoader, field_table, image_modes, open_reader
 from .integrity import open_whole_beton
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .sources.base import MAX_CLASSES
-from .system import available_cpus, resolve_device
+from .system import available_cpus, check_memory, loader_buffer_bytes, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing
@@ -167,6 +167,11 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                     lam_range=lam_range, image_size=_output_size(meta, image_size))
     _check_options(batch_size=batch_size, targets=targets, mixing=mixing, crop=crop, order=order,
                    distributed=distributed, num_workers=num_workers, batches_ahead=batches_ahead, dtype=dtype)
+    height, width = _output_size(meta, image_size)
+    output_itemsize = torch.empty((), dtype=dtype).element_size() if device.type == "cpu" else 0
+    check_memory(loader_buffer_bytes(batch_size, (height, width), batches_ahead, output_itemsize),
+                 f"batches of {batch_size} images of {height}x{width} ({batches_ahead} ahead)",
+                 "lower image_size=, batch_size= or batches_ahead=")
     _check_fields(path, reader, meta)
     _check_labels(reader, meta)
     available = meta.num_samples if indices is None else len(indices)

@@ -292,3 +292,17 @@ def test_batches_arrive_on_the_gpu(files):
     for images, targets in loader:
         assert images.is_cuda and targets.is_cuda
         np.testing.assert_allclose(white_fraction(images.cpu()), class_one_weight(targets.cpu(), 0.0), atol=1 / 255)
+
+
+def test_an_image_size_whose_buffers_do_not_fit_is_refused_before_allocating(files, monkeypatch):
+    """image_size=4000 (or 100000) was killed for memory with no message; the buffers are estimated first."""
+    import ffmix.system
+    monkeypatch.setattr(ffmix.system, "available_memory", lambda: 8 * 2 ** 30)
+    for size, batch in [(100000, 2), (4000, 16)]:
+        with pytest.raises(ValueError, match=rf"batches of {batch} images of {size}x{size} .* would take about "
+                                             r"[\d,.]+ GiB of memory, but only 8.0 GiB is available") as caught:
+            make_loader(files["noise"], batch_size=batch, image_size=size, mixup_alpha=0.5)
+        assert "lower image_size=, batch_size= or batches_ahead=" in str(caught.value)
+    # 16 images of 1000x1000 to float32: 5 slots x 16 x 15 MB = 1.1 GiB, within 80% of 8 GiB
+    with make_loader(files["noise"], batch_size=16, image_size=1000, num_workers=1) as loader:
+        assert loader.meta.num_samples == 200

@@ -396,6 +396,17 @@ def test_batch_larger_than_the_dataset_is_refused(data, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_image_size_that_cannot_fit_is_refused_in_one_line(data, tmp_path, capsys, monkeypatch):
+    """--image-size 4000 was killed for memory with no message, and with --nproc 2 crashed with 106 lines."""
+    import ffmix.system
+    monkeypatch.setattr(ffmix.system, "available_memory", lambda: 8 * 2 ** 30)
+    for extra in ([], ["--nproc", "2"]):
+        assert_refused(data_args(data) + ["--image-size", "4000", "--batch-size", "32", "--device", "cpu",
+                                          "--out", tmp_path / "r"] + extra, capsys,
+                       "batches of 32 images of 4000x4000", "only 8.0 GiB is available", "lower --image-size")
+    assert not (tmp_path / "r").exists()
+
+
 def test_unwritable_run_dir_is_refused(data, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -25,6 +25,7 @@ from ..cli import HelpFormatter
 from ..errors import FfmixError
 from ..metadata import DatasetMeta, read_meta
 from ..models import MODEL_NAMES, resolve_model_name
+from ..system import check_memory, loader_buffer_bytes
 
 BASE_LR = {"sgd": 0.2, "adamw": 2e-3}           # peak learning rate at batch BASE_BATCH (SGD: scaled)
 BASE_BATCH = 256
@@ -306,7 +307,21 @@ def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetM
     if config.batch_size is not None and config.batch_size % world_size:
         raise FfmixError(f"--batch-size {config.batch_size} (the global batch) must divide evenly over "
                          f"{world_size} processes")
+    check_loader_memory(config, train_meta, world_size)
     return train_meta, val_meta
+
+
+def check_loader_memory(config: Config, train_meta: DatasetMeta, world_size: int) -> None:
+    """Refuse, before any rank allocates, an image size and batch whose loader buffers (training batch, and the
+    validation batch of twice its size, summed over this node's processes) would not fit in memory."""
+    shape = (config.image_size,) * 2 if config.image_size else tuple(train_meta.image_shape)
+    batch = config.batch_size or auto_batch_size(train_meta.num_samples, world_size)
+    import torch
+    on_host = 4 if config.device == "cpu" or not torch.cuda.is_available() else 0  # float32 output on the CPU
+    needed = loader_buffer_bytes(batch, shape, output_itemsize=on_host) + loader_buffer_bytes(
+        2 * batch, shape, output_itemsize=on_host)
+    check_memory(needed, f"the loaders' buffers for batches of {batch} images of {fmt_shape(shape)} "
+                 f"({world_size} process(es))", "lower --image-size or --batch-size")
 
 
 def read_dataset(path: str, flag_name: str) -> DatasetMeta:
