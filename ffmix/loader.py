@@ -83,8 +83,9 @@ class MixLoader:
 
     @property
     def mixing_enabled(self) -> bool:
-        """Whether the next ``iter()`` mixes (as last set)."""
-        return self.mixing.enabled
+        """Whether the next ``iter()`` mixes: switched on (as last set) and configured to (an alpha > 0 and
+        mix_prob > 0), so a loader with both alphas 0 says False, as its batches are."""
+        return self.mixing.enabled and self.mixing.active
 
     @mixing_enabled.setter
     def mixing_enabled(self, on: bool) -> None:

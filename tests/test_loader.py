@@ -149,7 +149,9 @@ def test_mixing_can_be_switched_off_without_rebuilding(files):
         expected[torch.arange(50), labels] = 0.91
         torch.testing.assert_close(targets, expected)
     loader.mixing_enabled = True
-    assert not torch.equal(collect(loader)[0][0], collect(plain)[0][0])
+    assert loader.mixing_enabled and not torch.equal(collect(loader)[0][0], collect(plain)[0][0])
+    plain.mixing_enabled = True   # switched on, but with both alphas 0 there is nothing to mix: it says so
+    assert plain.mixing_enabled is False
 
 
 # ------------------------------------------------------------------------------------- what comes out

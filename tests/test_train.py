@@ -130,6 +130,7 @@ def test_epoch_lines_and_summary(data, tmp_path, capsys):
     lines = out.strip().splitlines()
     epoch_line = next(line for line in lines if line.startswith("epoch"))
     metrics = read_metrics(tmp_path / "run")[0]
+    assert metrics["mixing"] is False, "both alphas 0 (the defaults): nothing was mixed"
     assert f"train loss {metrics['train_loss']:.4f}" in epoch_line
     assert f"val acc {100 * metrics['val_acc']:6.2f}%" in epoch_line and "img/s" in epoch_line
     assert f"data wait {100 * metrics['data_wait_share']:4.1f}%" in epoch_line
