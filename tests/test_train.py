@@ -474,7 +474,38 @@ def test_config_round_trips_through_the_command_line_nproc_uses():
     assert again == config
     command = torchrun_command(2, config_to_argv(config))
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc-per-node=2" in command
-    assert command[command.index("ffmix.cli") + 1:] == config_to_argv(config)
+    assert command[-len(config_to_argv(config)):] == config_to_argv(config)
+
+
+def impostor_folder(tmp_path: Path) -> Path:
+    """A folder holding another ``ffmix/`` package, which says so and fails when imported."""
+    folder = tmp_path / "elsewhere"
+    (folder / "ffmix").mkdir(parents=True)
+    (folder / "ffmix" / "__init__.py").write_text("raise SystemExit('IMPOSTOR ffmix imported')\n")
+    (folder / "ffmix" / "cli.py").write_text("")
+    return folder
+
+
+def test_scripts_run_the_checkouts_ffmix_from_any_folder(data, tmp_path):
+    folder = impostor_folder(tmp_path)
+    result = subprocess.run([str(REPO / "train"), "--train", str(tmp_path / "x.beton"), "--val", "y.beton"],
+                            capture_output=True, text=True, cwd=folder, timeout=SUBPROCESS_TIMEOUT)
+    assert "IMPOSTOR" not in result.stderr and "no such file" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_nproc_ranks_run_the_parents_ffmix_not_the_current_folders(data, full_run, tmp_path):
+    """Ranks were started as `python -m ffmix.cli`, which imports ffmix from the current folder first."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(full_run, run_dir)
+    folder = impostor_folder(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
+    result = subprocess.run([str(REPO / "train"), *map(str, data_args(data)), *RECIPE, "--out", str(run_dir),
+                             "--resume", "--nproc", "2"], capture_output=True, text=True, cwd=folder, env=env,
+                            timeout=SUBPROCESS_TIMEOUT)
+    assert "IMPOSTOR" not in result.stderr, result.stderr[-3000:]
+    # the ranks got as far as the real ffmix takes them: comparing the checkpoint
+    assert "1 process(es) in the checkpoint but 2 now" in result.stderr, result.stderr[-3000:]
 
 
 # ------------------------------------------------------------------------------------------- distributed
