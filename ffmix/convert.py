@@ -37,7 +37,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cli import HelpFormatter
-from .errors import FfmixError
+from .errors import FfmixError, option, switch
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, beton_fingerprint, meta_path, write_meta
 from .system import (DISK_FULL_ERRNOS, atomic_write, available_cpus, check_writable, fsync_directory,
                      write_error)
@@ -99,8 +99,8 @@ def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_re
     counts are in ``write_options['passed_through']`` and ``['jpeg_encoded']``.
 
     Returns the ``DatasetMeta`` also written to ``<out_path>.json``. Raises ``FfmixError`` for bad options,
-    an unreadable sample (unless ``skip_bad``) or an unusable ``out_path``, ``FileExistsError`` if it
-    exists and ``force`` is false; on any error or interruption (Ctrl-C, SIGTERM) nothing is left at
+    an unreadable sample (unless ``skip_bad``), an unusable ``out_path`` or one that exists while ``force`` is
+    false; on any error or interruption (Ctrl-C, SIGTERM) nothing is left at
     ``out_path`` and no temporary file remains.
     """
     _check_options(write_mode, max_resolution, jpeg_quality, compress_probability, smart_threshold,
@@ -175,7 +175,7 @@ def check_out_path(out_path, force: bool) -> Path:
     check_writable(out)
     check_writable(meta_path(out))  # the sidecar too: a folder there would be found only after all the work
     if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; pass --force (force=True) to overwrite it")
+        raise FfmixError(f"{out} already exists; pass {switch('force')} to overwrite it")
     return out
 
 
@@ -299,17 +299,17 @@ def _check_options(write_mode, max_resolution, jpeg_quality, compress_probabilit
     if write_mode not in WRITE_MODES:
         raise FfmixError(f"unknown write mode {write_mode!r}; choose one of {', '.join(WRITE_MODES)}")
     if max_resolution is not None and not 1 <= max_resolution <= 65535:
-        raise FfmixError(f"--max-resolution must be between 1 and 65535 px, got {max_resolution}")
+        raise FfmixError(f"{option('max_resolution')} must be between 1 and 65535 px, got {max_resolution}")
     if not 1 <= jpeg_quality <= 100:
-        raise FfmixError(f"--jpeg-quality must be between 1 and 100, got {jpeg_quality}")
+        raise FfmixError(f"{option('jpeg_quality')} must be between 1 and 100, got {jpeg_quality}")
     if not 0.0 <= compress_probability <= 1.0:
-        raise FfmixError(f"--compress-probability must be between 0 and 1, got {compress_probability}")
+        raise FfmixError(f"{option('compress_probability')} must be between 0 and 1, got {compress_probability}")
     if smart_threshold is not None and smart_threshold < 0:
-        raise FfmixError(f"--smart-threshold must be >= 0 bytes, got {smart_threshold}")
+        raise FfmixError(f"{option('smart_threshold')} must be >= 0 bytes, got {smart_threshold}")
     if num_workers < 1:
-        raise FfmixError(f"--workers must be at least 1, got {num_workers}")
+        raise FfmixError(f"{option('num_workers', flag='--workers')} must be at least 1, got {num_workers}")
     if limit is not None and limit < 1:
-        raise FfmixError(f"--limit must be at least 1, got {limit}")
+        raise FfmixError(f"{option('limit')} must be at least 1, got {limit}")
 
 
 def _claim_temp_file(out: Path) -> Path:
@@ -559,7 +559,7 @@ def _take_problems(problem_queue, outcome: _Pass, stop_on_bad: bool, block: bool
         if problem.kind == "too_big":
             raise _PageTooSmall(problem.image_bytes)
         if stop_on_bad:
-            raise FfmixError(f"cannot read {problem.sample}: {problem.detail}; pass --skip-bad (skip_bad=True) "
+            raise FfmixError(f"cannot read {problem.sample}: {problem.detail}; pass {switch('skip_bad')} "
                              "to leave out unreadable images")
         outcome.bad.append(problem)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 # Set while the ``ffmix`` command runs a subcommand (``cli.main``), so that one message, written once, names
 # ``--num-classes`` to a command-line user and ``num_classes=`` to a Python caller.
@@ -32,13 +32,18 @@ def on_command_line() -> bool:
 _NO_VALUE = object()
 
 
-def option(name: str, value=_NO_VALUE) -> str:
+def option(name: str, value=_NO_VALUE, *, flag: Optional[str] = None) -> str:
     """How the user spells option ``name`` (a Python keyword such as ``num_classes``), with ``value`` when given:
     ``--num-classes 10`` on the command line, ``num_classes=10`` in the Python API (``--num-classes`` and
-    ``num_classes`` without a value)."""
+    ``num_classes`` without a value). ``flag`` is the command-line spelling where it is not the keyword's."""
     if on_command_line():
-        return f"--{name.replace('_', '-')}" + ("" if value is _NO_VALUE else f" {value}")
-    return name + ("" if value is _NO_VALUE else f"={value}")
+        return (flag or f"--{name.replace('_', '-')}") + ("" if value is _NO_VALUE else f" {value}")
+    return name + ("" if value is _NO_VALUE else f"={value!r}" if isinstance(value, str) else f"={value}")
+
+
+def switch(name: str) -> str:
+    """A boolean option turned on: ``--force`` on the command line, ``force=True`` in the Python API."""
+    return f"--{name.replace('_', '-')}" if on_command_line() else f"{name}=True"
 
 
 @contextmanager

@@ -312,8 +312,6 @@ def _workers(num_workers: Optional[int]) -> int:
 def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
     """ffmix metadata of ``path``; for a plain FFCV file, ``num_classes`` stands in for it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such .beton file: {path}")
     try:
         meta = read_meta(path)
     except FileNotFoundError:

@@ -319,7 +319,7 @@ def test_missing_source_and_unknown_format(tmp_path):
         open_source(tmp_path / "file.bin")
     with pytest.raises(FfmixError, match="unknown format 'tfrecord'"):
         open_source(tmp_path, format="tfrecord")
-    with pytest.raises(FfmixError, match="--label-kind applies to cifar100 only"):
+    with pytest.raises(FfmixError, match="label_kind applies to cifar100 only"):
         open_source(tmp_path, format="idx", label_kind="coarse")
 
 
@@ -521,7 +521,7 @@ def test_file_list_options_that_do_not_apply(tmp_path):
     (tmp_path / "list.csv").write_text("img/img_000.png,0\n")
     with pytest.raises(FfmixError, match="no splits"):
         open_source(tmp_path / "list.csv", split="train")
-    with pytest.raises(FfmixError, match="--class-names applies to file lists only"):
+    with pytest.raises(FfmixError, match="class_names_file applies to file lists only"):
         open_source(tmp_path, format="imagefolder", class_names_file=tmp_path / "list.csv")
 
 

@@ -391,6 +391,35 @@ def test_train_and_val_must_agree(data, tmp_path, capsys):
     assert not run_dir.exists()
 
 
+def test_misleading_input_messages_say_what_is_wrong_and_the_fix(data, tmp_path, capsys):
+    """A folder was "no such file"; a grayscale/colour pair had no fix; a plain FFCV file pointed to num_classes=."""
+    run_dir = tmp_path / "run"
+    assert_refused(["--train", tmp_path, "--val", data["val"], "--out", run_dir], capsys,
+                   f"--train {tmp_path} is a folder")
+    colour = tmp_path / "colour.beton"
+    images, labels = pattern_images(48, 16, seed=6)
+    convert_arrays(np.repeat(images[..., None], 3, axis=3), labels, colour,
+                   class_names=[f"c{k}" for k in range(NUM_CLASSES)])
+    assert_refused(["--train", data["train"], "--val", colour, "--out", run_dir], capsys,
+                   "--train has 1-channel images but --val has 3", "convert both from the same kind of source")
+    plain = tmp_path / "plain.beton"
+    shutil.copy(data["train"], plain)
+    message = assert_refused(["--train", plain, "--val", data["val"], "--out", run_dir], capsys, "no ffmix metadata")
+    assert "num_classes" not in message
+    assert not run_dir.exists()
+
+
+def test_a_run_interrupted_in_its_first_epoch_is_restarted_with_overwrite(data, full_run, tmp_path, capsys):
+    """After Ctrl-C in epoch 1, --resume said "run without --resume" and running without said "pass --resume"."""
+    run_dir = tmp_path / "cut-short"
+    run_dir.mkdir()
+    shutil.copy(full_run / "config.json", run_dir / "config.json")   # what a first epoch leaves when cut short
+    for extra in (["--resume"], []):
+        message = assert_refused(data_args(data) + RECIPE + ["--out", run_dir] + extra, capsys,
+                                 "finished no epoch", "--overwrite")
+        assert "pass --resume" not in message and "without --resume to start" not in message
+
+
 def test_batch_larger_than_the_dataset_is_refused(data, tmp_path, capsys):
     assert_refused(data_args(data, train="train_16_images") + ["--batch-size", "32", "--out", tmp_path / "r"],
                    capsys, "--batch-size 32", "16 training images")

@@ -37,7 +37,8 @@ def detect_format(path: os.PathLike) -> str:
         if path.suffix.lower() in (".csv", ".tsv", ".txt", ".lst"):
             return "filelist"
         raise FfmixError(f"cannot tell the format of file {path}: expected an .npz, an IDX images file "
-                         "(*-images-idx3-ubyte[.gz]) or a file list (.csv/.tsv/.txt/.lst); pass --format")
+                         "(*-images-idx3-ubyte[.gz]) or a file list (.csv/.tsv/.txt/.lst); pass "
+                         f"{option('format')}")
     variant = cifar.detect_variant(path)
     if variant is not None:
         return variant
@@ -48,7 +49,7 @@ def detect_format(path: os.PathLike) -> str:
     if has_folders:
         return "imagefolder"
     raise FfmixError(f"cannot tell the format of {path}: it holds no class folders, CIFAR batches or IDX "
-                     "files; pass --format (one of: " + ", ".join(FORMATS) + ")")
+                     f"files; pass {option('format')} (one of: " + ", ".join(FORMATS) + ")")
 
 
 def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional[str] = None,
@@ -76,13 +77,14 @@ def _open(path: Path, format, split, label_kind, class_names_file, progress, num
     if format not in FORMATS:
         raise FfmixError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if label_kind is not None and format != "cifar100":
-        raise FfmixError(f"--label-kind applies to cifar100 only, not to {format}")
+        raise FfmixError(f"{option('label_kind')} applies to cifar100 only, not to {format}")
     if class_names_file is not None and format != "filelist":
-        raise FfmixError(f"--class-names applies to file lists only, not to {format}")
+        raise FfmixError(f"{option('class_names_file', flag='--class-names')} applies to file lists only, "
+                         f"not to {format}")
     if format == "filelist":
         from .filelist import FileListSource
         if split is not None:
-            raise FfmixError("a file list has no splits; drop --split (write one list per split)")
+            raise FfmixError(f"a file list has no splits; drop {option('split')} (write one list per split)")
         if path.is_dir():
             raise FfmixError(f"{path} is a folder; a file list source is a .csv/.tsv file of path,label rows")
         return FileListSource(path, class_names_file=class_names_file, progress=progress,
@@ -90,7 +92,7 @@ def _open(path: Path, format, split, label_kind, class_names_file, progress, num
     if format == "npz":
         from .npz import NpzSource
         if split is not None:
-            raise FfmixError("an .npz source has no splits; drop --split (write one .npz per split)")
+            raise FfmixError(f"an .npz source has no splits; drop {option('split')} (write one .npz per split)")
         return NpzSource(path, num_classes=num_classes)
     if format in ("cifar10", "cifar100"):
         from .cifar import CifarSource

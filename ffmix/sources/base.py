@@ -97,7 +97,7 @@ def as_image(array: np.ndarray, where: str) -> np.ndarray:
         raise FfmixError(f"{where}: an image has an empty side (shape {array.shape})")
     if max(array.shape[:2]) > 65535:
         raise FfmixError(f"{where}: an image side is over 65535 px (shape {array.shape}), more than FFCV "
-                         "stores; pass --max-resolution")
+                         "stores; shrink it before converting")
     return array
 
 

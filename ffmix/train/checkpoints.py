@@ -40,10 +40,17 @@ def prepare_run_dir(config: Config, is_main: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise FfmixError(f"--out {run_dir} is a file, not a directory; choose another --out")
     existing = [name for name in ARTIFACTS if (run_dir / name).exists()]
-    if config.resume and not (run_dir / "last.pt").is_file():
+    resumable = (run_dir / "last.pt").is_file()
+    if config.resume and not resumable:
+        if existing:  # e.g. interrupted in its first epoch: config.json written, no checkpoint yet
+            raise FfmixError(f"--resume: the run in {run_dir} finished no epoch, so there is no checkpoint "
+                             f"(last.pt) to resume; start it again with --overwrite instead of --resume")
         raise FfmixError(f"--resume: no checkpoint to resume in {run_dir} (last.pt is missing); "
                          "run without --resume to start a new run")
     if existing and not config.resume and not config.overwrite:
+        if not resumable:
+            raise FfmixError(f"{run_dir} holds a run that finished no epoch ({', '.join(existing)}); pass "
+                             "--overwrite to start it again, or choose another --out")
         raise FfmixError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue it, "
                          "--overwrite to replace it, or choose another --out")
     if is_main:

@@ -289,7 +289,9 @@ def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetM
         raise FfmixError(f"--train has {train_meta.num_classes} classes but --val has {val_meta.num_classes}; "
                          "they must be splits of the same dataset")
     if train_meta.channels != val_meta.channels:
-        raise FfmixError(f"--train has {train_meta.channels}-channel images but --val has {val_meta.channels}")
+        raise FfmixError(f"--train has {train_meta.channels}-channel images but --val has {val_meta.channels} "
+                         "(one was converted from grayscale, the other from colour images); convert both from "
+                         "the same kind of source so the model sees one channel count")
     if config.image_size is None:
         for name, meta in (("--train", train_meta), ("--val", val_meta)):
             if meta.image_shape is None:
@@ -327,6 +329,8 @@ def check_loader_memory(config: Config, train_meta: DatasetMeta, world_size: int
 def read_dataset(path: str, flag_name: str) -> DatasetMeta:
     if not path:
         raise FfmixError(f"{flag_name} is required")
+    if Path(path).is_dir():
+        raise FfmixError(f"{flag_name} {path} is a folder; give the .beton file `ffmix convert` wrote")
     if not Path(path).is_file():
         raise FfmixError(f"{flag_name} {path}: no such file; create it with `ffmix convert`")
     from ..integrity import open_whole_beton
