@@ -10,9 +10,10 @@ import errno
 import importlib
 import sys
 import traceback
+import warnings
 from typing import List, Optional
 
-from .errors import FfmixError, command_line
+from .errors import FfmixError, FfmixWarning, command_line
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
@@ -38,6 +39,16 @@ def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, USER_ERRORS):
         return True
     return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
+
+
+def warning_printer(command: str, fallback):
+    """A ``warnings.showwarning`` that prints ffmix's own warnings as one ``ffmix COMMAND: warning:`` line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FfmixWarning):
+            print(f"ffmix {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
 
 
 def user_message(exc: BaseException) -> str:
@@ -85,7 +96,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
-        with command_line():  # messages name --flags, not keyword arguments
+        with command_line(), warnings.catch_warnings():  # messages name --flags, not keyword arguments
+            warnings.simplefilter("once", FfmixWarning)
+            warnings.showwarning = warning_printer(args.command, warnings.showwarning)
             return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"ffmix {args.command}: interrupted", file=sys.stderr)

@@ -277,6 +277,9 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
 def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num_workers, batches_ahead, dtype):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise FfmixError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size < 2 and mixing.active:  # the partner of an image is another image of its batch
+        raise FfmixError("batch_size=1 cannot mix: each image is mixed with another image of its batch, so a "
+                         "batch of one would come back unmixed; use batch_size >= 2, or no mixing")
     if targets not in TARGET_KINDS + ("label",):
         raise FfmixError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
     if targets == "pair" and mixing.label_smoothing > 0:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .errors import FfmixError
+from .errors import FfmixError, FfmixWarning
 from .system import check_writable, write_figure
 
 PAD_PX = 8          # between tiles and around the grid
@@ -161,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
         args.data, count=args.count, mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha,
         mix_prob=args.mix_prob, switch_prob=args.switch_prob, mode=args.mode, label_smoothing=args.label_smoothing,
         image_size=args.image_size, seed=args.seed, epoch=args.epoch)
+    if len(images) < args.count:
+        warnings.warn(FfmixWarning(f"--count {args.count} is more than the {meta.num_samples} images in "
+                                   f"{args.data}; the grid shows all {len(images)}"))
     settings = (f"MixUp α={args.mixup_alpha:g}, CutMix α={args.cutmix_alpha:g}, mix_prob={args.mix_prob:g}, "
                 f"switch_prob={args.switch_prob:g}, mode={args.mode}, smoothing={args.label_smoothing:g}, "
                 f"seed={args.seed}, epoch={args.epoch}")

@@ -503,3 +503,13 @@ def test_a_failed_plot_or_json_write_names_the_option_and_path(tmp_path):
             write(kept, target)
         assert str(caught.value).startswith(f"cannot write {option} {target}: ") and ".tmp" not in str(caught.value)
         assert target.read_bytes() == b"kept"
+
+
+def test_an_fmnist_folder_that_is_not_one_is_refused_not_replaced(tmp_path, capsys, monkeypatch):
+    """bench --fmnist FILE quietly measured synthetic data instead."""
+    monkeypatch.setattr(ops, "run_ops", lambda **kwargs: pytest.fail("measured"))
+    (tmp_path / "notes.txt").write_text("x")
+    for given in (tmp_path / "notes.txt", tmp_path):
+        assert cli.main(["bench", "ops", "--quick", "--quiet", "--fmnist", str(given)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ffmix bench: error: --fmnist {given} is not a Fashion-MNIST IDX folder"), err

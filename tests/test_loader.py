@@ -308,3 +308,11 @@ def test_an_image_size_whose_buffers_do_not_fit_is_refused_before_allocating(fil
     # 16 images of 1000x1000 to float32: 5 slots x 16 x 15 MB = 1.1 GiB, within 80% of 8 GiB
     with make_loader(files["noise"], batch_size=16, image_size=1000, num_workers=1) as loader:
         assert loader.meta.num_samples == 200
+
+
+def test_a_batch_of_one_is_refused_when_asked_to_mix(files):
+    """A batch of one has no partner to mix with: it came back unmixed without a word."""
+    with pytest.raises(ValueError, match="batch_size=1 cannot mix"):
+        make_loader(files["noise"], batch_size=1, mixup_alpha=0.4)
+    with make_loader(files["noise"], batch_size=1, targets="label") as plain:  # unmixed: fine
+        assert len(plain) == 200

@@ -115,3 +115,10 @@ def test_an_unwritable_out_is_refused_before_the_batch_is_made(tmp_path, capsys,
     code = cli.main(["preview", str(tmp_path / "any.beton"), "--out", str(tmp_path / "a-file" / "grid.png")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("ffmix preview: error: cannot write --out ") and "is not a folder" in err
+
+
+def test_a_count_above_the_files_images_is_said_once(gray_beton, tmp_path, capsys):
+    code = cli.main(["preview", str(gray_beton), "--out", str(tmp_path / "g.png"), "--count", "50"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("warning") == 1 and "ffmix preview: warning: --count 50 is more than the 40 images" in err

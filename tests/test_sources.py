@@ -383,6 +383,17 @@ def test_a_stated_class_count_applies_to_every_index_labelled_format(tmp_path):
         open_source(folder, num_classes=3)
 
 
+def test_a_string_of_class_names_and_bool_labels_are_refused():
+    """class_names="abcd" became four classes a, b, c, d; a label True became class 1."""
+    images = np.zeros((4, 4, 4), np.uint8)
+    with pytest.raises(FfmixError, match="class_names must be a list of names, one per class, got the string 'abcd'"):
+        ArraySource(images, [0, 1, 2, 3], class_names="abcd")
+    for labels in ([0, True, 2, 3], (0, 1, 2, np.True_)):
+        with pytest.raises(FfmixError, match="labels must be integers; label [13] is "):
+            check_labels(labels, "x")
+    assert check_labels([0, 1, 2, 3], "x").tolist() == [0, 1, 2, 3]
+
+
 def test_array_source_accepts_lists_of_sizes():
     images = [np.zeros((4, 5), np.uint8), np.ones((6, 3, 3), np.uint8)]
     source = ArraySource(images, [1, 0], class_names=["x", "y"])

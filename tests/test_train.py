@@ -22,7 +22,7 @@ import torch
 from ffmix import cli
 from ffmix.convert import convert_arrays
 from ffmix.distributed import torchrun_command
-from ffmix.errors import FfmixError
+from ffmix.errors import FfmixError, FfmixWarning
 from ffmix.system import resolve_device
 from ffmix.train import ARTIFACTS, Config, LrShape, config_to_argv, configure_parser, make_loss
 from ffmix.train.config import auto_batch_size, default_lr, default_warmup_steps, resolve
@@ -418,6 +418,35 @@ def test_a_run_interrupted_in_its_first_epoch_is_restarted_with_overwrite(data, 
         message = assert_refused(data_args(data) + RECIPE + ["--out", run_dir] + extra, capsys,
                                  "finished no epoch", "--overwrite")
         assert "pass --resume" not in message and "without --resume to start" not in message
+
+
+def test_nonsense_options_are_refused_before_anything_is_written(data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert_refused(data_args(data, val="train") + ["--out", run_dir], capsys, "--train and --val are the same file")
+    assert_refused(data_args(data) + ["--out", run_dir, "--resume", "--overwrite"], capsys, "pass one of them")
+    assert_refused(data_args(data) + ["--out", ""], capsys, "--out is empty")
+    assert_refused(data_args(data) + ["--out", run_dir, "--mixup-alpha", "0.2", "--batch-size", "2", "--nproc", "2"],
+                   capsys, "leaves 1 image per batch, which cannot mix")
+    assert not run_dir.exists()
+
+
+def test_more_processes_than_cores_and_a_rounded_batch_are_said_once(data, tmp_path, capsys, monkeypatch):
+    """--nproc 3 on 2 cores ran silently, and the automatic batch of 16 silently became 15."""
+    import ffmix.train
+    from ffmix.train.loop import warn_if_batch_rounded
+    started = []
+    monkeypatch.setattr(ffmix.train, "available_cpus", lambda: 2)
+    monkeypatch.setattr(ffmix.train.subprocess, "run",
+                        lambda command, env: started.append(command) or subprocess.CompletedProcess(command, 0))
+    code, _, err = train(data_args(data) + ["--out", tmp_path / "r", "--nproc", "3", "--device", "cpu"], capsys)
+    assert code == 0 and len(started) == 1
+    assert err.count("warning") == 1 and "ffmix train: warning: --nproc 3 starts more processes than the 2" in err
+    with pytest.warns(FfmixWarning, match="automatic batch size 16 does not divide over 3 processes; using 15"):
+        warn_if_batch_rounded(1000, 3)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_batch_rounded(1000, 2)   # 16 divides over 2: nothing to say
 
 
 def test_batch_larger_than_the_dataset_is_refused(data, tmp_path, capsys):

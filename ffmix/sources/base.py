@@ -108,6 +108,10 @@ def check_labels(labels: Union[np.ndarray, Sequence], where: str,
     Labels must be non-negative integers (floats are accepted only when integral, e.g. 3.0), and below
     ``num_classes`` when it is given. Raises ``FfmixError`` naming ``where``, the first bad index and value.
     """
+    if not isinstance(labels, np.ndarray):  # np.asarray([True, 2]) is [1, 2]: a bool must not pass as a class
+        flagged = next((i for i, v in enumerate(labels) if isinstance(v, (bool, np.bool_))), None)
+        if flagged is not None:
+            raise FfmixError(f"{where}: labels must be integers; label {flagged} is {labels[flagged]!r}")
     try:
         values = np.asarray(labels)
     except (ValueError, TypeError) as exc:
@@ -192,6 +196,9 @@ def check_class_names(class_names: Optional[Sequence[str]], labels: np.ndarray, 
     from ..errors import option
     if class_names is None:
         return index_class_names(labels, where, num_classes)
+    if isinstance(class_names, (str, bytes)):  # a string is a sequence too: "abcd" would be four classes
+        raise FfmixError(f"{where}: {option('class_names')} must be a list of names, one per class, got the "
+                         f"string {class_names!r}")
     names = [str(n) for n in class_names]
     if len(set(names)) != len(names):
         raise FfmixError(f"{where}: class names must be unique, got {names}")

@@ -15,11 +15,12 @@ import argparse
 import dataclasses
 import os
 import subprocess
+import warnings
 
 import torch
 
 from .. import distributed
-from ..errors import FfmixError
+from ..errors import FfmixError, FfmixWarning
 from ..system import available_cpus
 from .checkpoints import ARTIFACTS, prepare_run_dir
 from .components import LrShape, make_loss
@@ -56,6 +57,9 @@ def launch_processes(config: Config) -> int:
     node = distributed.describe_node(config.device)
     config = dataclasses.replace(config, out=str(run_dir_of(config)))  # one timestamped default for all ranks
     check_inputs(config, world_size=config.nproc)
+    if node.device.type == "cpu" and config.nproc > available_cpus():
+        warnings.warn(FfmixWarning(f"--nproc {config.nproc} starts more processes than the {available_cpus()} CPU "
+                                   "cores available; they will take turns on the cores (slower, same result)"))
     if not config.compare_mixing:
         prepare_run_dir(config, is_main=False)  # read-only checks; rank 0 creates it
     if node.device.type == "cuda" and config.nproc > torch.cuda.device_count():

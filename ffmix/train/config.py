@@ -194,6 +194,10 @@ def check_config(config: Config) -> None:
             raise FfmixError(f"--{flag(name)} must be an epoch in 1..{config.epochs} (--epochs), got {value}")
     if config.resume and not config.out:
         raise FfmixError("--resume needs --out RUN_DIR: the run directory to continue")
+    if config.resume and config.overwrite:
+        raise FfmixError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if config.out is not None and not config.out.strip():
+        raise FfmixError("--out is empty; name the run directory (or omit --out for runs/train-TIMESTAMP)")
     if config.seed < 0:
         raise FfmixError(f"--seed must be >= 0, got {config.seed}")
     if config.compare_mixing:
@@ -309,6 +313,14 @@ def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetM
     if config.batch_size is not None and config.batch_size % world_size:
         raise FfmixError(f"--batch-size {config.batch_size} (the global batch) must divide evenly over "
                          f"{world_size} processes")
+    if Path(config.train).resolve() == Path(config.val).resolve():
+        raise FfmixError(f"--train and --val are the same file ({config.train}): accuracy on the training images "
+                         "says how well they were memorised, not how well the model generalises; pass a held-out "
+                         "split as --val")
+    if mixing_configured(config) and config.batch_size is not None and config.batch_size // world_size < 2:
+        raise FfmixError(f"--batch-size {config.batch_size} over {world_size} process(es) leaves "
+                         f"{config.batch_size // world_size} image per batch, which cannot mix (the partner is "
+                         "another image of the batch); raise --batch-size or drop the mixing options")
     check_loader_memory(config, train_meta, world_size)
     return train_meta, val_meta
 

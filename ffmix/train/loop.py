@@ -9,6 +9,7 @@ as one that was never interrupted.
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Tuple
@@ -19,17 +20,20 @@ from torch import nn
 
 from .. import distributed
 from ..distributed import Node
+from ..errors import FfmixWarning
 from ..models import build_model, count_parameters
 from .checkpoints import describe_run, load_checkpoint, prepare_run_dir, restore, resume_hint, save_epoch, write_json
 from .components import (LrShape, autocast, make_loaders, make_loss, make_optimizer, memory_format, mixing_on,
                          wrap)
-from .config import Config, check_inputs, resolve
+from .config import Config, auto_batch_size, check_inputs, resolve
 from .report import epoch_line, summary_line
 
 
 def train(config: Config, node: Node) -> List[dict]:
     """Train (or resume) the run ``config`` describes on this rank; returns the history, one dict per epoch."""
     train_meta, val_meta = check_inputs(config, node.world_size)
+    if node.is_main and config.batch_size is None:
+        warn_if_batch_rounded(train_meta.num_samples, node.world_size)
     config = resolve(config, train_meta, node.world_size, node.device.type)
     run_dir = prepare_run_dir(config, is_main=node.is_main)
     checkpoint = load_checkpoint(run_dir, config, train_meta, val_meta, node) if config.resume else None
@@ -91,6 +95,14 @@ def train(config: Config, node: Node) -> List[dict]:
     else:
         say(node, summary_line(history, best, run_dir))
     return history
+
+
+def warn_if_batch_rounded(num_samples: int, world_size: int) -> None:
+    """Say once when the automatic batch size was lowered to divide over the processes (16 -> 15 for 3)."""
+    chosen, alone = auto_batch_size(num_samples, world_size), auto_batch_size(num_samples, 1)
+    if chosen != alone:
+        warnings.warn(FfmixWarning(f"the automatic batch size {alone} does not divide over {world_size} processes; "
+                                   f"using {chosen} (pass --batch-size to choose a multiple of {world_size})"))
 
 
 def make_train_step(model: nn.Module, optimizer, scheduler, loss_fn, config: Config, node: Node):
