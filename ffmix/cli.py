@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import traceback
 import warnings
@@ -100,8 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             warnings.simplefilter("once", FfmixWarning)
             warnings.showwarning = warning_printer(args.command, warnings.showwarning)
             return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        print(f"ffmix {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if os.environ.get("RANK", "0") == "0":  # one line per run: the other ranks under torchrun stay quiet
+            print(f"ffmix {args.command}: interrupted" + (f" {exc}" if str(exc) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - sorted into user errors and bugs right here
         if is_user_error(exc):

@@ -134,7 +134,7 @@ def test_epoch_lines_and_summary(data, tmp_path, capsys):
     assert f"train loss {metrics['train_loss']:.4f}" in epoch_line
     assert f"val acc {100 * metrics['val_acc']:6.2f}%" in epoch_line and "img/s" in epoch_line
     assert f"data wait {100 * metrics['data_wait_share']:4.1f}%" in epoch_line
-    assert lines[-1].startswith("done: 1 epochs") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
+    assert lines[-1].startswith("done: 1 epoch in") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
     assert f"{100 * metrics['data_wait_share']:.1f}% of step time waiting for data" in lines[-1]
 
 
@@ -430,14 +430,48 @@ def test_nonsense_options_are_refused_before_anything_is_written(data, tmp_path,
     assert not run_dir.exists()
 
 
+class FakeRanks:
+    """Stands in for the torchrun process: each wait() gives the next outcome (an exit code, or an exception)."""
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+
+    def wait(self):
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def test_an_interruption_is_reported_in_one_line(data, tmp_path, capsys, monkeypatch):
+    """Ctrl-C printed "interrupted" up to three times: the epoch's hint, the CLI, and the --nproc launcher."""
+    import ffmix.train
+    from ffmix.train import loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
+    argv = data_args(data) + ["--model", "tiny", "--epochs", "2", "--batch-size", "64", "--out", tmp_path / "r"]
+    code, out, err = train(argv, capsys)
+    assert code == 130 and "interrupted" not in out
+    assert err.strip() == "ffmix train: interrupted in epoch 1; no epoch finished, so there is nothing to resume"
+    monkeypatch.setenv("RANK", "1")   # another rank under torchrun: rank 0 says it
+    code, out, err = train(argv + ["--overwrite"], capsys)
+    assert code == 130 and "interrupted" not in out + err
+    monkeypatch.delenv("RANK")
+    monkeypatch.setattr(ffmix.train.subprocess, "Popen", lambda command, env: FakeRanks([KeyboardInterrupt(), 130]))
+    code, out, err = train(data_args(data) + ["--out", tmp_path / "r2", "--nproc", "2", "--device", "cpu"], capsys)
+    assert code == 130 and "interrupted" not in out + err, "the launcher leaves the line to rank 0"
+
+
 def test_more_processes_than_cores_and_a_rounded_batch_are_said_once(data, tmp_path, capsys, monkeypatch):
     """--nproc 3 on 2 cores ran silently, and the automatic batch of 16 silently became 15."""
     import ffmix.train
     from ffmix.train.loop import warn_if_batch_rounded
     started = []
     monkeypatch.setattr(ffmix.train, "available_cpus", lambda: 2)
-    monkeypatch.setattr(ffmix.train.subprocess, "run",
-                        lambda command, env: started.append(command) or subprocess.CompletedProcess(command, 0))
+    monkeypatch.setattr(ffmix.train.subprocess, "Popen", lambda command, env: started.append(command) or FakeRanks([0]))
     code, _, err = train(data_args(data) + ["--out", tmp_path / "r", "--nproc", "3", "--device", "cpu"], capsys)
     assert code == 0 and len(started) == 1
     assert err.count("warning") == 1 and "ffmix train: warning: --nproc 3 starts more processes than the 2" in err

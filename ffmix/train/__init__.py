@@ -66,4 +66,18 @@ def launch_processes(config: Config) -> int:
         raise FfmixError(f"--nproc {config.nproc} but only {torch.cuda.device_count()} GPU(s) are visible")
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, available_cpus() // config.nproc)))
     argv = config_to_argv(dataclasses.replace(config, nproc=1))
-    return subprocess.run(distributed.torchrun_command(config.nproc, argv), env=env).returncode
+    ranks = subprocess.Popen(distributed.torchrun_command(config.nproc, argv), env=env)
+    try:
+        return ranks.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached torchrun and the ranks too: let them stop (rank 0 says where) and say nothing here
+        return wait_quietly(ranks)
+
+
+def wait_quietly(process: subprocess.Popen) -> int:
+    """Wait for ``process`` to end, through further Ctrl-Cs; returns its exit code."""
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue

@@ -26,7 +26,7 @@ from .checkpoints import describe_run, load_checkpoint, prepare_run_dir, restore
 from .components import (LrShape, autocast, make_loaders, make_loss, make_optimizer, memory_format, mixing_on,
                          wrap)
 from .config import Config, auto_batch_size, check_inputs, resolve
-from .report import epoch_line, summary_line
+from .report import count, epoch_line, summary_line
 
 
 def train(config: Config, node: Node) -> List[dict]:
@@ -38,7 +38,7 @@ def train(config: Config, node: Node) -> List[dict]:
     run_dir = prepare_run_dir(config, is_main=node.is_main)
     checkpoint = load_checkpoint(run_dir, config, train_meta, val_meta, node) if config.resume else None
     if checkpoint is not None and checkpoint["epoch"] >= config.epochs:
-        say(node, f"ffmix train: {run_dir} already finished its {config.epochs} epochs; nothing to do")
+        say(node, f"ffmix train: {run_dir} already finished its {count(config.epochs, 'epoch')}; nothing to do")
         return checkpoint["history"]
 
     torch.manual_seed(config.seed)
@@ -58,8 +58,8 @@ def train(config: Config, node: Node) -> List[dict]:
         write_json(run_dir / "config.json", describe_run(config, node, model, train_meta, val_loader.meta))
     step = make_train_step(wrap(model, config, node), optimizer, scheduler, make_loss(config), config, node)
     say(node, f"ffmix train: {config.model} ({count_parameters(model) / 1e6:.2f} M parameters) on "
-              f"{train_meta.num_samples} images of {train_meta.num_classes} classes, {config.epochs} epochs x "
-              f"{steps_per_epoch} steps of {config.batch_size}, peak lr {config.lr:g} after "
+              f"{train_meta.num_samples} images of {train_meta.num_classes} classes, {count(config.epochs, 'epoch')} x "
+              f"{count(steps_per_epoch, 'step')} of {config.batch_size}, peak lr {config.lr:g} after "
               f"{config.warmup_steps} warm-up steps, {node.world_size} process(es) on {node.device}, "
               f"{config.precision}" + (f"; resuming after epoch {start_epoch}" if start_epoch else ""))
 
@@ -189,12 +189,12 @@ def evaluate(model: nn.Module, loader, config: Config, node: Node) -> Tuple[floa
 
 @contextmanager
 def hint_on_interrupt(node: Node, run_dir: Path, history: List[dict]):
-    """On Ctrl-C, say what can be resumed before the CLI reports the interruption."""
+    """On Ctrl-C, add what can be resumed to the one line the CLI prints (``ffmix train: interrupted in epoch
+    2; ...``); only rank 0 prints it, and the launcher of --nproc ranks none."""
     try:
         yield
     except KeyboardInterrupt:
-        say(node, f"ffmix train: interrupted in epoch {len(history) + 1}; {resume_hint(run_dir, history)}")
-        raise
+        raise KeyboardInterrupt(f"in epoch {len(history) + 1}; {resume_hint(run_dir, history)}") from None
 
 
 def say(node: Node, line: str) -> None:

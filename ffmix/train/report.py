@@ -7,6 +7,11 @@ from typing import List, Sequence
 from ..system import write_figure
 
 
+def count(number: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def epoch_line(record: dict, epochs: int) -> str:
     mixing = "" if record["mixing"] else "  (no mixing)"
     return (f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f}  "
@@ -26,7 +31,7 @@ def run_totals(history: List[dict]) -> dict:
 
 def summary_line(history: List[dict], best: dict, run_dir: Path) -> str:
     totals = run_totals(history)
-    return (f"done: {totals['epochs']} epochs in {totals['elapsed']:.1f} s ({totals['train_images_per_s']:.0f} "
+    return (f"done: {count(totals['epochs'], 'epoch')} in {totals['elapsed']:.1f} s ({totals['train_images_per_s']:.0f} "
             f"train img/s, {100 * totals['data_wait_share']:.1f}% of step time waiting for data); final val acc "
             f"{100 * totals['val_acc']:.2f}% (best {100 * best['val_acc']:.2f}% at epoch {best['epoch']}); "
             f"{run_dir}")
