@@ -46,6 +46,15 @@ def switch(name: str) -> str:
     return f"--{name.replace('_', '-')}" if on_command_line() else f"{name}=True"
 
 
+def check_pair_smoothing(targets: str, label_smoothing: float) -> None:
+    """Refuse index targets with label smoothing: ``(y_a, y_b, λ)`` rows cannot carry it. One message for both
+    front-ends (``make_loader`` and ``MixCollate``), so they refuse the same settings the same way."""
+    if targets == "pair" and label_smoothing > 0:
+        raise FfmixError(f"targets='pair' yields (y_a, y_b, lam) rows, which cannot carry label_smoothing="
+                         f"{label_smoothing}; use targets='soft', or pass the smoothing to your loss "
+                         "(F.cross_entropy(..., label_smoothing=eps) on y_a and y_b) and 0 here")
+
+
 @contextmanager
 def command_line() -> Iterator[None]:
     """Within this block, messages name options as command-line flags (see ``option``)."""

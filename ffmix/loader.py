@@ -17,7 +17,7 @@ from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
-from .errors import FfmixError
+from .errors import FfmixError, check_pair_smoothing
 from .ffcv_compat import ResilientLoader, field_table, image_modes, open_reader
 from .integrity import open_whole_beton
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
@@ -282,10 +282,7 @@ def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num
                          "batch of one would come back unmixed; use batch_size >= 2, or no mixing")
     if targets not in TARGET_KINDS + ("label",):
         raise FfmixError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
-    if targets == "pair" and mixing.label_smoothing > 0:
-        raise FfmixError(f"targets='pair' yields (y_a, y_b, lam) rows, which cannot carry label_smoothing="
-                         f"{mixing.label_smoothing}; use targets='soft', or pass the smoothing to your loss "
-                         "(F.cross_entropy(..., label_smoothing=eps) on y_a and y_b) and 0 here")
+    check_pair_smoothing(targets, mixing.label_smoothing)
     if targets == "label" and mixing.active:
         raise FfmixError("targets='label' gives one class per image, which cannot describe a mixed image; "
                          "use targets='soft' or 'pair' with mixing")

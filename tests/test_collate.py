@@ -83,7 +83,7 @@ def collates():
         "uint8": MixCollate(**common),
         "float": MixCollate(**common, output="float", mean=MEAN, std=STD),
         "elem": MixCollate(**common, mode="elem", prob=0.8),
-        "pair": MixCollate(**common, mode="pair", targets="pair"),
+        "pair": MixCollate(**{**common, "label_smoothing": 0.0}, mode="pair", targets="pair"),
         "gray": MixCollate(**common, mode="elem", output="float", mean=(0.5,), std=(0.25,)),
     }
 
@@ -254,6 +254,32 @@ def test_layout_option_reads_ambiguous_arrays_as_told():
     assert tuple(as_hwc.shape) == (2, 3, 3, 5) and tuple(as_chw.shape) == (2, 3, 5, 3)
 
 
+def test_ambiguous_layouts_are_refused_unless_layout_says(rgb):
+    """A (4, 8, 8) CHW image became an 8-channel 4x8 image without a word."""
+    chw = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    collate = MixCollate(num_classes=2)
+    ambiguous = (chw, torch.from_numpy(chw), np.zeros((3, 5, 3), np.uint8), torch.zeros((1, 4, 1), dtype=torch.uint8))
+    for image in ambiguous:
+        with pytest.raises(FfmixError, match=r"cannot tell whether images of shape \(\d+, \d+, \d+\) are "
+                                             r"\(C, H, W\) or \(H, W, C\); pass layout='chw' or layout='hwc'"):
+            collate([(image, 0, 0), (image, 1, 1)])
+    images = MixCollate(num_classes=2, layout="chw", mixup_alpha=0.0)([(chw, 0, 0), (chw, 1, 1)])[0]
+    assert tuple(images.shape) == (2, 4, 8, 8) and torch.equal(images[0], torch.from_numpy(chw))
+    images, labels = rgb   # the clear cases stay automatic: HWC arrays, CHW tensors
+    assert tuple(collate([(images[0], 0, 0), (images[1], 1, 1)])[0].shape[1:]) == (3, *images.shape[1:3])
+
+
+def test_pair_targets_with_label_smoothing_are_refused_as_make_loader_refuses():
+    """MixCollate(targets="pair", label_smoothing=0.3) ignored the smoothing; make_loader refused it."""
+    from ffmix.errors import check_pair_smoothing
+    with pytest.raises(FfmixError) as expected:
+        check_pair_smoothing("pair", 0.3)
+    with pytest.raises(FfmixError) as caught:
+        MixCollate(num_classes=4, targets="pair", label_smoothing=0.3)
+    assert str(caught.value) == str(expected.value) and "cannot carry label_smoothing=0.3" in str(caught.value)
+    MixCollate(num_classes=4, targets="pair", label_smoothing=0.0)
+
+
 def test_samples_without_index_are_repeatable_in_one_process(rgb):
     images, labels = rgb
     batch = [(images[k], int(labels[k])) for k in range(8)]
@@ -325,7 +351,8 @@ def test_persistent_workers_follow_set_epoch_and_use_one_numba_thread(rgb):
 def test_worker_batches_arrive_as_one_shared_block_with_the_in_process_values(rgb, output, targets):
     images, labels = rgb
     norm = dict(mean=MEAN, std=STD) if output == "float" else {}
-    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, output=output, targets=targets, seed=5, **norm)
+    collate = MixCollate(0.8, 1.0, num_classes=NUM_CLASSES, output=output, targets=targets, seed=5,
+                         label_smoothing=0.0 if targets == "pair" else 0.1, **norm)
     dataset = WithIndex(ArrayDataset(images, labels))
     loader = DataLoader(dataset, batch_size=7, num_workers=1, collate_fn=collate)   # 7: odd sizes of both parts
     for number, (mixed, soft) in enumerate(loader):
