@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import traceback
+import warnings
 from typing import List, Optional
 
-from .errors import FfmixError
+from .errors import FfmixError, FfmixWarning, command_line
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
@@ -27,7 +29,7 @@ SUBCOMMANDS = {
 # else is a bug in ffmix and keeps its traceback: a ValueError from deep inside must not pass for bad input.
 USER_ERRORS = (FfmixError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
                IsADirectoryError)
-MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EMFILE}
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EMFILE, errno.EFBIG}
 EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 1, 70, 130
 BUG_REPORT = ("this is a bug in ffmix, not a problem with your input; please report it with the command line "
               "and the traceback above")
@@ -38,6 +40,26 @@ def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, USER_ERRORS):
         return True
     return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
+
+
+def warning_printer(command: str, fallback):
+    """A ``warnings.showwarning`` that prints ffmix's own warnings as one ``ffmix COMMAND: warning:`` line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FfmixWarning):
+            print(f"ffmix {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
+
+
+def user_message(exc: BaseException) -> str:
+    """The one line for a user error. An OSError's own text ("[Errno 28] No space left on device") may name no
+    file, or a temporary one; ffmix's own messages name the destination, so this is the fallback's wording."""
+    if not isinstance(exc, OSError) or isinstance(exc, FfmixError) or not exc.strerror:
+        return str(exc)
+    if exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return f"{exc.strerror} (the system named no file; check the output paths and free space)"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -75,13 +97,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
-        return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        print(f"ffmix {args.command}: interrupted", file=sys.stderr)
+        with command_line(), warnings.catch_warnings():  # messages name --flags, not keyword arguments
+            warnings.simplefilter("once", FfmixWarning)
+            warnings.showwarning = warning_printer(args.command, warnings.showwarning)
+            return int(module.run(args) or 0)
+    except KeyboardInterrupt as exc:
+        if os.environ.get("RANK", "0") == "0":  # one line per run: the other ranks under torchrun stay quiet
+            print(f"ffmix {args.command}: interrupted" + (f" {exc}" if str(exc) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - sorted into user errors and bugs right here
         if is_user_error(exc):
-            print(f"ffmix {args.command}: error: {exc}", file=sys.stderr)
+            print(f"ffmix {args.command}: error: {user_message(exc)}", file=sys.stderr)
             return EXIT_USER_ERROR
         traceback.print_exc()
         print(f"ffmix {args.command}: internal error: {type(exc).__name__}: {exc}\n{BUG_REPORT}", file=sys.stderr)

@@ -366,6 +366,7 @@ def _is_chw(shape, layout: str) -> bool:
     """A 3-D NumPy image: HWC (PIL's and OpenCV's order) unless it clearly is CHW (timm's ToNumpy)."""
     if layout != "auto":
         return layout == "chw"
+    _refuse_ambiguous(shape)
     return shape[0] in (1, 3) and shape[2] not in (1, 3)
 
 
@@ -373,7 +374,16 @@ def _is_hwc_tensor(shape, layout: str) -> bool:
     """A 3-D tensor: CHW (torchvision's order) unless it clearly is HWC (``torch.from_numpy`` of an HWC array)."""
     if layout != "auto":
         return layout == "hwc"
+    _refuse_ambiguous(shape)
     return shape[2] in (1, 3) and shape[0] not in (1, 3)
+
+
+def _refuse_ambiguous(shape) -> None:
+    """layout="auto" reads a 3-D image by which end axis holds 1 or 3 channels; when both or neither do (a
+    (4, 8, 8) CHW image would otherwise become an 8-channel 4x8 one), only the caller knows."""
+    if (shape[0] in (1, 3)) == (shape[2] in (1, 3)):
+        raise FfmixError(f"MixCollate cannot tell whether images of shape {tuple(shape)} are (C, H, W) or "
+                         "(H, W, C); pass layout='chw' or layout='hwc'")
 
 
 def _stack_tensors(tensors) -> torch.Tensor:

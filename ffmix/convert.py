@@ -38,9 +38,10 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cli import HelpFormatter
-from .errors import FfmixError
+from .errors import FfmixError, option, switch
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, beton_fingerprint, meta_path, write_meta
-from .system import atomic_write, available_cpus, fsync_directory
+from .system import (DISK_FULL_ERRNOS, atomic_write, available_cpus, check_writable, fsync_directory,
+                     write_error)
 from .sources.base import ArraySource, BadSampleError, SourceDataset, to_rgb
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
@@ -62,6 +63,7 @@ class ConversionInterrupted(KeyboardInterrupt):
 # ----------------------------------------------------------------------------------------------- public API
 
 def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[str]] = None,
+                   num_classes: Optional[int] = None,
                    write_mode: str = "raw", max_resolution: Optional[int] = None, jpeg_quality: int = 90,
                    compress_probability: float = 0.5, smart_threshold: Optional[int] = None,
                    num_workers: int = 1, force: bool = False, progress: bool = False,
@@ -70,10 +72,12 @@ def convert_arrays(images, labels, out_path, *, class_names: Optional[Sequence[s
 
     ``images``: a uint8 array ``(N, H, W)`` (grayscale), ``(N, H, W, 1)`` or ``(N, H, W, 3)``, or a list of
     ``(H, W)`` / ``(H, W, 3)`` uint8 arrays of any sizes. ``labels``: ``(N,)`` non-negative integers.
-    ``class_names`` defaults to ``'0' .. str(max(labels))``. The other options are those of ``convert``.
+    ``class_names`` defaults to ``'0' .. str(max(labels))``; ``num_classes`` states the class count (needed when
+    the largest label implies over 1000 classes and more classes than images). The other options are those of
+    ``convert``.
     Raises ``FfmixError`` for bad input or an unusable ``out_path``; nothing is left at ``out_path`` then.
     """
-    dataset = ArraySource(images, labels, class_names=class_names, source=source)
+    dataset = ArraySource(images, labels, class_names=class_names, source=source, num_classes=num_classes)
     return convert(dataset, out_path, write_mode=write_mode, max_resolution=max_resolution,
                    jpeg_quality=jpeg_quality, compress_probability=compress_probability,
                    smart_threshold=smart_threshold, num_workers=num_workers, force=force, progress=progress)
@@ -121,8 +125,8 @@ def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_re
     counts are in ``write_options['passed_through']`` and ``['jpeg_encoded']``.
 
     Returns the ``DatasetMeta`` also written to ``<out_path>.json``. Raises ``FfmixError`` for bad options,
-    an unreadable sample (unless ``skip_bad``) or an unusable ``out_path``, ``FileExistsError`` if it
-    exists and ``force`` is false; on any error or interruption (Ctrl-C, SIGTERM) nothing is left at
+    an unreadable sample (unless ``skip_bad``), an unusable ``out_path`` or one that exists while ``force`` is
+    false; on any error or interruption (Ctrl-C, SIGTERM) nothing is left at
     ``out_path`` and no temporary file remains.
     """
     _check_options(write_mode, max_resolution, jpeg_quality, compress_probability, smart_threshold,
@@ -162,6 +166,10 @@ def convert(dataset: SourceDataset, out_path, *, write_mode: str = "raw", max_re
                 temp = None
                 fsync_directory(out.parent)
             return meta
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:  # in a writer process or here: name OUT, not the temporary file
+                raise write_error(out, exc) from None
+            raise
         finally:
             with _signals_blocked():  # a second Ctrl-C must not cut the clean-up short
                 if temp is not None:
@@ -190,15 +198,10 @@ def check_out_path(out_path, force: bool) -> Path:
     out = Path(out_path)
     if out.is_dir():
         raise FfmixError(f"OUT {out} is a directory; give a file name such as {out / 'train.beton'}")
-    parent = out.parent
-    if not parent.exists():
-        raise FfmixError(f"cannot write {out}: directory {parent} does not exist; create it first")
-    if not parent.is_dir():
-        raise FfmixError(f"cannot write {out}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise FfmixError(f"cannot write {out}: no permission to create files in {parent}")
+    check_writable(out)
+    check_writable(meta_path(out))  # the sidecar too: a folder there would be found only after all the work
     if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; pass --force (force=True) to overwrite it")
+        raise FfmixError(f"{out} already exists; pass {switch('force')} to overwrite it")
     return out
 
 
@@ -243,6 +246,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-label", default=None, metavar="FIELD",
                         help="WebDataset only: take each label from this field of the sample's .json member "
                              "instead of its .cls member")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="K",
+                        help="the number of classes, when labels are class indices (.npz, IDX, file list) and "
+                             "the largest label does not show it; needed to accept labels that imply over 1000 "
+                             "classes and more classes than images (default: largest label + 1)")
     parser.add_argument("--write-mode", choices=WRITE_MODES, default="raw",
                         help="raw: exact pixels; jpg: JPEG; smart: JPEG for images over --smart-threshold "
                              "bytes; proportion: JPEG with probability --compress-probability")
@@ -285,9 +292,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FfmixWarning)
         dataset = open_source(args.source, format=args.format, split=args.split, label_kind=args.label_kind,
-                              class_names_file=args.class_names, progress=not args.quiet,
-                              image_column=args.image_column, label_column=args.label_column,
-                              json_label=args.json_label)
+                              class_names_file=args.class_names, num_classes=args.num_classes,
+                              progress=not args.quiet, image_column=args.image_column,
+                              label_column=args.label_column, json_label=args.json_label)
     for warning in caught:
         if not args.quiet and issubclass(warning.category, FfmixWarning):
             print(f"ffmix convert: warning: {warning.message}", file=sys.stderr)
@@ -331,17 +338,17 @@ def _check_options(write_mode, max_resolution, jpeg_quality, compress_probabilit
     if write_mode not in WRITE_MODES:
         raise FfmixError(f"unknown write mode {write_mode!r}; choose one of {', '.join(WRITE_MODES)}")
     if max_resolution is not None and not 1 <= max_resolution <= 65535:
-        raise FfmixError(f"--max-resolution must be between 1 and 65535 px, got {max_resolution}")
+        raise FfmixError(f"{option('max_resolution')} must be between 1 and 65535 px, got {max_resolution}")
     if not 1 <= jpeg_quality <= 100:
-        raise FfmixError(f"--jpeg-quality must be between 1 and 100, got {jpeg_quality}")
+        raise FfmixError(f"{option('jpeg_quality')} must be between 1 and 100, got {jpeg_quality}")
     if not 0.0 <= compress_probability <= 1.0:
-        raise FfmixError(f"--compress-probability must be between 0 and 1, got {compress_probability}")
+        raise FfmixError(f"{option('compress_probability')} must be between 0 and 1, got {compress_probability}")
     if smart_threshold is not None and smart_threshold < 0:
-        raise FfmixError(f"--smart-threshold must be >= 0 bytes, got {smart_threshold}")
+        raise FfmixError(f"{option('smart_threshold')} must be >= 0 bytes, got {smart_threshold}")
     if num_workers < 1:
-        raise FfmixError(f"--workers must be at least 1, got {num_workers}")
+        raise FfmixError(f"{option('num_workers', flag='--workers')} must be at least 1, got {num_workers}")
     if limit is not None and limit < 1:
-        raise FfmixError(f"--limit must be at least 1, got {limit}")
+        raise FfmixError(f"{option('limit')} must be at least 1, got {limit}")
 
 
 def _claim_temp_file(out: Path) -> Path:
@@ -431,7 +438,7 @@ class _PageTooSmall(Exception):
 
 @dataclass
 class _Problem:
-    kind: str          # "bad" (unreadable sample), "too_big" (page too small) or "crash" (a bug)
+    kind: str          # "bad" (unreadable sample), "too_big" (page too small), "disk_full" (errno) or "crash"
     index: int = -1    # source index
     sample: str = ""
     detail: str = ""
@@ -586,10 +593,12 @@ def _take_problems(problem_queue, outcome: _Pass, stop_on_bad: bool, block: bool
             return
         if problem.kind == "crash":
             raise RuntimeError(f"an FFCV writer process failed:\n{problem.detail}")
+        if problem.kind == "disk_full":
+            raise OSError(int(problem.detail), os.strerror(int(problem.detail)))
         if problem.kind == "too_big":
             raise _PageTooSmall(problem.image_bytes)
         if stop_on_bad:
-            raise FfmixError(f"cannot read {problem.sample}: {problem.detail}; pass --skip-bad (skip_bad=True) "
+            raise FfmixError(f"cannot read {problem.sample}: {problem.detail}; pass {switch('skip_bad')} "
                              "to leave out unreadable images")
         outcome.bad.append(problem)
 
@@ -682,6 +691,12 @@ def _writer_process(work_queue, metadata_memory, metadata_type, fields, allocato
             with passed_count.get_lock():
                 passed_count.value += passed
         allocations_queue.put(close_allocator(allocator))
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            problem_queue.put(_Problem("crash", detail=traceback.format_exc()))
+        else:  # the main process names OUT; the temporary file is its business
+            problem_queue.put(_Problem("disk_full", detail=str(exc.errno)))
+        sys.exit(1)
     except Exception:
         problem_queue.put(_Problem("crash", detail=traceback.format_exc()))
         sys.exit(1)

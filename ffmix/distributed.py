@@ -9,6 +9,7 @@ import datetime
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Sequence
 
 import torch
@@ -92,7 +93,19 @@ def broadcast_buffers(module: torch.nn.Module, node: Node) -> None:
             dist.broadcast(buffer, src=0)
 
 
+# Ranks must run this process's ffmix. `python -m ffmix.cli` would put the current folder first on sys.path, so
+# run from a folder holding another ffmix/ the ranks would run that code; the bootstrap instead puts the folder
+# this ffmix was imported from first (given as its first argument, so no path is quoted into code).
+RANK_BOOTSTRAP = "import sys; sys.path.insert(0, sys.argv.pop(1)); from ffmix.cli import main; sys.exit(main())"
+
+
+def package_root() -> str:
+    """The folder that holds this ``ffmix`` package (what must come first on a rank's sys.path)."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
 def torchrun_command(nproc: int, module_argv: Sequence[str]) -> List[str]:
-    """The command that starts ``nproc`` local ranks running ``python -m ffmix.cli <module_argv>``."""
+    """The command that starts ``nproc`` local ranks running this ``ffmix``'s command line with
+    ``module_argv``, whatever the current folder holds."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "ffmix.cli", *module_argv]
+            "--no-python", sys.executable, "-c", RANK_BOOTSTRAP, package_root(), *module_argv]

@@ -14,7 +14,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .errors import FfmixError
 from .metadata import IMAGE_FIELD, LABEL_FIELD, meta_path, read_meta
 
 HISTOGRAM_ROWS = 30                 # text output lists at most this many classes (--json has them all)
@@ -33,15 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def inspect_beton(path: os.PathLike) -> Dict[str, Any]:
-    """Describe ``path`` as a dict (what ``--json`` prints). Raises ``FfmixError`` if it is not a .beton."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.is_dir():
-        raise FfmixError(f"{path} is a directory, not a .beton file")
-    from .ffcv_compat import field_kinds, field_table, image_modes, open_reader, page_size
+    """Describe ``path`` as a dict (what ``--json`` prints). Raises ``FfmixError`` if it is not a .beton or is
+    damaged (truncated, allocation table missing), as the loader would refuse it."""
+    from .ffcv_compat import field_kinds, field_table, image_modes, page_size
+    from .integrity import open_whole_beton
 
-    reader = open_reader(path)
+    path = Path(path)
+    reader = open_whole_beton(path)  # the loader's own check: a file it would refuse is not described
     fields = field_kinds(reader)
     report: Dict[str, Any] = {
         "path": str(path),

@@ -17,11 +17,13 @@ from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
-from .errors import FfmixError
 from .epochs import ResilientLoader
-from .ffcv_compat import RAW_MODE, data_extent, field_table, open_reader, page_pointers
+from .errors import FfmixError
+from .ffcv_compat import RAW_MODE, field_table, open_reader
+from .integrity import open_whole_beton
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
-from .system import available_cpus, resolve_device
+from .sources.base import MAX_CLASSES
+from .system import available_cpus, check_memory, loader_buffer_bytes, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing, check_targets
@@ -82,8 +84,9 @@ class MixLoader:
 
     @property
     def mixing_enabled(self) -> bool:
-        """Whether the next ``iter()`` mixes (as last set)."""
-        return self.mixing.enabled
+        """Whether the next ``iter()`` mixes: switched on (as last set) and configured to (an alpha > 0 and
+        mix_prob > 0), so a loader with both alphas 0 says False, as its batches are."""
+        return self.mixing.enabled and self.mixing.active
 
     @mixing_enabled.setter
     def mixing_enabled(self, on: bool) -> None:
@@ -159,13 +162,19 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     or metadata, all before any work starts.
     """
     device = resolve_device(device, option="device")
+    reader = open_whole_beton(path)  # a damaged file is reported as damaged before its sidecar is compared
     meta = _read_dataset(path, num_classes)
     mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
                     switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing, seed=seed,
                     lam_range=lam_range, image_size=_output_size(meta, image_size))
     _check_options(batch_size=batch_size, targets=targets, mixing=mixing, crop=crop, order=order,
                    distributed=distributed, num_workers=num_workers, batches_ahead=batches_ahead, dtype=dtype)
-    reader = _open_beton(path, meta)
+    height, width = _output_size(meta, image_size)
+    output_itemsize = torch.empty((), dtype=dtype).element_size() if device.type == "cpu" else 0
+    check_memory(loader_buffer_bytes(batch_size, (height, width), batches_ahead, output_itemsize),
+                 f"batches of {batch_size} images of {height}x{width} ({batches_ahead} ahead)",
+                 "lower image_size=, batch_size= or batches_ahead=")
+    _check_fields(path, reader, meta)
     _check_labels(reader, meta)
     available = meta.num_samples if indices is None else len(indices)
     if batch_size > available and drop_last:
@@ -269,6 +278,9 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
 def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num_workers, batches_ahead, dtype):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise FfmixError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size < 2 and mixing.active:  # the partner of an image is another image of its batch
+        raise FfmixError("batch_size=1 cannot mix: each image is mixed with another image of its batch, so a "
+                         "batch of one would come back unmixed; use batch_size >= 2, or no mixing")
     if targets not in TARGET_KINDS + ("label",):
         raise FfmixError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
     if targets == "pair":
@@ -302,8 +314,6 @@ def _workers(num_workers: Optional[int]) -> int:
 def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
     """ffmix metadata of ``path``; for a plain FFCV file, ``num_classes`` stands in for it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such .beton file: {path}")
     try:
         meta = read_meta(path)
     except FileNotFoundError:
@@ -318,6 +328,8 @@ def _read_dataset(path, num_classes: Optional[int]) -> DatasetMeta:
 def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise FfmixError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if num_classes > MAX_CLASSES:  # before a list of that many names is built
+        raise FfmixError(f"num_classes={num_classes} is more than ffmix handles ({MAX_CLASSES} classes)")
     reader = open_reader(path)
     images = field_table(reader, reader.field_names[0])  # a plain FFCV file: its first field
     heights, widths = images["height"].astype(int), images["width"].astype(int)
@@ -329,21 +341,14 @@ def _plain_ffcv_meta(path: Path, num_classes: int) -> DatasetMeta:
                        max_size=(int(heights.max()), int(widths.max())), label_counts=[], source=str(path))
 
 
-def _open_beton(path, meta: DatasetMeta):
-    """Open ``path`` and check it is whole: the fields ffmix needs, every sample's data inside the file."""
-    path = Path(path)
-    reader = open_reader(path)
+def _check_fields(path, reader, meta: DatasetMeta) -> None:
+    """The fields ffmix needs, and as many samples as the metadata says (wholeness: ``open_whole_beton``)."""
     if reader.field_names[:2] != [IMAGE_FIELD, LABEL_FIELD]:
         raise FfmixError(f"{path} has fields {reader.field_names}; ffmix needs '{IMAGE_FIELD}' then "
                          f"'{LABEL_FIELD}' (as `ffmix convert` writes)")
     if int(reader.num_samples) != meta.num_samples:
         raise FfmixError(f"{path} holds {reader.num_samples} samples but its metadata says {meta.num_samples}; "
                          "the file or its .json sidecar is stale or corrupt: re-run `ffmix convert`")
-    truncated = data_extent(reader) > path.stat().st_size
-    if truncated or not np.isin(field_table(reader, IMAGE_FIELD)["data_ptr"], page_pointers(reader)).all():
-        raise FfmixError(f"{path} is truncated or corrupt (image data lies outside the file); "
-                         "re-create it with `ffmix convert`")
-    return reader
 
 
 def _check_labels(reader, meta: DatasetMeta) -> None:

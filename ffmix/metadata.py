@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .errors import FfmixError
+from .errors import FfmixError, on_command_line
 from .system import atomic_write
 
 FORMAT_VERSION = 1
@@ -136,13 +136,16 @@ def read_meta(beton_path: os.PathLike) -> DatasetMeta:
     the messages say how to fix it.
     """
     beton = Path(beton_path)
+    if beton.is_dir():
+        raise FfmixError(f"{beton} is a folder, not a .beton file")
     if not beton.is_file():
         raise FileNotFoundError(f"no such .beton file: {beton}")
     sidecar = meta_path(beton)
     if not sidecar.is_file():
+        # the command line has no option to read a plain FFCV file; make_loader's num_classes= does
+        plain = "" if on_command_line() else ", or pass num_classes= to read a plain FFCV file"
         raise FileNotFoundError(
-            f"{beton} has no ffmix metadata ({sidecar} is missing); write it with `ffmix convert`, "
-            "or pass num_classes= to read a plain FFCV file")
+            f"{beton} has no ffmix metadata ({sidecar} is missing); write it with `ffmix convert`{plain}")
     try:
         raw = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .errors import FfmixError
+from .errors import FfmixError, FfmixWarning
+from .system import check_writable, write_figure
 
 PAD_PX = 8          # between tiles and around the grid
 CAPTION_PX = 34     # two caption lines under each tile
-TITLE_PX = 44       # two title lines above the grid
+TITLE_TOP_PX = 6    # above the title's first line
+TITLE_LINE_PX = 15  # one 9 pt title line at DPI 100 (12.5 px of type, 1.2 line spacing)
+TITLE_PX = TITLE_TOP_PX + 2 * TITLE_LINE_PX + 8   # the room above the grid for the usual two title lines
 DPI = 100
 
 
@@ -54,8 +58,39 @@ def tile_scale(height: int, width: int, tile_px: int) -> int:
     return max(1, math.ceil(tile_px / max(height, width)))
 
 
-def grid_layout(count: int, height: int, width: int, tile_px: int, columns=None) -> Tuple[int, int, int, int, int]:
-    """``(columns, rows, scale, png_width, png_height)`` of a grid of ``count`` images of ``height x width``."""
+def title_px(lines: int) -> int:
+    """The room above the grid for ``lines`` title lines (``TITLE_PX`` for two)."""
+    return TITLE_PX + (lines - 2) * TITLE_LINE_PX
+
+
+def wrap_title(figure, title: str, max_px: float) -> List[str]:
+    """The title's lines (its own line breaks kept), each at most ``max_px`` wide as ``figure`` renders it."""
+    probe = figure.text(0, 0, "", fontsize=9)
+    renderer = figure.canvas.get_renderer()
+
+    def width(text: str) -> float:
+        probe.set_text(text)
+        return probe.get_window_extent(renderer).width
+
+    lines: List[str] = []
+    for paragraph in title.splitlines():
+        line = ""
+        for word in paragraph.split(" "):
+            longer = f"{line} {word}" if line else word
+            if line and width(longer) > max_px:
+                lines.append(line)
+                line = word
+            else:
+                line = longer
+        lines.append(line)
+    probe.remove()
+    return lines
+
+
+def grid_layout(count: int, height: int, width: int, tile_px: int, columns=None,
+                title_lines: int = 2) -> Tuple[int, int, int, int, int]:
+    """``(columns, rows, scale, png_width, png_height)`` of a grid of ``count`` images of ``height x width``
+    below ``title_lines`` lines of title."""
     if columns is None:
         columns = max(1, math.ceil(math.sqrt(count)))
     columns = min(columns, count)
@@ -63,7 +98,7 @@ def grid_layout(count: int, height: int, width: int, tile_px: int, columns=None)
     scale = tile_scale(height, width, tile_px)
     tile_w, tile_h = width * scale, height * scale
     png_width = PAD_PX + columns * (tile_w + PAD_PX)
-    png_height = TITLE_PX + rows * (tile_h + CAPTION_PX + PAD_PX) + PAD_PX
+    png_height = title_px(max(2, title_lines)) + rows * (tile_h + CAPTION_PX + PAD_PX) + PAD_PX
     return columns, rows, scale, png_width, png_height
 
 
@@ -116,15 +151,23 @@ def draw_grid(images: np.ndarray, targets: np.ndarray, class_names: Sequence[str
     import matplotlib.pyplot as plt
 
     count, height, width, channels = images.shape
-    columns, rows, scale, png_width, png_height = grid_layout(count, height, width, tile_px, columns)
+    png_width = grid_layout(count, height, width, tile_px, columns)[3]
+    figure = plt.figure(figsize=(png_width / DPI, 1), dpi=DPI)
+    # The title is wrapped here, as rendered, to the grid's width, and the grid placed below all its lines
+    # (matplotlib's wrap=True wrapped it after the layout was fixed, over the first row of tiles).
+    title_lines = wrap_title(figure, title, png_width - 2 * PAD_PX)
+    columns, rows, scale, png_width, png_height = grid_layout(count, height, width, tile_px, columns,
+                                                              len(title_lines))
+    figure.set_size_inches(png_width / DPI, png_height / DPI)
+    grid_top = title_px(max(2, len(title_lines)))
     tile_w, tile_h = width * scale, height * scale
-    figure = plt.figure(figsize=(png_width / DPI, png_height / DPI), dpi=DPI)
-    figure.text(PAD_PX / png_width, 1 - 6 / png_height, title, ha="left", va="top", fontsize=9, wrap=True)
+    figure.text(PAD_PX / png_width, 1 - TITLE_TOP_PX / png_height, "\n".join(title_lines), ha="left", va="top",
+                fontsize=9, linespacing=1.2)
     max_chars = max(8, int(tile_w / 6.2))
     for index in range(count):
         row, column = divmod(index, columns)
         left = PAD_PX + column * (tile_w + PAD_PX)
-        top = TITLE_PX + row * (tile_h + CAPTION_PX + PAD_PX)
+        top = grid_top + row * (tile_h + CAPTION_PX + PAD_PX)
         axis = figure.add_axes((left / png_width, 1 - (top + tile_h) / png_height, tile_w / png_width,
                                 tile_h / png_height))
         pixels = np.repeat(np.repeat(images[index], scale, axis=0), scale, axis=1)
@@ -136,9 +179,10 @@ def draw_grid(images: np.ndarray, targets: np.ndarray, class_names: Sequence[str
         figure.text((left + 1) / png_width, 1 - (top + tile_h + 2) / png_height,
                     caption(targets[index], class_names, max_chars), ha="left", va="top", fontsize=8,
                     family="monospace", linespacing=1.15)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=DPI)
-    plt.close(figure)
+    try:
+        write_figure(figure, out, dpi=DPI)
+    finally:
+        plt.close(figure)
     return png_width, png_height
 
 
@@ -146,8 +190,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise FfmixError(f"--out must be a .png file, got {args.out}")
-    if out.is_dir():
-        raise FfmixError(f"--out {args.out} is a folder; give a file path such as grid.png")
+    check_writable(out, option_name="out", create_parents=True)  # before the loader compiles and decodes
     if args.count < 1:
         raise FfmixError(f"--count must be at least 1, got {args.count}")
     if args.columns is not None and args.columns < 1:
@@ -160,6 +203,9 @@ def run(args: argparse.Namespace) -> int:
         args.data, count=args.count, mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha,
         mix_prob=args.mix_prob, switch_prob=args.switch_prob, mode=args.mode, label_smoothing=args.label_smoothing,
         image_size=args.image_size, seed=args.seed, epoch=args.epoch)
+    if len(images) < args.count:
+        warnings.warn(FfmixWarning(f"--count {args.count} is more than the {meta.num_samples} images in "
+                                   f"{args.data}; the grid shows all {len(images)}"))
     settings = (f"MixUp α={args.mixup_alpha:g}, CutMix α={args.cutmix_alpha:g}, mix_prob={args.mix_prob:g}, "
                 f"switch_prob={args.switch_prob:g}, mode={args.mode}, smoothing={args.label_smoothing:g}, "
                 f"seed={args.seed}, epoch={args.epoch}")

@@ -477,3 +477,39 @@ def test_collate_targets_follow_their_rows_checks():
     rows[0]["check"]["ok"] = False
     met = {t["target"]: t["met"] for t in evaluate_targets({"collate": rows}, quick=False)}
     assert met["DataLoader 32x32 RGB: MixCollate / timm FastCollateMixup"] is False
+
+
+def test_unusable_output_paths_are_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    """bench once measured for minutes, then found --json/--plot unwritable and named a hidden temporary file."""
+    monkeypatch.setattr(ops, "run_ops", lambda **kwargs: pytest.fail("measured before checking the outputs"))
+    (tmp_path / "a-file").write_text("x")
+    for option, target in [("--json", tmp_path / "a-file" / "r.json"), ("--plot", tmp_path / "a-file" / "r.png"),
+                           ("--json", f"{tmp_path / 'a-file'}/")]:
+        code = cli.main(["bench", "ops", "--quick", "--quiet", option, str(target)])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and err.startswith(f"ffmix bench: error: cannot write {option} "), err
+        assert "is not a folder" in err and "\n" not in err
+
+
+def test_a_failed_plot_or_json_write_names_the_option_and_path(tmp_path):
+    from fsize import file_size_limit
+    from ffmix.errors import FfmixError, command_line
+    kept = {"results": {"ops": [{"shape": "8x8", "impl": "ffmix", "label": "ffmix", "images_per_s": 1.0}]},
+            "machine": {"date": "2026-12-02", "cpu": "cpu", "cores": 2}, "config": {"workers": 1}}
+    for option, write, name in [("--plot", report.write_plot, "p.png"), ("--json", report.write_json, "r.json")]:
+        target = tmp_path / name
+        target.write_bytes(b"kept")
+        with command_line(), file_size_limit(100), pytest.raises(FfmixError) as caught:
+            write(kept, target)
+        assert str(caught.value).startswith(f"cannot write {option} {target}: ") and ".tmp" not in str(caught.value)
+        assert target.read_bytes() == b"kept"
+
+
+def test_an_fmnist_folder_that_is_not_one_is_refused_not_replaced(tmp_path, capsys, monkeypatch):
+    """bench --fmnist FILE quietly measured synthetic data instead."""
+    monkeypatch.setattr(ops, "run_ops", lambda **kwargs: pytest.fail("measured"))
+    (tmp_path / "notes.txt").write_text("x")
+    for given in (tmp_path / "notes.txt", tmp_path):
+        assert cli.main(["bench", "ops", "--quick", "--quiet", "--fmnist", str(given)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ffmix bench: error: --fmnist {given} is not a Fashion-MNIST IDX folder"), err

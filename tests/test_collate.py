@@ -256,6 +256,32 @@ def test_layout_option_reads_ambiguous_arrays_as_told():
     assert tuple(as_hwc.shape) == (2, 3, 3, 5) and tuple(as_chw.shape) == (2, 3, 5, 3)
 
 
+def test_ambiguous_layouts_are_refused_unless_layout_says(rgb):
+    """A (4, 8, 8) CHW image became an 8-channel 4x8 image without a word."""
+    chw = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    collate = MixCollate(num_classes=2)
+    ambiguous = (chw, torch.from_numpy(chw), np.zeros((3, 5, 3), np.uint8), torch.zeros((1, 4, 1), dtype=torch.uint8))
+    for image in ambiguous:
+        with pytest.raises(FfmixError, match=r"cannot tell whether images of shape \(\d+, \d+, \d+\) are "
+                                             r"\(C, H, W\) or \(H, W, C\); pass layout='chw' or layout='hwc'"):
+            collate([(image, 0, 0), (image, 1, 1)])
+    images = MixCollate(num_classes=2, layout="chw", mixup_alpha=0.0)([(chw, 0, 0), (chw, 1, 1)])[0]
+    assert tuple(images.shape) == (2, 4, 8, 8) and torch.equal(images[0], torch.from_numpy(chw))
+    images, labels = rgb   # the clear cases stay automatic: HWC arrays, CHW tensors
+    assert tuple(collate([(images[0], 0, 0), (images[1], 1, 1)])[0].shape[1:]) == (3, *images.shape[1:3])
+
+
+def test_pair_targets_with_label_smoothing_are_refused_as_make_loader_refuses():
+    """MixCollate(targets="pair", label_smoothing=0.3) ignored the smoothing; make_loader refused it."""
+    from ffmix.ops.mixing import check_targets
+    with pytest.raises(FfmixError) as expected:
+        check_targets("pair", 0.3)
+    with pytest.raises(FfmixError) as caught:
+        MixCollate(num_classes=4, targets="pair", label_smoothing=0.3)
+    assert str(caught.value) == str(expected.value) and "cannot carry label_smoothing=0.3" in str(caught.value)
+    MixCollate(num_classes=4, targets="pair", label_smoothing=0.0)
+
+
 def test_samples_without_index_are_repeatable_in_one_process(rgb):
     images, labels = rgb
     batch = [(images[k], int(labels[k])) for k in range(8)]

@@ -433,6 +433,20 @@ def test_convert_arrays_rejects_bad_input(tmp_path, images, labels, problem):
     assert_nothing_left(tmp_path / "x.beton")
 
 
+def test_a_stray_label_is_refused_on_the_command_line_naming_its_flag(tmp_path, capsys):
+    labels = np.array([0, 1, 0, 99999])
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 4, 4), np.uint8), labels=labels)
+    code, _, err = run_cli(["convert", tmp_path / "d.npz", tmp_path / "d.beton", "--workers", "1"], capsys)
+    assert_one_line_error(code, err, "label 3 is 99999", "100000 classes for 4 samples", "--num-classes 100000")
+    assert "num_classes=" not in err
+    assert_nothing_left(tmp_path / "d.beton")
+    code, out, err = run_cli(["convert", tmp_path / "d.npz", tmp_path / "d.beton", "--workers", "1",
+                              "--num-classes", "100000", "--quiet"], capsys)
+    assert code == 0, err
+    meta = read_meta(tmp_path / "d.beton")
+    assert meta.num_classes == 100000 and meta.label_counts[99999] == 1
+
+
 def test_an_image_larger_than_the_page_gets_a_bigger_page(tmp_path, monkeypatch):
     # A source whose sizes are unknown up front starts with a guessed page; too small must mean retry, not fail.
     monkeypatch.setattr(convert_module, "_page_size", lambda *args: convert_module.MIN_PAGE_SIZE)
@@ -582,9 +596,11 @@ def test_unwritable_out_paths(tmp_path, capsys):
     datagen.write_npz(source, np.zeros((2, 4, 4), np.uint8), np.arange(2))
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "a-dir").mkdir()
+    (tmp_path / "taken.beton.json").mkdir()  # the sidecar's name: once found only after the whole .beton
     cases = [(tmp_path / "missing-dir" / "o.beton", "does not exist; create it first"),
-             (tmp_path / "a-file" / "o.beton", "is not a directory"),
-             (tmp_path / "a-dir", "is a directory")]
+             (tmp_path / "a-file" / "o.beton", "is not a folder"),
+             (tmp_path / "a-dir", "is a directory"),
+             (tmp_path / "taken.beton", f"cannot write {tmp_path / 'taken.beton.json'}: it is a folder")]
     for out, fragment in cases:
         code, _, err = run_cli(["convert", source, out], capsys)
         assert_one_line_error(code, err, fragment)
@@ -592,8 +608,22 @@ def test_unwritable_out_paths(tmp_path, capsys):
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         code, _, err = run_cli(["convert", source, locked / "o.beton"], capsys)
-        assert_one_line_error(code, err, "no permission")
+        assert_one_line_error(code, err, "permission denied")
         assert list(locked.iterdir()) == []
+
+
+def test_a_full_disk_names_out_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    """A writer process that hit a full disk was reported as a crash, with a traceback naming the temporary file."""
+    from fsize import file_size_limit
+    out = tmp_path / "o.beton"
+    out.write_bytes(b"an older file")
+    images = np.full((100, 32, 32, 3), 7, np.uint8)
+    import ffcv.writer  # noqa: F401  (its import writes nothing, but do it outside the limit)
+    with file_size_limit(60_000), pytest.raises(FfmixError) as caught:
+        convert_arrays(images, np.arange(100) % 3, out, force=True, num_workers=1)
+    assert str(caught.value).startswith(f"cannot write {out}: ") and ".tmp" not in str(caught.value)
+    assert out.read_bytes() == b"an older file" and not meta_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.beton"]
 
 
 def test_real_command_prints_one_line_and_no_traceback(tmp_path):

@@ -74,8 +74,46 @@ def test_plain_ffcv_file_without_sidecar(tmp_path, capsys):
 def test_not_a_beton_and_missing_file(tmp_path, capsys):
     (tmp_path / "junk.beton").write_bytes(b"\x00" * 10)
     for path, fragment in [(tmp_path / "junk.beton", "is not a readable FFCV .beton"),
-                           (tmp_path / "missing.beton", "no such file")]:
+                           (tmp_path / "missing.beton", "no such .beton file")]:
         code, out, err = run_inspect([path], capsys)
         assert code == 1 and out == "" and "Traceback" not in err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("ffmix inspect: error: ") and fragment in lines[0]
+
+
+def _damaged_copies(beton, folder):
+    """The fixture's file cut by one byte, and cut before its allocation table; each with its sidecar."""
+    from ffmix.ffcv_compat import open_reader
+    data = beton.read_bytes()
+    alloc_table_start = int(open_reader(beton).header["alloc_table_ptr"])
+    copies = {"one byte cut": data[:-1], "allocation table missing": data[:alloc_table_start]}
+    paths = {}
+    for i, (damage, content) in enumerate(copies.items()):
+        path = folder / f"damaged{i}.beton"
+        path.write_bytes(content)
+        meta_path(path).write_bytes(meta_path(beton).read_bytes())
+        paths[damage] = path
+    return paths
+
+
+def test_a_damaged_file_fails_as_the_loader_fails_naming_the_damage(beton, tmp_path, capsys):
+    """inspect once printed a normal table and exited 0 for these, and blamed 'different conversions' with
+    the sidecar present; the loader refused them. Both now run one check and give one message."""
+    from ffmix.integrity import open_whole_beton
+    from ffmix.loader import make_loader
+    for damage, path in _damaged_copies(beton, tmp_path).items():
+        for with_sidecar in (True, False):
+            if not with_sidecar:
+                meta_path(path).unlink()
+            code, out, err = run_inspect([path], capsys)
+            assert code == 1 and out == "", (damage, out)
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("ffmix inspect: error: "), err
+            assert str(path) in lines[0] and "truncated" in lines[0] and "different conversions" not in err
+            with pytest.raises(Exception) as direct:
+                open_whole_beton(path)
+            assert lines[0] == f"ffmix inspect: error: {direct.value}"
+        meta_path(path).write_bytes(meta_path(beton).read_bytes())
+        with pytest.raises(Exception) as by_loader:
+            make_loader(path, batch_size=2, image_size=8)
+        assert str(by_loader.value) == str(direct.value), damage

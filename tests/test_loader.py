@@ -149,7 +149,9 @@ def test_mixing_can_be_switched_off_without_rebuilding(files):
         expected[torch.arange(50), labels] = 0.91
         torch.testing.assert_close(targets, expected)
     loader.mixing_enabled = True
-    assert not torch.equal(collect(loader)[0][0], collect(plain)[0][0])
+    assert loader.mixing_enabled and not torch.equal(collect(loader)[0][0], collect(plain)[0][0])
+    plain.mixing_enabled = True   # switched on, but with both alphas 0 there is nothing to mix: it says so
+    assert plain.mixing_enabled is False
 
 
 # ------------------------------------------------------------------------------------- what comes out
@@ -292,3 +294,25 @@ def test_batches_arrive_on_the_gpu(files):
     for images, targets in loader:
         assert images.is_cuda and targets.is_cuda
         np.testing.assert_allclose(white_fraction(images.cpu()), class_one_weight(targets.cpu(), 0.0), atol=1 / 255)
+
+
+def test_an_image_size_whose_buffers_do_not_fit_is_refused_before_allocating(files, monkeypatch):
+    """image_size=4000 (or 100000) was killed for memory with no message; the buffers are estimated first."""
+    import ffmix.system
+    monkeypatch.setattr(ffmix.system, "available_memory", lambda: 8 * 2 ** 30)
+    for size, batch in [(100000, 2), (4000, 16)]:
+        with pytest.raises(ValueError, match=rf"batches of {batch} images of {size}x{size} .* would take about "
+                                             r"[\d,.]+ GiB of memory, but only 8.0 GiB is available") as caught:
+            make_loader(files["noise"], batch_size=batch, image_size=size, mixup_alpha=0.5)
+        assert "lower image_size=, batch_size= or batches_ahead=" in str(caught.value)
+    # 16 images of 1000x1000 to float32: 5 slots x 16 x 15 MB = 1.1 GiB, within 80% of 8 GiB
+    with make_loader(files["noise"], batch_size=16, image_size=1000, num_workers=1) as loader:
+        assert loader.meta.num_samples == 200
+
+
+def test_a_batch_of_one_is_refused_when_asked_to_mix(files):
+    """A batch of one has no partner to mix with: it came back unmixed without a word."""
+    with pytest.raises(ValueError, match="batch_size=1 cannot mix"):
+        make_loader(files["noise"], batch_size=1, mixup_alpha=0.4)
+    with make_loader(files["noise"], batch_size=1, targets="label") as plain:  # unmixed: fine
+        assert len(plain) == 200

@@ -9,7 +9,7 @@ from PIL import Image
 import datagen
 from ffmix import cli
 from ffmix.convert import convert_arrays
-from ffmix.preview import CAPTION_PX, PAD_PX, TITLE_PX, caption, grid_layout, mixed_batch, top_two
+from ffmix.preview import CAPTION_PX, PAD_PX, caption, grid_layout, mixed_batch, title_px, top_two
 
 NAMES = ["T-shirt", "Trouser", "Pullover", "Dress"]
 
@@ -29,7 +29,8 @@ def test_preview_writes_a_png_of_the_expected_size(gray_beton, tmp_path, capsys)
     assert code == 0, capsys.readouterr().err
     # 28 px images enlarged 5x (the smallest whole factor reaching 128 px): 4 columns, 3 rows of 140 px tiles
     width = PAD_PX + 4 * (140 + PAD_PX)
-    height = TITLE_PX + 3 * (140 + CAPTION_PX + PAD_PX) + PAD_PX
+    # the settings line (about 690 px of 9 pt text) wraps once in 600 px: three title lines above the grid
+    height = title_px(3) + 3 * (140 + CAPTION_PX + PAD_PX) + PAD_PX
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (width, height)
         pixels = np.asarray(image.convert("L"))
@@ -69,7 +70,10 @@ def test_preview_needs_an_image_size_for_varying_images(tmp_path, capsys):
     assert "--image-size" in capsys.readouterr().err
     assert cli.main(["preview", str(beton), "--out", str(out), "--image-size", "16", "--count", "4"]) == 0
     with Image.open(out) as image:
-        assert image.size == grid_layout(4, 16, 16, 128)[3:]
+        width, height = image.size
+    # 280 px wide: the title wraps to more lines, each adding one line's height above the grid
+    assert width == grid_layout(4, 16, 16, 128)[3]
+    assert height in [grid_layout(4, 16, 16, 128, title_lines=n)[4] for n in range(3, 9)]
 
 
 def test_preview_rejects_bad_options(gray_beton, tmp_path, capsys):
@@ -78,3 +82,70 @@ def test_preview_rejects_bad_options(gray_beton, tmp_path, capsys):
     assert cli.main(["preview", str(tmp_path / "missing.beton"), "--out", str(tmp_path / "g.png")]) == 1
     assert "missing.beton" in capsys.readouterr().err
     assert cli.main(["preview", str(gray_beton), "--out", str(tmp_path / "g.png"), "--count", "0"]) == 1
+
+
+def test_a_full_disk_leaves_an_existing_png_whole_and_names_it(gray_beton, tmp_path, capsys, monkeypatch):
+    """With the disk full, preview once truncated the existing PNG in place and named no file. The disk fills
+    (RLIMIT_FSIZE) when matplotlib starts saving, whether to a file or to memory, and stays full after."""
+    from matplotlib.figure import Figure
+
+    from fsize import set_file_size_limit
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"\x89PNG an earlier grid")
+    undo = []
+    real_savefig = Figure.savefig
+
+    def savefig_on_a_full_disk(self, *args, **kwargs):
+        undo.append(set_file_size_limit(1000))
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig_on_a_full_disk)
+    try:
+        code = cli.main(["preview", str(gray_beton), "--out", str(out), "--count", "4"])
+    finally:
+        for step in undo:
+            step()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith(f"ffmix preview: error: cannot write {out}: "), err
+    assert ".tmp" not in err and "Traceback" not in err
+    assert out.read_bytes() == b"\x89PNG an earlier grid"
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_an_unwritable_out_is_refused_before_the_batch_is_made(tmp_path, capsys, monkeypatch):
+    import ffmix.preview as preview
+    monkeypatch.setattr(preview, "mixed_batch", lambda *a, **k: pytest.fail("the batch was made first"))
+    (tmp_path / "a-file").write_text("x")
+    code = cli.main(["preview", str(tmp_path / "any.beton"), "--out", str(tmp_path / "a-file" / "grid.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("ffmix preview: error: cannot write --out ") and "is not a folder" in err
+
+
+def test_a_count_above_the_files_images_is_said_once(gray_beton, tmp_path, capsys):
+    code = cli.main(["preview", str(gray_beton), "--out", str(tmp_path / "g.png"), "--count", "50"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("warning") == 1 and "ffmix preview: warning: --count 50 is more than the 40 images" in err
+
+
+def test_a_long_title_on_a_narrow_grid_stays_above_the_tiles(tmp_path, monkeypatch):
+    """The title was wrapped by matplotlib after the layout was fixed, over the first row of tiles."""
+    import matplotlib.pyplot as plt
+
+    import ffmix.preview as preview
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    images = np.full((2, 8, 8, 1), 128, np.uint8)
+    targets = np.array([[1.0, 0.0], [0.4, 0.6]], np.float32)
+    title = "narrow.beton: 2 images, raw pixels\n" + ", ".join(f"setting_{k}={k / 7:.3f}" for k in range(12))
+    width, height = preview.draw_grid(images, targets, ["a", "b"], tmp_path / "g.png", title=title, tile_px=64)
+    figure = kept[0]
+    renderer = figure.canvas.get_renderer()
+    title_box = figure.texts[0].get_window_extent(renderer)
+    tiles_top = max(axis.get_window_extent(renderer).y1 for axis in figure.axes)
+    assert title_box.y0 > tiles_top, (title_box, tiles_top)   # display y grows upwards
+    assert title_box.x1 <= width and height > preview.TITLE_PX + 64 + CAPTION_PX
+    with Image.open(tmp_path / "g.png") as image:
+        assert image.size == (width, height)
+    monkeypatch.undo()
+    plt.close(figure)

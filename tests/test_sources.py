@@ -319,7 +319,7 @@ def test_missing_source_and_unknown_format(tmp_path):
         open_source(tmp_path / "file.bin")
     with pytest.raises(FfmixError, match="unknown format 'tfrecord'"):
         open_source(tmp_path, format="tfrecord")
-    with pytest.raises(FfmixError, match="--label-kind applies to cifar100 only"):
+    with pytest.raises(FfmixError, match="label_kind applies to cifar100 only"):
         open_source(tmp_path, format="idx", label_kind="coarse")
 
 
@@ -333,6 +333,65 @@ def test_check_labels_rules():
             check_labels(bad, "x")
     with pytest.raises(FfmixError, match="only 3 classes"):
         check_labels([0, 3], "x", num_classes=3)
+
+
+def test_a_stray_label_is_refused_before_its_classes_are_allocated():
+    """One label of 2**40 once built 2**40 class names (24 GB, then a MemoryError "bug"); 99999 among 20
+    images silently made a 100,000-class dataset. Both are refused, naming the keyword that accepts them."""
+    import tracemalloc
+    images = np.zeros((20, 4, 4), np.uint8)
+    for stray, problem in [(3 * 10 ** 6, "more than ffmix handles"), (2 ** 40, "more than ffmix handles"),
+                           (99999, "would make 100000 classes for 20 samples")]:
+        labels = [0] * 19 + [stray]
+        tracemalloc.start()
+        try:
+            with pytest.raises(FfmixError, match=problem) as caught:
+                ArraySource(images, labels)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert "label 19 is" in str(caught.value) and "--" not in str(caught.value)
+        assert peak < 4 << 20, f"{peak} bytes allocated before refusing label {stray}"
+    assert "num_classes=100000" in str(caught.value)
+    stated = ArraySource(images, [0] * 19 + [99999], num_classes=100000)
+    assert stated.num_classes == 100000 and stated.class_names[-1] == "99999"
+    # a few sparse labels among few images stay fine: that is a subset, not a stray label
+    assert ArraySource(images, [0] * 19 + [999]).num_classes == 1000
+    with pytest.raises(FfmixError, match="num_classes=10 allows 0..9"):
+        ArraySource(images, [0] * 19 + [10], num_classes=10)
+    with pytest.raises(FfmixError, match="num_classes must be a positive integer"):
+        ArraySource(images, [0] * 20, num_classes=0)
+    with pytest.raises(FfmixError, match="2 class names but num_classes=3"):
+        ArraySource(images, [0] * 19 + [1], class_names=["a", "b"], num_classes=3)
+
+
+def test_a_stated_class_count_applies_to_every_index_labelled_format(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0, 1, 5000]))
+    with pytest.raises(FfmixError, match="num_classes=5001"):
+        open_source(tmp_path / "d.npz")
+    assert open_source(tmp_path / "d.npz", num_classes=5001).num_classes == 5001
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+    (tmp_path / "list.csv").write_text("a.png,0\nb.png,4000\n")
+    with pytest.raises(FfmixError, match="would make 4001 classes for 2 samples"):
+        open_source(tmp_path / "list.csv")
+    folder = tmp_path / "folder"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / name / "x.png")
+    with pytest.raises(FfmixError, match="has 2 classes but num_classes=3"):
+        open_source(folder, num_classes=3)
+
+
+def test_a_string_of_class_names_and_bool_labels_are_refused():
+    """class_names="abcd" became four classes a, b, c, d; a label True became class 1."""
+    images = np.zeros((4, 4, 4), np.uint8)
+    with pytest.raises(FfmixError, match="class_names must be a list of names, one per class, got the string 'abcd'"):
+        ArraySource(images, [0, 1, 2, 3], class_names="abcd")
+    for labels in ([0, True, 2, 3], (0, 1, 2, np.True_)):
+        with pytest.raises(FfmixError, match="labels must be integers; label [13] is "):
+            check_labels(labels, "x")
+    assert check_labels([0, 1, 2, 3], "x").tolist() == [0, 1, 2, 3]
 
 
 def test_array_source_accepts_lists_of_sizes():
@@ -473,7 +532,7 @@ def test_file_list_options_that_do_not_apply(tmp_path):
     (tmp_path / "list.csv").write_text("img/img_000.png,0\n")
     with pytest.raises(FfmixError, match="no splits"):
         open_source(tmp_path / "list.csv", split="train")
-    with pytest.raises(FfmixError, match="--class-names applies to file lists and shards only"):
+    with pytest.raises(FfmixError, match="class_names_file applies to file lists and shards only"):
         open_source(tmp_path, format="imagefolder", class_names_file=tmp_path / "list.csv")
 
 

@@ -22,7 +22,7 @@ import torch
 from ffmix import cli
 from ffmix.convert import convert_arrays
 from ffmix.distributed import torchrun_command
-from ffmix.errors import FfmixError
+from ffmix.errors import FfmixError, FfmixWarning
 from ffmix.system import resolve_device
 from ffmix.train import ARTIFACTS, Config, LrShape, config_to_argv, configure_parser, make_loss
 from ffmix.train.config import auto_batch_size, default_lr, default_warmup_steps, resolve
@@ -72,6 +72,7 @@ def data(tmp_path_factory):
         "val_3_classes": write_beton(folder / "val3.beton", 48, 16, seed=3, num_classes=3),
         "val_12px": write_beton(folder / "val12.beton", 48, 12, seed=4),
         "train_16_images": write_beton(folder / "small.beton", 16, 16, seed=5),
+        "train_other": write_beton(folder / "other.beton", TRAIN_SAMPLES, 16, seed=7),  # same shape and counts
     }
 
 
@@ -129,10 +130,11 @@ def test_epoch_lines_and_summary(data, tmp_path, capsys):
     lines = out.strip().splitlines()
     epoch_line = next(line for line in lines if line.startswith("epoch"))
     metrics = read_metrics(tmp_path / "run")[0]
+    assert metrics["mixing"] is False, "both alphas 0 (the defaults): nothing was mixed"
     assert f"train loss {metrics['train_loss']:.4f}" in epoch_line
     assert f"val acc {100 * metrics['val_acc']:6.2f}%" in epoch_line and "img/s" in epoch_line
     assert f"data wait {100 * metrics['data_wait_share']:4.1f}%" in epoch_line
-    assert lines[-1].startswith("done: 1 epochs") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
+    assert lines[-1].startswith("done: 1 epoch in") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
     assert f"{100 * metrics['data_wait_share']:.1f}% of step time waiting for data" in lines[-1]
 
 
@@ -310,6 +312,43 @@ def test_resume_with_other_processes_or_device_is_refused(data, full_run, tmp_pa
         assert snapshot(run_dir) == before
 
 
+def test_resume_with_other_data_of_the_same_shape_is_refused_naming_the_file(data, full_run, tmp_path, capsys):
+    """Another file of the same shape, count and classes differs only in content: the fingerprint tells."""
+    run_dir = tmp_path / "other-data"
+    shutil.copytree(full_run, run_dir)
+    before = snapshot(run_dir)
+    message = assert_refused(data_args(data, train="train_other") + RECIPE + ["--out", run_dir, "--resume"],
+                             capsys, f"--train {data['train_other']} is not the file this run was trained with",
+                             f"the run used {data['train']}", "fingerprint")
+    assert "--val" not in message.split("incompatible")[1]
+    assert_refused(data_args(data, val="train_other") + RECIPE + ["--out", run_dir, "--resume"], capsys,
+                   f"--val {data['train_other']} is not the file", "num_samples 128 then, 256 now")
+    # the same file moved elsewhere is the same data
+    moved = tmp_path / "moved.beton"
+    shutil.copy(data["train"], moved)
+    shutil.copy(f"{data['train']}.json", f"{moved}.json")
+    code, out, err = train(["--train", moved, "--val", data["val"]] + RECIPE + ["--out", run_dir, "--resume"],
+                           capsys)
+    assert code == 0 and "nothing to do" in out, err
+    assert snapshot(run_dir) == before
+
+
+def test_resume_compares_label_counts_even_without_a_fingerprint(data, full_run, tmp_path, capsys):
+    run_dir = tmp_path / "counts"
+    shutil.copytree(full_run, run_dir)
+    checkpoint = state_of(run_dir / "last.pt")
+    checkpoint["data"]["fingerprint"] = None       # as from a sidecar older than fingerprints
+    checkpoint["data"]["label_counts"] = [65, 63, 64, 64]
+    torch.save(checkpoint, run_dir / "last.pt")
+    sidecar = json.loads(Path(f"{data['train']}.json").read_text())
+    sidecar["beton_fingerprint"] = None
+    old = tmp_path / "old.beton"
+    shutil.copy(data["train"], old)
+    Path(f"{old}.json").write_text(json.dumps(sidecar))
+    assert_refused(["--train", old, "--val", data["val"]] + RECIPE + ["--out", run_dir, "--resume"], capsys,
+                   f"--train {old} is not the file", "other label counts")
+
+
 def test_resuming_a_finished_run_changes_nothing(data, full_run, capsys):
     before = snapshot(full_run)
     code, out, err = train(data_args(data) + RECIPE + ["--out", full_run, "--resume"], capsys)
@@ -352,9 +391,112 @@ def test_train_and_val_must_agree(data, tmp_path, capsys):
     assert not run_dir.exists()
 
 
+def test_misleading_input_messages_say_what_is_wrong_and_the_fix(data, tmp_path, capsys):
+    """A folder was "no such file"; a grayscale/colour pair had no fix; a plain FFCV file pointed to num_classes=."""
+    run_dir = tmp_path / "run"
+    assert_refused(["--train", tmp_path, "--val", data["val"], "--out", run_dir], capsys,
+                   f"--train {tmp_path} is a folder")
+    colour = tmp_path / "colour.beton"
+    images, labels = pattern_images(48, 16, seed=6)
+    convert_arrays(np.repeat(images[..., None], 3, axis=3), labels, colour,
+                   class_names=[f"c{k}" for k in range(NUM_CLASSES)])
+    assert_refused(["--train", data["train"], "--val", colour, "--out", run_dir], capsys,
+                   "--train has 1-channel images but --val has 3", "convert both from the same kind of source")
+    plain = tmp_path / "plain.beton"
+    shutil.copy(data["train"], plain)
+    message = assert_refused(["--train", plain, "--val", data["val"], "--out", run_dir], capsys, "no ffmix metadata")
+    assert "num_classes" not in message
+    assert not run_dir.exists()
+
+
+def test_a_run_interrupted_in_its_first_epoch_is_restarted_with_overwrite(data, full_run, tmp_path, capsys):
+    """After Ctrl-C in epoch 1, --resume said "run without --resume" and running without said "pass --resume"."""
+    run_dir = tmp_path / "cut-short"
+    run_dir.mkdir()
+    shutil.copy(full_run / "config.json", run_dir / "config.json")   # what a first epoch leaves when cut short
+    for extra in (["--resume"], []):
+        message = assert_refused(data_args(data) + RECIPE + ["--out", run_dir] + extra, capsys,
+                                 "finished no epoch", "--overwrite")
+        assert "pass --resume" not in message and "without --resume to start" not in message
+
+
+def test_nonsense_options_are_refused_before_anything_is_written(data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert_refused(data_args(data, val="train") + ["--out", run_dir], capsys, "--train and --val are the same file")
+    assert_refused(data_args(data) + ["--out", run_dir, "--resume", "--overwrite"], capsys, "pass one of them")
+    assert_refused(data_args(data) + ["--out", ""], capsys, "--out is empty")
+    assert_refused(data_args(data) + ["--out", run_dir, "--mixup-alpha", "0.2", "--batch-size", "2", "--nproc", "2"],
+                   capsys, "leaves 1 image per batch, which cannot mix")
+    assert not run_dir.exists()
+
+
+class FakeRanks:
+    """Stands in for the torchrun process: each wait() gives the next outcome (an exit code, or an exception)."""
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+
+    def wait(self):
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def test_an_interruption_is_reported_in_one_line(data, tmp_path, capsys, monkeypatch):
+    """Ctrl-C printed "interrupted" up to three times: the epoch's hint, the CLI, and the --nproc launcher."""
+    import ffmix.train
+    from ffmix.train import loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
+    argv = data_args(data) + ["--model", "tiny", "--epochs", "2", "--batch-size", "64", "--out", tmp_path / "r"]
+    code, out, err = train(argv, capsys)
+    assert code == 130 and "interrupted" not in out
+    assert err.strip() == "ffmix train: interrupted in epoch 1; no epoch finished, so there is nothing to resume"
+    monkeypatch.setenv("RANK", "1")   # another rank under torchrun: rank 0 says it
+    code, out, err = train(argv + ["--overwrite"], capsys)
+    assert code == 130 and "interrupted" not in out + err
+    monkeypatch.delenv("RANK")
+    monkeypatch.setattr(ffmix.train.subprocess, "Popen", lambda command, env: FakeRanks([KeyboardInterrupt(), 130]))
+    code, out, err = train(data_args(data) + ["--out", tmp_path / "r2", "--nproc", "2", "--device", "cpu"], capsys)
+    assert code == 130 and "interrupted" not in out + err, "the launcher leaves the line to rank 0"
+
+
+def test_more_processes_than_cores_and_a_rounded_batch_are_said_once(data, tmp_path, capsys, monkeypatch):
+    """--nproc 3 on 2 cores ran silently, and the automatic batch of 16 silently became 15."""
+    import ffmix.train
+    from ffmix.train.loop import warn_if_batch_rounded
+    started = []
+    monkeypatch.setattr(ffmix.train, "available_cpus", lambda: 2)
+    monkeypatch.setattr(ffmix.train.subprocess, "Popen", lambda command, env: started.append(command) or FakeRanks([0]))
+    code, _, err = train(data_args(data) + ["--out", tmp_path / "r", "--nproc", "3", "--device", "cpu"], capsys)
+    assert code == 0 and len(started) == 1
+    assert err.count("warning") == 1 and "ffmix train: warning: --nproc 3 starts more processes than the 2" in err
+    with pytest.warns(FfmixWarning, match="automatic batch size 16 does not divide over 3 processes; using 15"):
+        warn_if_batch_rounded(1000, 3)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_batch_rounded(1000, 2)   # 16 divides over 2: nothing to say
+
+
 def test_batch_larger_than_the_dataset_is_refused(data, tmp_path, capsys):
     assert_refused(data_args(data, train="train_16_images") + ["--batch-size", "32", "--out", tmp_path / "r"],
                    capsys, "--batch-size 32", "16 training images")
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_image_size_that_cannot_fit_is_refused_in_one_line(data, tmp_path, capsys, monkeypatch):
+    """--image-size 4000 was killed for memory with no message, and with --nproc 2 crashed with 106 lines."""
+    import ffmix.system
+    monkeypatch.setattr(ffmix.system, "available_memory", lambda: 8 * 2 ** 30)
+    for extra in ([], ["--nproc", "2"]):
+        assert_refused(data_args(data) + ["--image-size", "4000", "--batch-size", "32", "--device", "cpu",
+                                          "--out", tmp_path / "r"] + extra, capsys,
+                       "batches of 32 images of 4000x4000", "only 8.0 GiB is available", "lower --image-size")
     assert not (tmp_path / "r").exists()
 
 
@@ -424,7 +566,38 @@ def test_config_round_trips_through_the_command_line_nproc_uses():
     assert again == config
     command = torchrun_command(2, config_to_argv(config))
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc-per-node=2" in command
-    assert command[command.index("ffmix.cli") + 1:] == config_to_argv(config)
+    assert command[-len(config_to_argv(config)):] == config_to_argv(config)
+
+
+def impostor_folder(tmp_path: Path) -> Path:
+    """A folder holding another ``ffmix/`` package, which says so and fails when imported."""
+    folder = tmp_path / "elsewhere"
+    (folder / "ffmix").mkdir(parents=True)
+    (folder / "ffmix" / "__init__.py").write_text("raise SystemExit('IMPOSTOR ffmix imported')\n")
+    (folder / "ffmix" / "cli.py").write_text("")
+    return folder
+
+
+def test_scripts_run_the_checkouts_ffmix_from_any_folder(data, tmp_path):
+    folder = impostor_folder(tmp_path)
+    result = subprocess.run([str(REPO / "train"), "--train", str(tmp_path / "x.beton"), "--val", "y.beton"],
+                            capture_output=True, text=True, cwd=folder, timeout=SUBPROCESS_TIMEOUT)
+    assert "IMPOSTOR" not in result.stderr and "no such file" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_nproc_ranks_run_the_parents_ffmix_not_the_current_folders(data, full_run, tmp_path):
+    """Ranks were started as `python -m ffmix.cli`, which imports ffmix from the current folder first."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(full_run, run_dir)
+    folder = impostor_folder(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
+    result = subprocess.run([str(REPO / "train"), *map(str, data_args(data)), *RECIPE, "--out", str(run_dir),
+                             "--resume", "--nproc", "2"], capture_output=True, text=True, cwd=folder, env=env,
+                            timeout=SUBPROCESS_TIMEOUT)
+    assert "IMPOSTOR" not in result.stderr, result.stderr[-3000:]
+    # the ranks got as far as the real ffmix takes them: comparing the checkpoint
+    assert "1 process(es) in the checkpoint but 2 now" in result.stderr, result.stderr[-3000:]
 
 
 # ------------------------------------------------------------------------------------------- distributed

@@ -69,8 +69,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="start-up: fresh processes with the Numba cache warm (default 3; --quick 1)")
     parser.add_argument("--cold-runs", type=int, default=None, metavar="N",
                         help="start-up: fresh processes with an empty Numba cache (default 1; --quick 0)")
-    parser.add_argument("--fmnist", default="/usr/share/datasets/fashion-mnist", metavar="DIR",
-                        help="Fashion-MNIST IDX folder (a synthetic 28x28 stand-in is used if missing)")
+    parser.add_argument("--fmnist", default=None, metavar="DIR",
+                        help="Fashion-MNIST IDX folder (default: /usr/share/datasets/fashion-mnist when it is "
+                             "there, else a synthetic 28x28 stand-in; a folder given here must hold it)")
     parser.add_argument("--work-dir", default=None, metavar="DIR",
                         help="keep the generated datasets here and reuse them (default: a temporary folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,6 +107,10 @@ def _settings(args) -> Dict[str, object]:
     if unknown or not datasets:
         raise FfmixError(f"--datasets takes a comma-separated list of fmnist, rgb32, jpeg224; got {listed!r}")
     settings["datasets"] = datasets
+    from .data import has_fmnist
+    if args.fmnist is not None and not has_fmnist(Path(args.fmnist)):  # asked for, so no quiet stand-in
+        raise FfmixError(f"--fmnist {args.fmnist} is not a Fashion-MNIST IDX folder (it needs "
+                         "train-images-idx3-ubyte[.gz]); fix the path, or drop --fmnist for the synthetic stand-in")
     from .e2e import PIPELINES
     if args.pipelines is None:
         settings["pipelines"] = list(PIPELINES)
@@ -147,8 +152,7 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, name, None)
         if value is True:
             words.append(option)
-        elif value not in (None, False) and not (name == "device" and value == "cpu") \
-                and not (name == "fmnist" and value == "/usr/share/datasets/fashion-mnist"):
+        elif value not in (None, False) and not (name == "device" and value == "cpu"):
             words += [option, str(value)]
     return " ".join(shlex.quote(w) for w in words)
 
@@ -165,14 +169,25 @@ def json_path(target: str, header: Dict[str, object], quick: bool, section: str 
     return Path(target) / f"{str(header['date'])[:10]}-{machine[:60]}{suffix}.json"
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json and --plot can be written (FfmixError naming the option otherwise), checked before measuring."""
+    from ..system import check_writable
     for name in ("json", "plot"):
         target = getattr(args, name)
-        folder_ok = name == "json" and target is not None and target.endswith(("/", os.sep))
-        if target is not None and Path(target).is_dir() and not folder_ok:
+        if target is None:
+            continue
+        if name == "json" and target.endswith(("/", os.sep)):  # a folder for DATE-MACHINE.json
+            check_writable(Path(target) / "DATE-MACHINE.json", option_name=name, create_parents=True)
+            continue
+        if Path(target).is_dir():
             raise FfmixError(f"--{name} {target} is a folder; give a file path"
                              + (" (or end it with / for DATE-MACHINE.json there)" if name == "json" else ""))
+        check_writable(target, option_name=name, create_parents=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _check_outputs(args)  # a run of minutes must not be lost to an output path found unusable at the end
     started = time.perf_counter()
     from tqdm import tqdm
 
@@ -196,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     config = {k: v for k, v in settings.items()}
 
     needs_data = any(s in sections for s in ("e2e", "scaling", "startup"))
-    specs = {s.name: s for s in data.standard_specs(quick, Path(args.fmnist))}
+    fmnist = Path(args.fmnist) if args.fmnist else data.FASHION_MNIST
+    specs = {s.name: s for s in data.standard_specs(quick, fmnist)}
     wanted = [specs[name] for name in settings["datasets"]] if "e2e" in sections else []
     if any(s in sections for s in ("scaling", "startup")) and specs["rgb32"] not in wanted:
         wanted.append(specs["rgb32"])
@@ -269,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             mark = _lap(section_s, "startup", mark)
             if "collate" in sections:
                 results["collate"] = collate.run_collate(
-                    quick=quick, fmnist=Path(args.fmnist), batch_size=settings["batch_size"], workers=workers,
+                    quick=quick, fmnist=fmnist, batch_size=settings["batch_size"], workers=workers,
                     runs=runs, min_run_s=settings["min_run_s"], progress=progress)
             _lap(section_s, "collate", mark)
     finally:

@@ -21,6 +21,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..system import atomic_write
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATA_VERSION = 1  # bump when the generators change, so stale work folders are regenerated
 
@@ -85,9 +87,14 @@ class BenchDataset:
                 f"{self.num_classes} classes")
 
 
+def has_fmnist(folder: Path) -> bool:
+    """Whether ``folder`` holds Fashion-MNIST's training images as IDX files."""
+    return folder.is_dir() and any(folder.glob("train-images-idx3-ubyte*"))
+
+
 def standard_specs(quick: bool, fmnist_path: Path = FASHION_MNIST) -> List[DatasetSpec]:
     """The three benchmark datasets at full or ``--quick`` size."""
-    have_fmnist = fmnist_path.is_dir() and any(fmnist_path.glob("train-images-idx3-ubyte*"))
+    have_fmnist = has_fmnist(fmnist_path)
     fmnist = DatasetSpec(
         name="fmnist", title="Fashion-MNIST train" if have_fmnist else "28x28 gray (synthetic; no Fashion-MNIST)",
         count=2048 if quick else 60000, channels=1, size=(28, 28),
@@ -133,7 +140,7 @@ def prepare(spec: DatasetSpec, folder: Path, workers: int) -> BenchDataset:
     else:
         dataset = _array_dataset(spec, folder, beton, fresh, workers)
     if not fresh:
-        stamp.write_text(wanted)
+        atomic_write(stamp, wanted)
     return dataset
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..system import atomic_write
 from .report import fmt_rate, table
 
 ACCURACY_GOAL = 0.94
@@ -173,8 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = summarize(args.folder)
     text = render(summary)
     print(text)
-    (args.folder / "summary.md").write_text(text + "\n")
-    (args.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(args.folder / "summary.md", text + "\n")
+    atomic_write(args.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     return 0 if summary["ok"] else 1
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import FfmixError
-from ..system import atomic_write
+from ..system import atomic_write, write_figure
 
 # (section, where, ffmix row, other row, comparison, threshold, what) for ratios of images/s;
 # "ops_memcpy" compares ffmix time to the memcpy time of the same batch; "startup" warm first-batch times.
@@ -302,9 +302,7 @@ def render(report: dict) -> str:
 # ------------------------------------------------------------------------------------------ json, plot
 
 def write_json(report: dict, path: os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(report, indent=2, default=_plain))
+    atomic_write(path, json.dumps(report, indent=2, default=_plain), option_name="json", create_parents=True)
 
 
 def _plain(value):
@@ -379,10 +377,10 @@ def write_plot(report: dict, path: os.PathLike) -> None:
     figure.suptitle(f"ffmix bench, {machine['date'][:10]}: {machine['cpu']}, {machine['cores']} cores, "
                     f"{report['config']['workers']} workers", fontsize=11)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        write_figure(figure, path, option_name="plot", dpi=110)
+    finally:
+        plt.close(figure)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

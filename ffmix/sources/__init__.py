@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..errors import FfmixError
+from ..errors import FfmixError, option
 from .base import ArraySource, BadSampleError, SourceDataset
 
 FORMATS = ("imagefolder", "filelist", "cifar10", "cifar100", "idx", "npz", "parquet", "webdataset")
@@ -56,7 +56,8 @@ def detect_format(path: os.PathLike) -> str:
         if path.suffix.lower() in (".csv", ".tsv", ".txt", ".lst"):
             return "filelist"
         raise FfmixError(f"cannot tell the format of file {path}: expected an .npz, an IDX images file "
-                         "(*-images-idx3-ubyte[.gz]) or a file list (.csv/.tsv/.txt/.lst); pass --format")
+                         "(*-images-idx3-ubyte[.gz]) or a file list (.csv/.tsv/.txt/.lst); pass "
+                         f"{option('format')}")
     variant = cifar.detect_variant(path)
     if variant is not None:
         return variant
@@ -71,57 +72,72 @@ def detect_format(path: os.PathLike) -> str:
     if has_folders:
         return "imagefolder"
     raise FfmixError(f"cannot tell the format of {path}: it holds no class folders, CIFAR batches or IDX "
-                     "files; pass --format (one of: " + ", ".join(FORMATS) + ")")
+                     f"files; pass {option('format')} (one of: " + ", ".join(FORMATS) + ")")
 
 
 def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional[str] = None,
                 label_kind: Optional[str] = None, class_names_file: Optional[os.PathLike] = None,
                 progress: bool = False, image_column: Optional[str] = None, label_column: Optional[str] = None,
-                json_label: Optional[str] = None) -> SourceDataset:
+                json_label: Optional[str] = None, num_classes: Optional[int] = None) -> SourceDataset:
     """Open ``path`` as a dataset of ``format`` (detected when ``None``).
 
     ``split`` (``train``/``test``) selects a split where the format has them; ``label_kind``
     (``fine``/``coarse``) applies to CIFAR-100 only; ``class_names_file`` (one name per line) to file lists
     and shards only; ``image_column``/``label_column`` to parquet only; ``json_label`` (the label's field in each
-    sample's ``json`` member) to WebDataset shards only. ``progress`` shows a bar while a folder, list of files or
-    shards are checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
-    a missing or unreadable source, an unknown format, an option the format does not take, or bad content.
+    sample's ``json`` member) to WebDataset shards only. ``num_classes`` states the class count (checked against
+    what the source shows; see ``base.class_count``). ``progress`` shows a bar while a folder, list of files or
+    shards are checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for a missing or unreadable source, an
+    unknown format, an option the format does not take, or bad content.
     """
+    dataset = _open(path, format=format, split=split, label_kind=label_kind, class_names_file=class_names_file,
+                    progress=progress, image_column=image_column, label_column=label_column,
+                    json_label=json_label, num_classes=num_classes)
+    if num_classes is not None and dataset.num_classes != num_classes:
+        raise FfmixError(f"{path} has {dataset.num_classes} classes but "
+                         f"{option('num_classes', num_classes)}; drop {option('num_classes')} or fix it")
+    return dataset
+
+
+def _open(path, *, format, split, label_kind, class_names_file, progress, image_column, label_column, json_label,
+          num_classes) -> SourceDataset:
     if format is None:
         format = detect_format(path)
     if format not in FORMATS:
         raise FfmixError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if (image_column is not None or label_column is not None) and format != "parquet":
-        raise FfmixError(f"--image-column and --label-column apply to parquet only, not to {format}")
+        raise FfmixError(f"{option('image_column')} and {option('label_column')} apply to parquet only, "
+                         f"not to {format}")
     if json_label is not None and format != "webdataset":
-        raise FfmixError(f"--json-label applies to WebDataset shards only, not to {format}")
+        raise FfmixError(f"{option('json_label')} applies to WebDataset shards only, not to {format}")
     if format in SHARD_FORMATS:
         return _open_shards(path, format, split, class_names_file, progress, image_column, label_column,
                             json_label)
     path = Path(path)
     _check_readable(path)
     if label_kind is not None and format != "cifar100":
-        raise FfmixError(f"--label-kind applies to cifar100 only, not to {format}")
+        raise FfmixError(f"{option('label_kind')} applies to cifar100 only, not to {format}")
     if class_names_file is not None and format != "filelist":
-        raise FfmixError(f"--class-names applies to file lists and shards only, not to {format}")
+        raise FfmixError(f"{option('class_names_file', flag='--class-names')} applies to file lists and shards "
+                         f"only, not to {format}")
     if format == "filelist":
         from .filelist import FileListSource
         if split is not None:
-            raise FfmixError("a file list has no splits; drop --split (write one list per split)")
+            raise FfmixError(f"a file list has no splits; drop {option('split')} (write one list per split)")
         if path.is_dir():
             raise FfmixError(f"{path} is a folder; a file list source is a .csv/.tsv file of path,label rows")
-        return FileListSource(path, class_names_file=class_names_file, progress=progress)
+        return FileListSource(path, class_names_file=class_names_file, progress=progress,
+                              num_classes=num_classes)
     if format == "npz":
         from .npz import NpzSource
         if split is not None:
-            raise FfmixError("an .npz source has no splits; drop --split (write one .npz per split)")
-        return NpzSource(path)
+            raise FfmixError(f"an .npz source has no splits; drop {option('split')} (write one .npz per split)")
+        return NpzSource(path, num_classes=num_classes)
     if format in ("cifar10", "cifar100"):
         from .cifar import CifarSource
         return CifarSource(path, variant=format, split=split or "train", label_kind=label_kind or "fine")
     if format == "idx":
         from .idx import IdxSource
-        return IdxSource(path, split=split or "train")
+        return IdxSource(path, split=split or "train", num_classes=num_classes)
     from .imagefolder import ImageFolderSource
     return ImageFolderSource(path, split=split, progress=progress)
 

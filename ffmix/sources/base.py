@@ -97,7 +97,7 @@ def as_image(array: np.ndarray, where: str) -> np.ndarray:
         raise FfmixError(f"{where}: an image has an empty side (shape {array.shape})")
     if max(array.shape[:2]) > 65535:
         raise FfmixError(f"{where}: an image side is over 65535 px (shape {array.shape}), more than FFCV "
-                         "stores; pass --max-resolution")
+                         "stores; shrink it before converting")
     return array
 
 
@@ -108,6 +108,10 @@ def check_labels(labels: Union[np.ndarray, Sequence], where: str,
     Labels must be non-negative integers (floats are accepted only when integral, e.g. 3.0), and below
     ``num_classes`` when it is given. Raises ``FfmixError`` naming ``where``, the first bad index and value.
     """
+    if not isinstance(labels, np.ndarray):  # np.asarray([True, 2]) is [1, 2]: a bool must not pass as a class
+        flagged = next((i for i, v in enumerate(labels) if isinstance(v, (bool, np.bool_))), None)
+        if flagged is not None:
+            raise FfmixError(f"{where}: labels must be integers; label {flagged} is {labels[flagged]!r}")
     try:
         values = np.asarray(labels)
     except (ValueError, TypeError) as exc:
@@ -139,35 +143,86 @@ def check_labels(labels: Union[np.ndarray, Sequence], where: str,
     return values
 
 
-def index_class_names(labels: np.ndarray) -> List[str]:
-    """Class names ``'0' .. str(max label)`` for sources that store none."""
-    count = int(labels.max()) + 1 if len(labels) else 0
-    return [str(k) for k in range(count)]
+# A class count the labels imply (largest label + 1) is trusted only within these bounds: beyond them one stray
+# label (99999 among 20 images, or 2**40) would make a dataset of that many classes, whose names alone fill the
+# memory and whose one-hot targets could not be built. A user who means it says so with num_classes.
+MAX_CLASSES = 1 << 20            # even when stated: a float32 one-hot target row of this is 4 MiB per sample
+UNSTATED_CLASS_LIMIT = 1000      # above this, more classes than samples needs num_classes
 
 
-def check_class_names(class_names: Optional[Sequence[str]], labels: np.ndarray, where: str) -> List[str]:
+def class_count(labels: np.ndarray, where: str, num_classes: Optional[int] = None) -> int:
+    """The number of classes of ``labels`` (``(N,)`` int64 from ``check_labels``): ``num_classes`` when given
+    (every label must be below it), else the largest label + 1.
+
+    Raises ``FfmixError`` before anything is allocated when the count is over ``MAX_CLASSES``, or when the
+    labels imply more than ``UNSTATED_CLASS_LIMIT`` classes and more classes than samples without
+    ``num_classes`` saying so (the sign of a stray label)."""
+    from ..errors import option
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise FfmixError(f"{option('num_classes')} must be a positive integer, got {num_classes!r}")
+        if num_classes > MAX_CLASSES:
+            raise FfmixError(f"{option('num_classes', num_classes)} is more than ffmix handles ({MAX_CLASSES} "
+                             "classes: a one-hot target row alone would take over 4 MiB per sample)")
+        if len(labels) and int(labels.max()) >= num_classes:
+            first = int(np.argmax(labels >= num_classes))
+            raise FfmixError(f"{where}: label {first} is {labels[first]}, but "
+                             f"{option('num_classes', num_classes)} allows 0..{num_classes - 1}; fix the label or raise "
+                             f"{option('num_classes')}")
+        return int(num_classes)
+    if not len(labels):
+        return 0
+    largest = int(labels.max())
+    implied = largest + 1
+    first = int(np.argmax(labels))
+    if implied > MAX_CLASSES:
+        raise FfmixError(f"{where}: label {first} is {largest}, which would make {implied} classes, more than "
+                         f"ffmix handles ({MAX_CLASSES}); fix the label")
+    if implied > UNSTATED_CLASS_LIMIT and implied > len(labels):
+        raise FfmixError(f"{where}: label {first} is {largest}, which would make {implied} classes for "
+                         f"{len(labels)} samples; fix the label, or pass {option('num_classes', implied)} "
+                         "if there really are that many classes")
+    return implied
+
+
+def index_class_names(labels: np.ndarray, where: str = "labels", num_classes: Optional[int] = None) -> List[str]:
+    """Class names ``'0' .. str(count - 1)`` for sources that store none (the count from ``class_count``)."""
+    return [str(k) for k in range(class_count(labels, where, num_classes))]
+
+
+def check_class_names(class_names: Optional[Sequence[str]], labels: np.ndarray, where: str,
+                      num_classes: Optional[int] = None) -> List[str]:
     """``class_names`` as a list of str covering every label, or index names when ``None``."""
+    from ..errors import option
     if class_names is None:
-        return index_class_names(labels)
+        return index_class_names(labels, where, num_classes)
+    if isinstance(class_names, (str, bytes)):  # a string is a sequence too: "abcd" would be four classes
+        raise FfmixError(f"{where}: {option('class_names')} must be a list of names, one per class, got the "
+                         f"string {class_names!r}")
     names = [str(n) for n in class_names]
     if len(set(names)) != len(names):
         raise FfmixError(f"{where}: class names must be unique, got {names}")
     if len(labels) and int(labels.max()) >= len(names):
         first = int(np.argmax(labels >= len(names)))
         raise FfmixError(f"{where}: label {first} is {labels[first]}, but only {len(names)} class names were given")
+    if num_classes is not None and num_classes != len(names):
+        raise FfmixError(f"{where}: {len(names)} class names but {option('num_classes', num_classes)}; "
+                         "give one name per class")
     return names
 
 
 class ArraySource(SourceDataset):
     """In-memory images: one ``(N, H, W[, 1|3])`` uint8 array, or a list of ``(H, W[, 3])`` arrays of any sizes.
 
-    Raises ``FfmixError`` for wrong dtypes or shapes, mismatched lengths, bad labels or an empty dataset.
+    ``num_classes`` states the class count when ``class_names`` are not given and the labels alone do not
+    show it (see ``class_count``). Raises ``FfmixError`` for wrong dtypes or shapes, mismatched lengths, bad
+    labels or an empty dataset.
     """
 
     name = "arrays"
 
     def __init__(self, images, labels, class_names: Optional[Sequence[str]] = None, source: str = "arrays",
-                 split: Optional[str] = None, name: str = "arrays"):
+                 split: Optional[str] = None, name: str = "arrays", num_classes: Optional[int] = None):
         self.name = name
         self.source = source
         self.split = split
@@ -189,7 +244,7 @@ class ArraySource(SourceDataset):
                              "there must be one label per image")
         if len(self.labels) == 0:
             raise FfmixError(f"{source}: the dataset is empty (0 images)")
-        self.class_names = check_class_names(class_names, self.labels, source)
+        self.class_names = check_class_names(class_names, self.labels, source, num_classes)
         if self._stacked:
             self.channels = 1 if self._images.ndim == 3 else 3
         else:

@@ -56,7 +56,7 @@ class FileListSource(ImageFilesSource):
     name = "filelist"
 
     def __init__(self, path: os.PathLike, class_names_file: Optional[os.PathLike] = None,
-                 progress: bool = False):
+                 progress: bool = False, num_classes: Optional[int] = None):
         from array import array
 
         from tqdm import tqdm
@@ -118,12 +118,14 @@ class FileListSource(ImageFilesSource):
         if not len(self.files):
             raise FfmixError(f"{where} lists no images; write one 'path,label' row per image")
         self._lines = lines
-        self.labels, self.class_names = self._resolve_labels(label_texts, first_line, label_codes, names, where)
+        self.labels, self.class_names = self._resolve_labels(label_texts, first_line, label_codes, names, where,
+                                                             num_classes)
         self.source = where
         self._refuse_duplicates(*identities.arrays(), where=where)
 
     @staticmethod
-    def _resolve_labels(label_texts: Dict[str, int], first_line: Dict[str, int], codes, names, where: str):
+    def _resolve_labels(label_texts: Dict[str, int], first_line: Dict[str, int], codes, names, where: str,
+                        num_classes: Optional[int] = None):
         texts = list(label_texts)               # in code order
         numeric = [bool(_INTEGER.match(text)) for text in texts]
         codes = np.frombuffer(codes, np.int64)
@@ -138,7 +140,8 @@ class FileListSource(ImageFilesSource):
                 text = texts[int(np.argmax(values))]
                 raise FfmixError(f"{where}, line {first_line[text]}: label {text}, but the class names file has "
                                  f"only {len(names)} names (classes 0..{len(names) - 1})")
-            return labels, (check_class_names(names, labels, where) if names else index_class_names(labels))
+            return labels, (check_class_names(names, labels, where) if names
+                             else index_class_names(labels, where, num_classes))
         if any(numeric):
             number = texts[numeric.index(True)]
             word = texts[numeric.index(False)]

@@ -100,7 +100,7 @@ class IdxSource(SourceDataset):
 
     name = "idx"
 
-    def __init__(self, path: Path, split: str = "train"):
+    def __init__(self, path: Path, split: str = "train", num_classes: Optional[int] = None):
         path = Path(path)
         if split not in SPLIT_TOKENS:
             raise FfmixError(f"unknown split {split!r} for IDX files; choose train or test")
@@ -133,10 +133,11 @@ class IdxSource(SourceDataset):
         self.images_path = images_path
         self.labels_path = labels_path
         fashion = "fashion" in str(path.resolve()).lower()
-        if fashion and int(self.labels.max()) < len(FASHION_MNIST_CLASSES):
+        if fashion and num_classes in (None, len(FASHION_MNIST_CLASSES)) \
+                and int(self.labels.max()) < len(FASHION_MNIST_CLASSES):
             self.class_names = list(FASHION_MNIST_CLASSES)
         else:
-            self.class_names = index_class_names(self.labels)
+            self.class_names = index_class_names(self.labels, str(labels_path), num_classes)
 
     @staticmethod
     def _images_file(folder: Path, split: str) -> Path:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import FfmixError, FfmixWarning
+from ..errors import FfmixError, FfmixWarning, option
 from .base import BadSampleError, PathList, SourceDataset, as_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -241,5 +241,5 @@ class ImageFolderSource(ImageFilesSource):
             if (root / name).is_dir():
                 return root / name
         wanted = " or ".join(f"{name}/" for name in SPLIT_FOLDERS.get(split, (split,)))
-        raise FfmixError(f"--split {split}: {root} has no {wanted} subfolder; drop --split to use {root} "
+        raise FfmixError(f"{option('split', split)}: {root} has no {wanted} subfolder; drop --split to use {root} "
                          "itself as the class folder root")

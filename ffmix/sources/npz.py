@@ -18,7 +18,7 @@ from .base import ArraySource
 class NpzSource(ArraySource):
     """The arrays of one ``.npz`` file (see the module docstring)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, num_classes: Optional[int] = None):
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as archive:
@@ -36,4 +36,5 @@ class NpzSource(ArraySource):
             raise FfmixError(f"cannot read {path} as an .npz: {exc}") from None
         if images.ndim not in (3, 4):
             raise FfmixError(f"{path}: 'images' must be (N, H, W) or (N, H, W, C), got shape {images.shape}")
-        super().__init__(images, labels, class_names=class_names, source=str(path), name="npz")
+        super().__init__(images, labels, class_names=class_names, source=str(path), name="npz",
+                         num_classes=num_classes)

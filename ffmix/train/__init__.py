@@ -15,11 +15,12 @@ import argparse
 import dataclasses
 import os
 import subprocess
+import warnings
 
 import torch
 
 from .. import distributed
-from ..errors import FfmixError
+from ..errors import FfmixError, FfmixWarning
 from ..system import available_cpus
 from .checkpoints import ARTIFACTS, prepare_run_dir
 from .components import LrShape, make_loss
@@ -56,10 +57,27 @@ def launch_processes(config: Config) -> int:
     node = distributed.describe_node(config.device)
     config = dataclasses.replace(config, out=str(run_dir_of(config)))  # one timestamped default for all ranks
     check_inputs(config, world_size=config.nproc)
+    if node.device.type == "cpu" and config.nproc > available_cpus():
+        warnings.warn(FfmixWarning(f"--nproc {config.nproc} starts more processes than the {available_cpus()} CPU "
+                                   "cores available; they will take turns on the cores (slower, same result)"))
     if not config.compare_mixing:
         prepare_run_dir(config, is_main=False)  # read-only checks; rank 0 creates it
     if node.device.type == "cuda" and config.nproc > torch.cuda.device_count():
         raise FfmixError(f"--nproc {config.nproc} but only {torch.cuda.device_count()} GPU(s) are visible")
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, available_cpus() // config.nproc)))
     argv = config_to_argv(dataclasses.replace(config, nproc=1))
-    return subprocess.run(distributed.torchrun_command(config.nproc, argv), env=env).returncode
+    ranks = subprocess.Popen(distributed.torchrun_command(config.nproc, argv), env=env)
+    try:
+        return ranks.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached torchrun and the ranks too: let them stop (rank 0 says where) and say nothing here
+        return wait_quietly(ranks)
+
+
+def wait_quietly(process: subprocess.Popen) -> int:
+    """Wait for ``process`` to end, through further Ctrl-Cs; returns its exit code."""
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue

@@ -2,8 +2,10 @@
 
 A resumed run must compute what the uninterrupted one would have. ``last.pt`` therefore records, beside the
 model, optimizer, schedule and RNG state, everything that decides the computation: the options (all but
-RUNTIME_KEYS), the training data's facts, the number of processes and the device type. ``load_checkpoint``
-refuses a resume where any of them differs, naming each difference.
+RUNTIME_KEYS), the facts of the training and validation data (shapes, counts, label counts and the sidecar's
+fingerprint of each .beton, so other data of the same shape is told apart even though paths may move), the
+number of processes and the device type. ``load_checkpoint`` refuses a resume where any of them differs, naming
+each difference and the file.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -38,10 +40,17 @@ def prepare_run_dir(config: Config, is_main: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise FfmixError(f"--out {run_dir} is a file, not a directory; choose another --out")
     existing = [name for name in ARTIFACTS if (run_dir / name).exists()]
-    if config.resume and not (run_dir / "last.pt").is_file():
+    resumable = (run_dir / "last.pt").is_file()
+    if config.resume and not resumable:
+        if existing:  # e.g. interrupted in its first epoch: config.json written, no checkpoint yet
+            raise FfmixError(f"--resume: the run in {run_dir} finished no epoch, so there is no checkpoint "
+                             f"(last.pt) to resume; start it again with --overwrite instead of --resume")
         raise FfmixError(f"--resume: no checkpoint to resume in {run_dir} (last.pt is missing); "
                          "run without --resume to start a new run")
     if existing and not config.resume and not config.overwrite:
+        if not resumable:
+            raise FfmixError(f"{run_dir} holds a run that finished no epoch ({', '.join(existing)}); pass "
+                             "--overwrite to start it again, or choose another --out")
         raise FfmixError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue it, "
                          "--overwrite to replace it, or choose another --out")
     if is_main:
@@ -66,17 +75,19 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
-def save_epoch(run_dir: Path, model, optimizer, scheduler, config: Config, node: Node, meta: DatasetMeta,
-               history: List[dict], best: dict) -> dict:
+def save_epoch(run_dir: Path, model, optimizer, scheduler, config: Config, node: Node,
+               metas: Tuple[DatasetMeta, DatasetMeta], history: List[dict], best: dict) -> dict:
     """After an epoch (rank 0): last.pt, best.pt when validation accuracy improved, metrics and curves.
-    Every file is written to a temporary name and renamed, so an interruption leaves the previous one."""
+    Every file is written to a temporary name and renamed, so an interruption leaves the previous one.
+    ``metas``: the training and validation sets' metadata."""
     latest = history[-1]
     if latest["val_acc"] > best["val_acc"]:
         best = {"val_acc": latest["val_acc"], "epoch": latest["epoch"]}
         save_torch({"format": CHECKPOINT_FORMAT, "epoch": latest["epoch"], "val_acc": latest["val_acc"],
                     "config": dataclasses.asdict(config), "model": model.state_dict()}, run_dir / "best.pt")
     state = {"format": CHECKPOINT_FORMAT, "epoch": latest["epoch"], "config": dataclasses.asdict(config),
-             "data": data_facts(meta), "computation": computation_facts(node), "model": model.state_dict(),
+             "data": data_facts(metas[0]), "val_data": data_facts(metas[1]), "computation": computation_facts(node),
+             "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
              "history": history, "best": best}
     save_torch(state, run_dir / "last.pt")
@@ -96,9 +107,29 @@ def write_json(path: Path, content: dict) -> None:
 
 
 def data_facts(meta: DatasetMeta) -> dict:
-    """What a checkpoint's model depends on in the training data."""
+    """What a run depends on in one dataset: its shape and counts, and which file it is (the sidecar's
+    fingerprint of the .beton, ``None`` for sidecars older than fingerprints)."""
     return {"num_classes": meta.num_classes, "channels": meta.channels, "num_samples": meta.num_samples,
-            "image_shape": list(meta.image_shape) if meta.image_shape else None}
+            "image_shape": list(meta.image_shape) if meta.image_shape else None,
+            "label_counts": list(meta.label_counts), "fingerprint": meta.beton_fingerprint}
+
+
+def data_differences(saved: Optional[dict], meta: DatasetMeta, flag_name: str, path_now: str,
+                     path_saved: Optional[str]) -> List[str]:
+    """What differs between a checkpoint's facts of one dataset (``saved``) and ``meta``, as one phrase naming
+    the file, or none. Facts an older checkpoint lacks are not compared."""
+    if saved is None:
+        return []
+    facts = data_facts(meta)
+    changed = [key for key, value in facts.items() if key in saved and saved[key] != value]
+    if not changed:
+        return []
+    shown = [f"{key} {saved[key]!r} then, {facts[key]!r} now" for key in changed
+             if key not in ("label_counts", "fingerprint")]
+    shown += ["other label counts"] * ("label_counts" in changed) + ["other content (fingerprint)"] * (
+        "fingerprint" in changed)
+    where = f"the run used {path_saved}" if path_saved and path_saved != path_now else "the run used other data"
+    return [f"{flag_name} {path_now} is not the file this run was trained with ({where}; {', '.join(shown)})"]
 
 
 def computation_facts(node: Node) -> dict:
@@ -115,9 +146,11 @@ def rng_state() -> dict:
     return state
 
 
-def load_checkpoint(run_dir: Path, config: Config, meta: DatasetMeta, node: Node) -> dict:
-    """last.pt of ``run_dir``, checked against this run's settings, data, processes and device; raises
-    FfmixError naming every difference, so a resumed run never silently continues a different one."""
+def load_checkpoint(run_dir: Path, config: Config, train_meta: DatasetMeta, val_meta: DatasetMeta,
+                    node: Node) -> dict:
+    """last.pt of ``run_dir``, checked against this run's settings, data (training and validation), processes
+    and device; raises FfmixError naming every difference, so a resumed run never silently continues a
+    different one."""
     path = run_dir / "last.pt"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -131,8 +164,11 @@ def load_checkpoint(run_dir: Path, config: Config, meta: DatasetMeta, node: Node
     wanted = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_KEYS}
     differences = [f"--{flag(k)} {saved.get(k)!r} in the checkpoint but {wanted[k]!r} now"
                    for k in wanted if saved.get(k) != wanted[k]]
-    differences += [f"training data {k} {checkpoint['data'].get(k)!r} in the checkpoint but {v!r} now"
-                    for k, v in data_facts(meta).items() if checkpoint["data"].get(k) != v]
+    saved_config = checkpoint["config"]
+    differences += data_differences(checkpoint["data"], train_meta, "--train", config.train,
+                                    saved_config.get("train"))
+    differences += data_differences(checkpoint.get("val_data"), val_meta, "--val", config.val,
+                                    saved_config.get("val"))
     saved_facts = checkpoint["computation"]
     if saved_facts["world_size"] != node.world_size:
         differences.append(f"{saved_facts['world_size']} process(es) in the checkpoint but {node.world_size} now "

@@ -19,12 +19,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..cli import HelpFormatter
 from ..errors import FfmixError
 from ..metadata import DatasetMeta, read_meta
 from ..models import MODEL_NAMES, resolve_model_name
+from ..system import check_memory, loader_buffer_bytes
 
 BASE_LR = {"sgd": 0.2, "adamw": 2e-3}           # peak learning rate at batch BASE_BATCH (SGD: scaled)
 BASE_BATCH = 256
@@ -193,6 +194,10 @@ def check_config(config: Config) -> None:
             raise FfmixError(f"--{flag(name)} must be an epoch in 1..{config.epochs} (--epochs), got {value}")
     if config.resume and not config.out:
         raise FfmixError("--resume needs --out RUN_DIR: the run directory to continue")
+    if config.resume and config.overwrite:
+        raise FfmixError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if config.out is not None and not config.out.strip():
+        raise FfmixError("--out is empty; name the run directory (or omit --out for runs/train-TIMESTAMP)")
     if config.seed < 0:
         raise FfmixError(f"--seed must be >= 0, got {config.seed}")
     if config.compare_mixing:
@@ -280,15 +285,17 @@ def run_dir_of(config: Config) -> Path:
 
 # ------------------------------------------------------------------------------------------ input checks
 
-def check_inputs(config: Config, world_size: int) -> DatasetMeta:
+def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetMeta]:
     """Fail before anything is written: missing files, train/val that disagree, a batch too large.
-    Returns the training set's metadata."""
+    Returns the training and validation sets' metadata."""
     train_meta, val_meta = read_dataset(config.train, "--train"), read_dataset(config.val, "--val")
     if train_meta.num_classes != val_meta.num_classes:
         raise FfmixError(f"--train has {train_meta.num_classes} classes but --val has {val_meta.num_classes}; "
                          "they must be splits of the same dataset")
     if train_meta.channels != val_meta.channels:
-        raise FfmixError(f"--train has {train_meta.channels}-channel images but --val has {val_meta.channels}")
+        raise FfmixError(f"--train has {train_meta.channels}-channel images but --val has {val_meta.channels} "
+                         "(one was converted from grayscale, the other from colour images); convert both from "
+                         "the same kind of source so the model sees one channel count")
     if config.image_size is None:
         for name, meta in (("--train", train_meta), ("--val", val_meta)):
             if meta.image_shape is None:
@@ -306,14 +313,40 @@ def check_inputs(config: Config, world_size: int) -> DatasetMeta:
     if config.batch_size is not None and config.batch_size % world_size:
         raise FfmixError(f"--batch-size {config.batch_size} (the global batch) must divide evenly over "
                          f"{world_size} processes")
-    return train_meta
+    if Path(config.train).resolve() == Path(config.val).resolve():
+        raise FfmixError(f"--train and --val are the same file ({config.train}): accuracy on the training images "
+                         "says how well they were memorised, not how well the model generalises; pass a held-out "
+                         "split as --val")
+    if mixing_configured(config) and config.batch_size is not None and config.batch_size // world_size < 2:
+        raise FfmixError(f"--batch-size {config.batch_size} over {world_size} process(es) leaves "
+                         f"{config.batch_size // world_size} image per batch, which cannot mix (the partner is "
+                         "another image of the batch); raise --batch-size or drop the mixing options")
+    check_loader_memory(config, train_meta, world_size)
+    return train_meta, val_meta
+
+
+def check_loader_memory(config: Config, train_meta: DatasetMeta, world_size: int) -> None:
+    """Refuse, before any rank allocates, an image size and batch whose loader buffers (training batch, and the
+    validation batch of twice its size, summed over this node's processes) would not fit in memory."""
+    shape = (config.image_size,) * 2 if config.image_size else tuple(train_meta.image_shape)
+    batch = config.batch_size or auto_batch_size(train_meta.num_samples, world_size)
+    import torch
+    on_host = 4 if config.device == "cpu" or not torch.cuda.is_available() else 0  # float32 output on the CPU
+    needed = loader_buffer_bytes(batch, shape, output_itemsize=on_host) + loader_buffer_bytes(
+        2 * batch, shape, output_itemsize=on_host)
+    check_memory(needed, f"the loaders' buffers for batches of {batch} images of {fmt_shape(shape)} "
+                 f"({world_size} process(es))", "lower --image-size or --batch-size")
 
 
 def read_dataset(path: str, flag_name: str) -> DatasetMeta:
     if not path:
         raise FfmixError(f"{flag_name} is required")
+    if Path(path).is_dir():
+        raise FfmixError(f"{flag_name} {path} is a folder; give the .beton file `ffmix convert` wrote")
     if not Path(path).is_file():
         raise FfmixError(f"{flag_name} {path}: no such file; create it with `ffmix convert`")
+    from ..integrity import open_whole_beton
+    open_whole_beton(path)  # damage is named as such, before the sidecar's fingerprint is compared
     return read_meta(path)
 
 

@@ -9,6 +9,7 @@ as one that was never interrupted.
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Tuple
@@ -19,22 +20,25 @@ from torch import nn
 
 from .. import distributed
 from ..distributed import Node
+from ..errors import FfmixWarning
 from ..models import build_model, count_parameters
 from .checkpoints import describe_run, load_checkpoint, prepare_run_dir, restore, resume_hint, save_epoch, write_json
 from .components import (LrShape, autocast, make_loaders, make_loss, make_optimizer, memory_format, mixing_on,
                          wrap)
-from .config import Config, check_inputs, resolve
-from .report import epoch_line, summary_line
+from .config import Config, auto_batch_size, check_inputs, resolve
+from .report import count, epoch_line, summary_line
 
 
 def train(config: Config, node: Node) -> List[dict]:
     """Train (or resume) the run ``config`` describes on this rank; returns the history, one dict per epoch."""
-    train_meta = check_inputs(config, node.world_size)
+    train_meta, val_meta = check_inputs(config, node.world_size)
+    if node.is_main and config.batch_size is None:
+        warn_if_batch_rounded(train_meta.num_samples, node.world_size)
     config = resolve(config, train_meta, node.world_size, node.device.type)
     run_dir = prepare_run_dir(config, is_main=node.is_main)
-    checkpoint = load_checkpoint(run_dir, config, train_meta, node) if config.resume else None
+    checkpoint = load_checkpoint(run_dir, config, train_meta, val_meta, node) if config.resume else None
     if checkpoint is not None and checkpoint["epoch"] >= config.epochs:
-        say(node, f"ffmix train: {run_dir} already finished its {config.epochs} epochs; nothing to do")
+        say(node, f"ffmix train: {run_dir} already finished its {count(config.epochs, 'epoch')}; nothing to do")
         return checkpoint["history"]
 
     torch.manual_seed(config.seed)
@@ -54,8 +58,8 @@ def train(config: Config, node: Node) -> List[dict]:
         write_json(run_dir / "config.json", describe_run(config, node, model, train_meta, val_loader.meta))
     step = make_train_step(wrap(model, config, node), optimizer, scheduler, make_loss(config), config, node)
     say(node, f"ffmix train: {config.model} ({count_parameters(model) / 1e6:.2f} M parameters) on "
-              f"{train_meta.num_samples} images of {train_meta.num_classes} classes, {config.epochs} epochs x "
-              f"{steps_per_epoch} steps of {config.batch_size}, peak lr {config.lr:g} after "
+              f"{train_meta.num_samples} images of {train_meta.num_classes} classes, {count(config.epochs, 'epoch')} x "
+              f"{count(steps_per_epoch, 'step')} of {config.batch_size}, peak lr {config.lr:g} after "
               f"{config.warmup_steps} warm-up steps, {node.world_size} process(es) on {node.device}, "
               f"{config.precision}" + (f"; resuming after epoch {start_epoch}" if start_epoch else ""))
 
@@ -83,13 +87,22 @@ def train(config: Config, node: Node) -> List[dict]:
                 "elapsed": elapsed_before + time.perf_counter() - loop_start})  # run time so far, with saving
             say(node, epoch_line(history[-1], config.epochs))
             if node.is_main:
-                best = save_epoch(run_dir, model, optimizer, scheduler, config, node, train_meta, history, best)
+                best = save_epoch(run_dir, model, optimizer, scheduler, config, node, (train_meta, val_meta),
+                                  history, best)
     if len(history) < config.epochs:
         say(node, f"ffmix train: stopped after epoch {len(history)} of {config.epochs}; "
                   f"{resume_hint(run_dir, history)}")
     else:
         say(node, summary_line(history, best, run_dir))
     return history
+
+
+def warn_if_batch_rounded(num_samples: int, world_size: int) -> None:
+    """Say once when the automatic batch size was lowered to divide over the processes (16 -> 15 for 3)."""
+    chosen, alone = auto_batch_size(num_samples, world_size), auto_batch_size(num_samples, 1)
+    if chosen != alone:
+        warnings.warn(FfmixWarning(f"the automatic batch size {alone} does not divide over {world_size} processes; "
+                                   f"using {chosen} (pass --batch-size to choose a multiple of {world_size})"))
 
 
 def make_train_step(model: nn.Module, optimizer, scheduler, loss_fn, config: Config, node: Node):
@@ -176,12 +189,12 @@ def evaluate(model: nn.Module, loader, config: Config, node: Node) -> Tuple[floa
 
 @contextmanager
 def hint_on_interrupt(node: Node, run_dir: Path, history: List[dict]):
-    """On Ctrl-C, say what can be resumed before the CLI reports the interruption."""
+    """On Ctrl-C, add what can be resumed to the one line the CLI prints (``ffmix train: interrupted in epoch
+    2; ...``); only rank 0 prints it, and the launcher of --nproc ranks none."""
     try:
         yield
     except KeyboardInterrupt:
-        say(node, f"ffmix train: interrupted in epoch {len(history) + 1}; {resume_hint(run_dir, history)}")
-        raise
+        raise KeyboardInterrupt(f"in epoch {len(history) + 1}; {resume_hint(run_dir, history)}") from None
 
 
 def say(node: Node, line: str) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence
 
-from ..system import atomic_write
+from ..system import write_figure
+
+
+def count(number: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def epoch_line(record: dict, epochs: int) -> str:
@@ -26,7 +31,7 @@ def run_totals(history: List[dict]) -> dict:
 
 def summary_line(history: List[dict], best: dict, run_dir: Path) -> str:
     totals = run_totals(history)
-    return (f"done: {totals['epochs']} epochs in {totals['elapsed']:.1f} s ({totals['train_images_per_s']:.0f} "
+    return (f"done: {count(totals['epochs'], 'epoch')} in {totals['elapsed']:.1f} s ({totals['train_images_per_s']:.0f} "
             f"train img/s, {100 * totals['data_wait_share']:.1f}% of step time waiting for data); final val acc "
             f"{100 * totals['val_acc']:.2f}% (best {100 * best['val_acc']:.2f}% at epoch {best['epoch']}); "
             f"{run_dir}")
@@ -44,7 +49,6 @@ def comparison_table(rows: Sequence[dict]) -> str:
 
 def plot_curves(history: List[dict], path: Path) -> None:
     """curves.png: training and validation loss, and validation accuracy, per epoch."""
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
@@ -64,7 +68,7 @@ def plot_curves(history: List[dict], path: Path) -> None:
             ax.axvspan(min(unmixed) - 0.5, max(unmixed) + 0.5, color="grey", alpha=0.15, label="no mixing")
     loss_ax.legend()
     fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, image.getvalue())
+    try:
+        write_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
