@@ -329,6 +329,8 @@ def test_webdataset_labels_from_a_json_field_and_png_images(images, tmp_path):
     ("dotdot", "is absolute or climbs out"),
     ("no-extension", "has no KEY.EXTENSION name"),
     ("gzip", "gzip-compressed"),
+    ("cut-in-header", "ends without tar's end-of-archive block after 000000.cls: the file is cut off"),
+    ("cut-in-image", "as a tar file: unexpected end of data"),
 ])
 def test_webdataset_hostile_or_broken_shards_are_refused_before_writing(images, tmp_path, capsys, case, fragment):
     jpeg = images["jpegs"][0]
@@ -357,6 +359,11 @@ def test_webdataset_hostile_or_broken_shards_are_refused_before_writing(images, 
     if case == "gzip":
         import gzip
         shard.write_bytes(gzip.compress(shard.read_bytes()))
+    if case.startswith("cut-"):  # headers and data are in 512-byte blocks: the second image's header, its data
+        data_blocks = -(-len(jpeg) // 512)
+        second_image_header = 512 * (1 + data_blocks + 2)
+        cut = second_image_header + 100 if case == "cut-in-header" else second_image_header + 512 + 100
+        shard.write_bytes(shard.read_bytes()[:cut])
     out = tmp_path / "x.beton"
     code, _, err = run_cli(["convert", tmp_path / "s-*.tar", out], capsys)
     assert code == 1 and "s-0.tar" in err and fragment in err, err
