@@ -136,7 +136,7 @@ class ParquetSource(SourceDataset):
                          "(binary, or a struct with 'bytes' and 'path' as Hugging Face writes); pass --image-column")
 
     def _group_labels(self, file, number: int, shard: str, first_row: int) -> np.ndarray:
-        column = file.read_row_group(number, columns=[self.label_column]).column(0)
+        column = _read_columns(file, number, [self.label_column], shard).column(0)
         if column.null_count:
             missing = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
             raise FfmixError(f"{shard} row {first_row + missing}: the label is missing (null); every row needs one")
@@ -156,7 +156,7 @@ class ParquetSource(SourceDataset):
         if statistics is not None and statistics.has_null_count and statistics.null_count == 0:
             return  # every row has its bytes: nothing to read now
         columns = [leaf] + ([f"{self.image_column}.path"] if self._is_struct else [])
-        table = file.read_row_group(number, columns=columns).column(0).combine_chunks()
+        table = _read_columns(file, number, columns, shard).column(0).combine_chunks()
         data = table.field("bytes") if self._is_struct else table
         paths = table.field("path") if self._is_struct and table.type.get_field_index("path") >= 0 else None
         folder = os.path.dirname(os.path.abspath(shard))
@@ -194,7 +194,10 @@ class ParquetSource(SourceDataset):
         if pid != os.getpid() or loaded_group != group:
             column = None
             self._loaded = (-1, -1, None)  # release the last row group before reading the next
-            column = self._read_group(group)
+            try:
+                column = self._read_group(group)
+            except Exception as exc:  # a damaged page: pyarrow raises ArrowInvalid, OSError, ...
+                raise BadSampleError(self.describe(index), f"cannot read its row group: {exc}") from None
             self._loaded = (os.getpid(), group, column)
         return column[row].as_py() or b""
 
@@ -220,6 +223,14 @@ class ParquetSource(SourceDataset):
         group = self._locate(index)[0]
         shard = int(self._group_shard[group])
         return f"{self._shards[shard]} row {index - int(self._shard_starts[shard])}"
+
+
+def _read_columns(file, number: int, columns: List[str], shard: str):
+    """``columns`` of row group ``number``; a damaged file raises ``FfmixError`` naming the shard and group."""
+    try:
+        return file.read_row_group(number, columns=columns)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise FfmixError(f"cannot read row group {number} of {shard}: {exc}".replace("\n", " ")) from None
 
 
 def hf_class_names(metadata: Optional[dict], label_column: str) -> Optional[List[str]]:

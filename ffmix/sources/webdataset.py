@@ -10,7 +10,7 @@ Each shard is read once with the standard library's ``tarfile`` before anything 
 and the small label members are read, the image members are skipped over, their offsets kept. Refused, naming
 the shard and member or key: a link, device, FIFO or sparse member; an absolute or ``..`` name; a member without
 extension; an extension twice in one sample; a key met again (in the same or another shard); a sample without an
-image or a label; a compressed shard (seeking into it would decompress it again and again: ``gunzip`` it first).
+image or a label; a shard cut off (no end-of-archive block where the members end); a compressed shard (seeking into it would decompress it again and again: ``gunzip`` it first).
 The writer processes then read each image's bytes at its offset (``os.pread``), so a shard is never unpacked.
 """
 from __future__ import annotations
@@ -167,10 +167,21 @@ def _samples(shard: str, json_label: Optional[str]):
                 if extension in members:
                     raise FfmixError(f"{shard}: member {name} appears twice in sample {key!r}")
                 members[extension] = member
+            _check_end(tar, shard)
             if key is not None:
                 yield _sample(tar, shard, key, members, json_label)
     except tarfile.TarError as exc:
         raise FfmixError(f"cannot read {shard} as a tar file: {exc}") from None
+
+
+def _check_end(tar: tarfile.TarFile, shard: str) -> None:
+    """Refuse a shard cut off at or inside a member header: ``tarfile`` takes that for the end of the archive
+    and would drop the rest silently. A complete archive ends with a zero block where its iteration stopped."""
+    block = os.pread(tar.fileobj.fileno(), 512, tar.offset)
+    if len(block) < 512 or block.count(0) != 512:
+        last = tar.members[-1].name if tar.members else "the start"
+        raise FfmixError(f"{shard} ends without tar's end-of-archive block after {last}: the file is cut off or "
+                         "damaged; copy the shard again")
 
 
 def _sample(tar, shard: str, key: str, members: Dict[str, tarfile.TarInfo], json_label: Optional[str]):
