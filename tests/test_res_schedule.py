@@ -113,7 +113,8 @@ def test_res_schedule_sizes_per_epoch(text):
     assert sizes[0] == schedule.low and sizes[-1] == schedule.high
     steps = np.diff(sizes)
     assert (steps >= 0).all() or (steps <= 0).all()
-    assert ResSchedule.parse("160:192:10:13").size_at(10) == 160 and ResSchedule.parse("160:192:10:13").size_at(11) == 192
+    recipe = ResSchedule.parse("160:192:10:13")
+    assert (recipe.size_at(10), recipe.size_at(11)) == (160, 192)
 
 
 @pytest.mark.parametrize("text", ["160:192:10", "a:b:c:d", "160:192:5:3", "0:32:1:2"])
