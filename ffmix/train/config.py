@@ -79,9 +79,10 @@ class Config:
 
 # Settings that may change between an interrupted run and its resumption: where the files are and how fast the
 # loader runs, not what is computed. (Paths may move; the datasets themselves are compared by their facts. The
-# world size and device are compared separately: they are not options of a torchrun-started rank.)
+# world size and device are compared separately: they are not options of a torchrun-started rank.
+# --on-decode-error may change too: a run stopped by a damaged image is resumed with skip.)
 RUNTIME_KEYS = frozenset({"train", "val", "device", "workers", "nproc", "out", "resume", "overwrite",
-                          "stop_after_epoch", "compare_mixing"})
+                          "stop_after_epoch", "compare_mixing", "on_decode_error"})
 CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "linear"), "mix_mode": ("batch", "pair", "elem"),
            "targets": ("soft", "pair"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16"),
            "channels_last": ("on", "off"), "model": MODEL_NAMES, "on_decode_error": ("raise", "skip")}
