@@ -229,6 +229,15 @@ class ResilientLoader(PipelineLoader):
         self._current = EpochThread(self, selected, self._next_slot, self._buffers)
         return self._current
 
+    def rebuild(self) -> None:
+        """Have the next ``start_epoch`` generate the pipeline's code and allocate its buffers afresh (the
+        operations' output shapes changed). Call between epochs. Batches already handed out keep their old
+        buffers alive (their tensors hold them); the new epoch starts a new ring of slots."""
+        self.stop_epoch()
+        self.discard_pipeline()
+        self._buffers = None
+        self._next_slot = 0
+
     def stop_epoch(self, epoch: Optional[EpochThread] = None) -> None:
         """Stop the running epoch (only if it is ``epoch``, when given); the next one starts its ring of
         slots after the last batch this one returned."""

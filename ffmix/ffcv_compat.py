@@ -319,6 +319,10 @@ class PipelineLoader(Loader):
         """Buffers for ``slots`` batches of every operation that asked for memory."""
         return self.graph.allocate_memory(self.batch_size, slots)
 
+    def discard_pipeline(self) -> None:
+        """Make the next ``pipeline_stages`` generate the code afresh (the operations' output shapes changed)."""
+        self.code = None
+
 
 def set_pipeline_threads(count: int) -> None:
     """Threads for the compiled pipeline stages (FFCV's ``Compiler`` setting, process-wide)."""

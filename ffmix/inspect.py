@@ -23,12 +23,28 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.HelpFormatter  # no "(default: False)" on a flag
     parser.add_argument("beton", metavar="FILE", help="a .beton written by ffmix convert or by FFCV")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--verify", action="store_true", help=(
+        "also decode every image (with a progress bar) and list those the loader would refuse; the exit "
+        "status is 1 if there are any"))
 
 
 def run(args: argparse.Namespace) -> int:
     report = inspect_beton(args.beton)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
+    bad = None
+    if args.verify:
+        from .verify import verify_beton
+
+        bad = verify_beton(args.beton)
+        report["verify"] = {"bad_images": [b.as_dict() for b in bad]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+        if bad is not None:
+            from .verify import format_bad
+
+            print(format_bad(args.beton, bad, report["num_samples"]))
+    return 1 if bad else 0
 
 
 def inspect_beton(path: os.PathLike) -> Dict[str, Any]:

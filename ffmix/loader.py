@@ -7,6 +7,7 @@ blocking) -> only there convert to ``dtype``, normalise and lay out (N, C, H, W)
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
@@ -18,7 +19,7 @@ from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
 from .epochs import ResilientLoader
-from .errors import FfmixError
+from .errors import FfmixError, FfmixWarning
 from .ffcv_compat import RAW_MODE, field_table, open_reader
 from .integrity import open_whole_beton
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
@@ -26,11 +27,13 @@ from .sources.base import MAX_CLASSES
 from .system import available_cpus, check_memory, loader_buffer_bytes, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
+from .ops.decode_errors import DecodeFailure, StandInTargets, describe, policy_code
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing, check_targets
 
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
           "quasi_random": OrderOption.QUASI_RANDOM}
 CROPS = ("auto", "random", "center")
+STAND_IN_OUTPUT = "stand_ins"   # the Loader output naming each batch's stand-ins (on_decode_error="skip")
 # Defaults for normalize=True: ImageNet statistics for colour, [-1, 1] for grayscale.
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
@@ -51,16 +54,28 @@ class MixLoader:
     On a GPU a buffer is reused only after the work queued on it has finished. Leaving an epoch early
     (``break``, an exception) stops its thread as soon as the iterator is dropped, at the next ``iter()`` or
     at ``close()``, whichever comes first; ``with make_loader(...) as loader:`` closes at the end.
+
+    Decode errors: a sample that cannot be decoded fails its batch with an ``FfmixError`` naming it and the
+    file; with ``on_decode_error="skip"`` it is replaced by another sample of the batch (pixels and label),
+    and ``decode_stand_ins`` counts the replacements of the last epoch (also a warning at its end).
     """
 
     def __init__(self, ffcv_loader: ResilientLoader, mixing: Mixing, meta: DatasetMeta, *, targets: str,
-                 finish_images: Callable[[torch.Tensor], torch.Tensor], device: torch.device):
+                 finish_images: Callable[[torch.Tensor], torch.Tensor], device: torch.device, path=None,
+                 decoder=None, stand_ins: Optional[StandInTargets] = None):
         self.ffcv_loader = ffcv_loader
         self.mixing = mixing
         self.meta = meta
         self.targets = targets
         self.device = device
+        self.path = path
         self._finish_images = finish_images
+        # ffmix's decoder (None for raw images used as stored: nothing to decode): its report counts stand-ins
+        self._decode_report = getattr(decoder, "decode_report", None)
+        self.decode_stand_ins = 0
+        self._decoder = decoder
+        self._stand_ins = stand_ins
+        self._pending_size: Optional[Tuple[int, int]] = None
         mixing.manage(self)
 
     @property
@@ -83,6 +98,34 @@ class MixLoader:
         self.ffcv_loader.upcoming_epoch = int(epoch)
 
     @property
+    def image_size(self) -> Optional[Tuple[int, int]]:
+        """(height, width) of the images the next ``iter()`` produces."""
+        return self._pending_size or self.mixing.image_size
+
+    def set_image_size(self, size: Union[int, Tuple[int, int]]) -> None:
+        """Make the next ``iter()`` produce images of ``size`` (an int or (height, width)), e.g. for a
+        progressive-resolution schedule. Like ``set_epoch`` it takes effect at the next ``iter()``, never in a
+        running epoch: the pipeline is rebuilt for the new size (new batch buffers, CutMix boxes cut in the
+        new size), so no batch of the old size is handed out after it. Crops stay a function of (seed, epoch,
+        sample): only their output size changes. Needs a loader that crops (made with ``image_size=``).
+        """
+        new_size = _checked_size(size)
+        if not hasattr(self._decoder, "output_size") or getattr(self._decoder, "ratio", None) == 1.0:
+            raise FfmixError("set_image_size needs a loader that crops its images: make it with image_size= "
+                             "(images used as stored have one size)")
+        self._pending_size = new_size
+
+    def _apply_image_size(self) -> None:
+        """Between epochs (no pipeline thread running): hand a pending size to the decoder and the mixing,
+        and have the next epoch rebuild the pipeline and its buffers."""
+        size, self._pending_size = self._pending_size, None
+        if size is None or size == tuple(self._decoder.output_size):
+            return
+        self._decoder.output_size = size
+        self.mixing.change_image_size(size)
+        self.ffcv_loader.rebuild()
+
+    @property
     def mixing_enabled(self) -> bool:
         """Whether the next ``iter()`` mixes: switched on (as last set) and configured to (an alpha > 0 and
         mix_prob > 0), so a loader with both alphas 0 says False, as its batches are."""
@@ -98,15 +141,39 @@ class MixLoader:
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, object]]:
         # The one moment per epoch at which Python's settings reach the compiled code: after the previous
         # epoch's thread has stopped, before the new one starts.
-        epoch = self.ffcv_loader.start_epoch(before_start=self.mixing.control.commit)
-        return self._batches(epoch)
+        epoch = self.ffcv_loader.start_epoch(before_start=self._before_epoch)
+        return self._batches(epoch, self.ffcv_loader.upcoming_epoch - 1)
 
-    def _batches(self, epoch) -> Iterator[Tuple[torch.Tensor, object]]:
+    def _before_epoch(self, epoch: int) -> None:
+        self._apply_image_size()
+        self.mixing.control.commit(epoch)
+        if self._decode_report is not None:
+            self._decode_report.reset()
+
+    def _batches(self, epoch, number: int) -> Iterator[Tuple[torch.Tensor, object]]:
         try:
-            for images, labels in epoch:
+            for images, labels, *stand_in_rows in epoch:
+                if stand_in_rows:
+                    labels = self._stand_ins.apply(labels, stand_in_rows[0])
                 yield self._finish_images(images), self._finish_targets(labels)
+        except RuntimeError as exc:   # the pipeline thread's failure, handed over by the epoch thread
+            if isinstance(exc.__cause__, DecodeFailure):
+                raise FfmixError(describe(exc.__cause__, self.path)) from exc.__cause__
+            raise
         finally:  # exhausted, broken out of, or dropped: the thread stops
             self.ffcv_loader.stop_epoch(epoch)
+        self._report_stand_ins(number)
+
+    def _report_stand_ins(self, number: int) -> None:
+        """At the end of an epoch: how many samples were replaced by stand-ins (policy "skip")."""
+        report = self._decode_report
+        self.decode_stand_ins = report.stand_ins if report is not None else 0
+        if self.decode_stand_ins:
+            more = " ..." if self.decode_stand_ins > len(report.recent_samples) else ""
+            warnings.warn(f"epoch {number}: {self.decode_stand_ins} sample(s) of {self.path} could not be decoded "
+                          f"and were replaced by another sample of their batch (samples "
+                          f"{report.recent_samples}{more}); run `ffmix inspect --verify {self.path}`",
+                          FfmixWarning, stacklevel=2)
 
     def close(self) -> None:
         """Stop the running epoch's thread, if any (idempotent; the loader can still be iterated again)."""
@@ -136,7 +203,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                 std: Optional[Sequence[float]] = None, channels_last: bool = False, order: str = "random",
                 seed: int = 0, distributed: bool = False, num_workers: Optional[int] = None,
                 drop_last: bool = True, batches_ahead: int = 3, os_cache: bool = True,
-                indices: Optional[Sequence[int]] = None, num_classes: Optional[int] = None) -> MixLoader:
+                indices: Optional[Sequence[int]] = None, num_classes: Optional[int] = None,
+                on_decode_error: str = "raise") -> MixLoader:
     """An FFCV loader of ``path`` that yields ``(images, targets)`` with MixUp/CutMix done in Numba on uint8.
 
     Mixing: ``mixup_alpha``/``cutmix_alpha`` (Beta parameters, 0 = off), ``mix_prob``, ``switch_prob``,
@@ -157,11 +225,15 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     order: "random" | "sequential" | "quasi_random"; seed fixes order and mixing; distributed uses
     torch.distributed's rank and world size (initialise the process group first).
     num_workers: CPU threads for decoding and mixing (default: all cores available to this process).
+    on_decode_error: "raise" (a JPEG that cannot be decoded fails its batch with an FfmixError naming the
+    sample and the file) or "skip" (it is replaced by the nearest earlier sample of its batch, pixels and
+    label, and counted: ``MixLoader.decode_stand_ins`` and a warning at the end of the epoch).
 
     Raises ValueError for out-of-range options and bad or corrupt files, FileNotFoundError for a missing file
     or metadata, all before any work starts.
     """
     device = resolve_device(device, option="device")
+    policy_code(on_decode_error)
     reader = open_whole_beton(path)  # a damaged file is reported as damaged before its sidecar is compared
     meta = _read_dataset(path, num_classes)
     mixing = Mixing(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob,
@@ -169,7 +241,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                     lam_range=lam_range, image_size=_output_size(meta, image_size))
     _check_options(batch_size=batch_size, targets=targets, mixing=mixing, crop=crop, order=order,
                    distributed=distributed, num_workers=num_workers, batches_ahead=batches_ahead, dtype=dtype)
-    height, width = _output_size(meta, image_size)
+    height, width = mixing.image_size
     output_itemsize = torch.empty((), dtype=dtype).element_size() if device.type == "cpu" else 0
     check_memory(loader_buffer_bytes(batch_size, (height, width), batches_ahead, output_itemsize),
                  f"batches of {batch_size} images of {height}x{width} ({batches_ahead} ahead)",
@@ -181,7 +253,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
         raise FfmixError(f"batch_size={batch_size} is larger than the {available} samples to read from {path}, "
                          "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
 
-    decoder = _image_decoder(meta, mixing.image_size, crop, shuffled=(order != "sequential"), mixing=mixing)
+    decoder = _image_decoder(meta, mixing.image_size, crop, shuffled=(order != "sequential"), mixing=mixing,
+                             jpeg=not _all_raw(reader), on_decode_error=on_decode_error)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
     label_pipeline = [IntDecoder()]
     if targets != "label":
@@ -192,12 +265,20 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     image_pipeline, finish_images = _image_path(decoder, mixing, meta.channels, device, dtype, mean, std,
                                                 channels_last, hflip, raw=_all_raw(reader))
 
+    pipelines = {IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline}
+    stand_ins = None
+    if on_decode_error == "skip" and hasattr(decoder, "stand_in_pipeline"):
+        # a third output: each batch's stand-ins, so the consumer gives them their donors' labels
+        pipelines[STAND_IN_OUTPUT] = decoder.stand_in_pipeline()
+        label_op = label_pipeline[1] if targets != "label" else None
+        stand_ins = StandInTargets(field_table(reader, LABEL_FIELD), label_op)
     ffcv_loader = ResilientLoader(os.fspath(path), batch_size=batch_size, num_workers=_workers(num_workers),
                                   order=ORDERS[order], distributed=distributed, seed=seed,
                                   indices=None if indices is None else np.asarray(indices, np.uint64),
                                   drop_last=drop_last, batches_ahead=batches_ahead, os_cache=os_cache,
-                                  pipelines={IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline})
-    return MixLoader(ffcv_loader, mixing, meta, targets=targets, finish_images=finish_images, device=device)
+                                  pipelines=pipelines)
+    return MixLoader(ffcv_loader, mixing, meta, targets=targets, finish_images=finish_images, device=device,
+                     path=os.fspath(path), decoder=decoder, stand_ins=stand_ins)
 
 
 def _output_size(meta: DatasetMeta, image_size) -> Optional[Tuple[int, int]]:
@@ -207,6 +288,10 @@ def _output_size(meta: DatasetMeta, image_size) -> Optional[Tuple[int, int]]:
             raise FfmixError(f"images in this file vary in size (from {meta.min_size} to {meta.max_size}); "
                              "pass image_size= to crop them to one size")
         return int(meta.image_shape[0]), int(meta.image_shape[1])
+    return _checked_size(image_size)
+
+
+def _checked_size(image_size) -> Tuple[int, int]:
     size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
     if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in size):
         raise FfmixError(f"image_size must be a positive int or (height, width), got {image_size!r}")
@@ -363,13 +448,19 @@ def _all_raw(reader) -> bool:
     return bool((field_table(reader, IMAGE_FIELD)["mode"] == RAW_MODE).all())
 
 
-def _image_decoder(meta: DatasetMeta, size: Tuple[int, int], crop: str, *, shuffled: bool, mixing: Mixing):
-    """FFCV's plain decoder for images used as stored (``size``, from ``_output_size``, is the file's), else
-    ffmix's seeded crop decoders (the epoch is the ``Mixing``'s, so ``set_epoch`` replays crops too)."""
+def _image_decoder(meta: DatasetMeta, size: Tuple[int, int], crop: str, *, shuffled: bool, mixing: Mixing,
+                   jpeg: bool = True, on_decode_error: str = "raise"):
+    """FFCV's plain decoder for raw images used as stored (a copy: nothing to decode), else ffmix's decoders,
+    which check every status: JPEGs used as stored (``size``, from ``_output_size``, is the file's) are decoded
+    straight into the batch (a centre "crop" of the whole image), other sizes are cropped with seeded boxes
+    (the epoch is the ``Mixing``'s, so ``set_epoch`` replays crops too)."""
     if meta.image_shape is not None and tuple(meta.image_shape) == size:
-        return SimpleRGBImageDecoder()
+        if not jpeg:
+            return SimpleRGBImageDecoder()
+        return CenterCropDecoder(tuple(meta.image_shape), ratio=1.0, on_decode_error=on_decode_error)
     if crop == "auto":
         crop = "random" if shuffled else "center"
     if crop == "random":
-        return RandomResizedCropDecoder(size, control=mixing.control, seed=mixing.seed)
-    return CenterCropDecoder(size, ratio=CENTER_CROP_RATIO)
+        return RandomResizedCropDecoder(size, control=mixing.control, seed=mixing.seed,
+                                        on_decode_error=on_decode_error)
+    return CenterCropDecoder(size, ratio=CENTER_CROP_RATIO, on_decode_error=on_decode_error)

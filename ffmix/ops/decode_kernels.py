@@ -10,7 +10,8 @@ Every address these functions read or write, and its owner (whose lifetime cover
 argument           what it points at                               owner
 =================  ==============================================  ===========================================
 table_at           per-sample (data address, bytes, height,        FFCV's preallocated buffers (the decoder's
-                   width, mode, index), int64 (count, 6)            ``AllocationQuery``); the closure fills it
+                   width, mode, index, status, stand-in), int64     ``AllocationQuery``); the closure fills the
+                   (count, 8)                                       first six, the kernel the last two
 data addresses     each sample's bytes in the file's pages          FFCV's memory manager: the memory-mapped
 (in the table,                                                     file or the process cache, valid while the
 sources_at)                                                        epoch's memory context is entered, i.e.
@@ -29,7 +30,20 @@ control_at         epoch (and on/off for the fused mix)            the ``Control
 mix_at             the fused mix's ``MIX_SETTINGS`` record          the ``Mixing`` the op holds (see batch.py)
 imdecode_at,       ``imdecode`` / ``resize`` in FFCV's             the ``ffcv._libffcv`` shared library,
 resize_at          ``_libffcv`` extension                          loaded by ``ffcv.libffcv`` for the process
+report_at          the decode report: stand-ins counted, the       the ``DecodeReport`` (``decode_errors.py``)
+                   batch's table address and count                 the decoder makes in ``__init__`` and the
+                                                                   label op holds; its array is never replaced
+rows_at            the batch's (sample index, stand-in) rows       FFCV's preallocated buffers (the output of
+                   handed to the consumer                          ``StandInRows``)
+batch table        read by ``stand_in_rows_batch`` through the     FFCV's preallocated buffers (as table_at),
+(in the report)    report, later in the same batch                 written earlier in the same batch
 =================  ==============================================  ===========================================
+
+Statuses: libffcv's ``imdecode`` returns libjpeg-turbo's (0 clean, -1 an error *or a warning*); its ``resize``
+returns nothing (OpenCV throws, which would abort the process through the C boundary), so the kernel checks
+the box before calling it. Each sample's status goes into the table (``STATUS``); a failed sample never
+leaves another sample's bytes in its slot: the caller raises, or the stand-in pass copies a donor's pixels
+(``STAND_IN`` names it) and the loader gives the sample its donor's label (``decode_errors.py``).
 
 Everything else (seed, scale and ratio ranges, sizes) travels by value.
 """
@@ -48,7 +62,23 @@ from .control import EPOCH, as_pointer, read_control
 from .params import WEIGHT_ONE
 from .settings import entry_point, read_mix_settings
 
-TABLE_COLUMNS = 6             # data address, bytes, height, width, mode, sample index
+# The decoder's per-sample table (int64): filled by the closure, then the kernel's results.
+DATA_AT, DATA_BYTES, HEIGHT, WIDTH, MODE, INDEX, STATUS, STAND_IN = range(8)
+TABLE_COLUMNS = 8
+# Per-sample statuses (STATUS): why a sample could not be decoded.
+DECODED, DECODE_FAILED, HEADER_MISMATCH, BAD_BOX, RAW_SIZE = range(5)
+STATUS_TEXT = {DECODE_FAILED: "libjpeg-turbo reported an error or a warning (damaged or cut-off JPEG data)",
+               HEADER_MISMATCH: "the JPEG's header does not give the height and width the file's table records",
+               BAD_BOX: "the crop box lies outside the image",
+               RAW_SIZE: "the raw image's byte count does not match its height and width"}
+# Policies (by value): what the batch does with a sample that failed.
+RAISE, STAND_IN_POLICY = 0, 1
+# The decode report (int64): stand-ins counted since the last reset; the current batch's table and count
+# (for the label op); then the sample indices of the first RECENT stand-ins since the reset.
+REPORT_STAND_INS, REPORT_TABLE_AT, REPORT_COUNT, REPORT_RECENT = range(4)
+RECENT = 16
+REPORT_SIZE = REPORT_RECENT + RECENT
+NO_DONOR = -1
 CROP_RANDOM, CROP_CENTER = 1, 0
 _HALF = WEIGHT_ONE // 2
 
@@ -116,19 +146,99 @@ def dct_denominator(box_height, box_width, out_height, out_width, allowed):
     return denom
 
 
+@njit(cache=True, nogil=True)
+def jpeg_header_size(data):
+    """(height, width) from the first SOF marker of the JPEG bytes ``data`` (uint8), or (-1, -1) if the
+    bytes do not start like a JPEG or end before a frame header. Reference: the shape OpenCV's / PIL's
+    decoders give (tests/test_decode_errors.py checks them against each other).
+
+    Walks the marker segments from the start: FF D8 (start of image), then FF xx [length] segments; the
+    frame header (SOF0-15, except DHT C4, JPG C8, DAC CC) holds precision, height, width.
+    """
+    size = data.shape[0]
+    if size < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return -1, -1
+    position = 2
+    while position + 4 <= size:
+        if data[position] != 0xFF:
+            return -1, -1
+        marker = data[position + 1]
+        if marker == 0xFF:                     # fill byte before a marker
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:   # markers without a length
+            position += 2
+            continue
+        length = (np.int64(data[position + 2]) << 8) | np.int64(data[position + 3])
+        if 0xC0 <= marker <= 0xCF and marker != 0xC4 and marker != 0xC8 and marker != 0xCC:
+            if position + 9 > size:
+                return -1, -1
+            height = (np.int64(data[position + 5]) << 8) | np.int64(data[position + 6])
+            width = (np.int64(data[position + 7]) << 8) | np.int64(data[position + 8])
+            return height, width
+        if marker == 0xDA or marker == 0xD9 or length < 2:   # scan or end before any frame header
+            return -1, -1
+        position += 2 + length
+    return -1, -1
+
+
+@njit(cache=True, inline="always")
+def box_fits(top, bottom, left, right, height, width, out_height, out_width):
+    """What OpenCV's resize needs (it throws otherwise): a non-empty box inside the image, a non-empty output."""
+    return 0 <= top < bottom <= height and 0 <= left < right <= width and out_height > 0 and out_width > 0
+
+
+@njit(cache=True, inline="always")
+def decode_one(data_at, size, height, width, mode, top, left, box_height, box_width, out_at, out_height,
+               out_width, scratch, max_dct, imdecode_at, resize_at):
+    """Decode and crop one sample into ``out_at``; returns its status (DECODED or why not).
+
+    A JPEG whose box is the whole image at the output's size is decoded straight into the output; any
+    other is decoded whole into ``scratch`` (as FFCV's decoders do) and resized from there; a raw image is
+    resized straight from the file's pages.
+    """
+    bottom, right = top + box_height, left + box_width
+    if not box_fits(top, bottom, left, right, height, width, out_height, out_width):
+        return BAD_BOX
+    if mode != JPEG_MODE:
+        if size != height * width * 3:
+            return RAW_SIZE
+        call_resize(resize_at, data_at, height, width, top, bottom, left, right, out_at, out_height, out_width)
+        return DECODED
+    # libjpeg-turbo decodes at the size the JPEG's header gives, scaled to fit the size passed in: a header
+    # that disagrees with the table would leave part of the buffer unwritten (an earlier image's bytes).
+    header_height, header_width = jpeg_header_size(carray(as_pointer(data_at), (size,), np.uint8))
+    if header_height != height or header_width != width:
+        return HEADER_MISMATCH
+    whole = top == 0 and left == 0 and bottom == height and right == width
+    if whole and out_height == height and out_width == width:
+        return DECODED if call_imdecode(imdecode_at, data_at, size, height, width, out_at, 1) == 0 else DECODE_FAILED
+    denom = dct_denominator(box_height, box_width, out_height, out_width, max_dct)
+    if call_imdecode(imdecode_at, data_at, size, height, width, scratch, denom) != 0:
+        return DECODE_FAILED
+    if denom > 1:
+        # The image is ceil(H / d) x ceil(W / d) now; the box shrinks with it (start down, end up, so it
+        # still covers the same pixels).
+        height, width = (height + denom - 1) // denom, (width + denom - 1) // denom
+        top, left = top // denom, left // denom
+        bottom = min((bottom + denom - 1) // denom, height)
+        right = min((right + denom - 1) // denom, width)
+    call_resize(resize_at, scratch, height, width, top, bottom, left, right, out_at, out_height, out_width)
+    return DECODED
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers, epoch, seed, kind,
                 scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct, imdecode_at,
                 resize_at):
     """Decode, crop and resize every sample of ``table`` into the uint8 (count, out_height, out_width, 3)
-    batch at ``out_at``. JPEGs are decoded whole into the worker's scratch buffer (as FFCV's decoders do);
-    raw images are resized straight from the file's pages. The box comes from ``augment`` (random or centre);
-    with ``max_dct`` > 1 a JPEG whose box covers the output at least twice is decoded at 1/2, 1/4 or 1/8 scale.
+    batch at ``out_at``; each sample's status goes into ``table[:, STATUS]``. Returns how many failed.
 
-    ``workers`` (at most ``slots``, the scratch buffers) take samples round-robin, each with its own
-    scratch buffer, so the scratch stays in cache and costs ``slots`` images rather than a batch of them.
-    The caller passes ``numba.get_num_threads()``: calling it here would make the kernel uncacheable (it
-    goes through a ctypes pointer).
+    The box comes from ``augment`` (random or centre); with ``max_dct`` > 1 a JPEG whose box covers the
+    output at least twice is decoded at 1/2, 1/4 or 1/8 scale. ``workers`` (at most ``slots``, the scratch
+    buffers) take samples round-robin, each with its own scratch buffer, so the scratch stays in cache and
+    costs ``slots`` images rather than a batch of them. The caller passes ``numba.get_num_threads()``:
+    calling it here would make the kernel uncacheable (it goes through a ctypes pointer).
     """
     count = table.shape[0]
     workers = max(min(slots, workers), 1)
@@ -138,8 +248,7 @@ def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes,
     for worker in prange(workers):
         scratch = scratch_base + worker * scratch_bytes
         for i in range(worker, count, workers):
-            data_at, size, height, width, mode, index = (table[i, 0], table[i, 1], table[i, 2], table[i, 3],
-                                                         table[i, 4], table[i, 5])
+            height, width, index = table[i, HEIGHT], table[i, WIDTH], table[i, INDEX]
             if kind == CROP_RANDOM:
                 key = sample_key(seed, epoch, index, CROP_STREAM)
                 top, left, box_height, box_width, _ = random_crop_box(key, height, width, scale_low, scale_high,
@@ -147,22 +256,33 @@ def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes,
             else:
                 top, left, box_height, box_width = center_crop_box(height, width, out_height, out_width,
                                                                    center_ratio)
-            bottom, right = top + box_height, left + box_width
-            source_at = data_at
-            if mode == JPEG_MODE:
-                denom = dct_denominator(box_height, box_width, out_height, out_width, max_dct)
-                call_imdecode(imdecode_at, data_at, size, height, width, scratch, denom)
-                source_at = scratch
-                if denom > 1:
-                    # The image is ceil(H / d) x ceil(W / d) now; the box shrinks with it (start down,
-                    # end up, so it still covers the same pixels).
-                    height, width = (height + denom - 1) // denom, (width + denom - 1) // denom
-                    top, left = top // denom, left // denom
-                    bottom = min((bottom + denom - 1) // denom, height)
-                    right = min((right + denom - 1) // denom, width)
-            call_resize(resize_at, source_at, height, width, top, bottom, left, right, out_base + i * out_bytes,
-                        out_height, out_width)
-    return count
+            table[i, STATUS] = decode_one(table[i, DATA_AT], table[i, DATA_BYTES], height, width, table[i, MODE],
+                                          top, left, box_height, box_width, out_base + i * out_bytes, out_height,
+                                          out_width, scratch, max_dct, imdecode_at, resize_at)
+    failed = 0
+    for i in range(count):
+        failed += table[i, STATUS] != DECODED
+    return failed
+
+
+@njit(cache=True, nogil=True)
+def stand_in_donors(table):
+    """For each failed sample of ``table``, the nearest decoded sample before it in the batch (wrapping round)
+    into ``table[:, STAND_IN]``; decoded samples name themselves. Returns False if none decoded.
+
+    Reference: ``[max(j for j in decoded if j < i) if any else max(decoded)]`` (tests/test_decode_errors.py)."""
+    count = table.shape[0]
+    donor = NO_DONOR
+    for i in range(count):          # the last decoded sample is the donor of failures at the start
+        if table[i, STATUS] == DECODED:
+            donor = i
+    if donor == NO_DONOR:
+        return False
+    for i in range(count):
+        if table[i, STATUS] == DECODED:
+            donor = i
+        table[i, STAND_IN] = donor
+    return True
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -229,24 +349,77 @@ def mix_from_pages(sources, out, partner, weight, box):
     return out
 
 
+@njit(cache=True, nogil=True)
+def stand_in(table, out_at, out_bytes, report):
+    """The stand-in policy for one decoded batch: each failed sample's slot gets a copy of its donor's pixels
+    (``stand_in_donors``), counted in ``report`` with the first ``RECENT`` sample indices. Returns False, with
+    nothing copied, when no sample of the batch decoded."""
+    if not stand_in_donors(table):
+        return False
+    out_base = np.int64(out_at)
+    for i in range(table.shape[0]):
+        donor = table[i, STAND_IN]
+        if donor == i:
+            continue
+        copy_bytes(out_base + i * out_bytes, out_base + donor * out_bytes, out_bytes)
+        seen = report[REPORT_STAND_INS]
+        if seen < RECENT:
+            report[REPORT_RECENT + seen] = table[i, INDEX]
+        report[REPORT_STAND_INS] = seen + 1
+    return True
+
+
 # ------------------------------------------------------------------------------------- entry points
 
 _address, _i64, _f64 = types.uintp, types.int64, types.float64
 
 
 @cfunc(_i64(_address, _i64, _address, _i64, _i64, _address, _i64, _i64, _i64, _address, _i64, _i64, _f64, _f64,
-            _f64, _f64, _f64, _i64, _address, _address), cache=True, nogil=True)
+            _f64, _f64, _f64, _i64, _address, _address, _i64, _address), cache=True, nogil=True)
 def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
                       control_at,
                       seed, kind, scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
-                      imdecode_at, resize_at):
-    """Decode and crop ``count`` samples (``table``: int64 (count, TABLE_COLUMNS)); see ``decode_crop``."""
+                      imdecode_at, resize_at, policy, report_at):
+    """Decode and crop ``count`` samples (``table``: int64 (count, TABLE_COLUMNS)); see ``decode_crop``.
+
+    Returns how many samples failed (their statuses are in the table). Under ``STAND_IN_POLICY`` their
+    slots hold their donors' pixels (see ``stand_in``) and the report names this batch's table for the label
+    op; -1 means no sample decoded, so there was no donor and the caller must raise."""
     control = read_control(control_at)
     table = carray(as_pointer(table_at), (count, TABLE_COLUMNS), np.int64)
-    return decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
-                       control[EPOCH],
-                       seed, kind, scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
-                       imdecode_at, resize_at)
+    failed = decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
+                         control[EPOCH],
+                         seed, kind, scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
+                         imdecode_at, resize_at)
+    if policy != STAND_IN_POLICY:
+        return failed
+    report = carray(as_pointer(report_at), (REPORT_SIZE,), np.int64)
+    report[REPORT_TABLE_AT] = np.int64(table_at)
+    report[REPORT_COUNT] = count
+    if failed == 0:
+        for i in range(count):
+            table[i, STAND_IN] = i
+        return 0
+    return failed if stand_in(table, out_at, out_height * out_width * 3, report) else -1
+
+
+@cfunc(_i64(_address, _i64, _address), cache=True, nogil=True)
+def stand_in_rows_batch(rows_at, count, report_at):
+    """Copy the batch's (sample index, stand-in position) rows, int64 (count, 2), from the table the decoder
+    named in the report earlier in the same batch. Returns how many samples are stand-ins, or -1 if the
+    report names no batch of this size."""
+    report = carray(as_pointer(report_at), (REPORT_SIZE,), np.int64)
+    if report[REPORT_TABLE_AT] == 0 or report[REPORT_COUNT] != count:
+        return -1
+    table = carray(as_pointer(report[REPORT_TABLE_AT]), (count, TABLE_COLUMNS), np.int64)
+    rows = carray(as_pointer(rows_at), (count, 2), np.int64)
+    replaced = 0
+    for i in range(count):
+        rows[i, 0] = table[i, INDEX]
+        rows[i, 1] = table[i, STAND_IN]
+        replaced += table[i, STAND_IN] != i
+    report[REPORT_TABLE_AT] = 0       # read once: the next batch must be named again
+    return replaced
 
 
 @cfunc(_i64(_address, _address, _i64, _i64, _i64, _i64, _address, _i64, _f64), cache=True, nogil=True)

@@ -29,14 +29,17 @@ import numba
 import numpy as np
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline import PipelineSpec
 from ffcv.pipeline.operation import Operation
+from ffcv.transforms import ToTensor
 from ffcv.pipeline.state import State
 
 from ..errors import FfmixError
 from ..ffcv_compat import JPEG_MODE, RAW_MODE, libffcv_functions
 from .control import ControlBlock
-from .decode_kernels import (CROP_CENTER, CROP_RANDOM, TABLE_COLUMNS, decode_crop_batch,
-                             flip_batch, mix_raw_batch)
+from .decode_errors import DecodeFailure, DecodeReport, StandInRows, policy_code
+from .decode_kernels import (CROP_CENTER, CROP_RANDOM, DATA_AT, DATA_BYTES, HEIGHT, INDEX, MODE, RAISE, STATUS,
+                             TABLE_COLUMNS, WIDTH, decode_crop_batch, flip_batch, mix_raw_batch)
 
 CENTER_CROP_RATIO = 224 / 256
 Size = Union[int, Tuple[int, int]]
@@ -85,16 +88,28 @@ class _CropDecoder(SimpleRGBImageDecoder):
 
     kind = CROP_CENTER
 
-    def __init__(self, output_size: Size, control: Optional[ControlBlock], seed: int, max_dct: int):
+    def __init__(self, output_size: Size, control: Optional[ControlBlock], seed: int, max_dct: int,
+                 on_decode_error: str = "raise"):
         super().__init__()
         self.output_size = _size(output_size)
         self.control = control if control is not None else ControlBlock()
         self.seed = _seed(seed)
         self.max_dct = int(max_dct)
+        self.on_decode_error = on_decode_error
+        self._policy = policy_code(on_decode_error)
+        self.decode_report = DecodeReport()   # made once: compiled code holds its address
         self._scratch = _Scratch()
         self._scale = (1.0, 1.0)
         self._log_ratio = (0.0, 0.0)
         self._center_ratio = CENTER_CROP_RATIO
+
+    def stand_in_pipeline(self) -> Optional[PipelineSpec]:
+        """With ``on_decode_error="skip"``: the pipeline (an extra Loader output) that hands each batch's
+        (sample index, stand-in position) rows to the consumer, who gives stand-ins their donors' labels
+        (``decode_errors.StandInTargets``; ``make_loader`` does this). None for "raise"."""
+        if self._policy == RAISE:
+            return None
+        return PipelineSpec(self, transforms=[StandInRows(self.decode_report), ToTensor()])
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Tuple[AllocationQuery, ...]]:
         shape = (*self.output_size, 3)
@@ -103,6 +118,10 @@ class _CropDecoder(SimpleRGBImageDecoder):
                 (AllocationQuery(shape, uint8), AllocationQuery((TABLE_COLUMNS,), np.dtype(np.int64))))
 
     def generate_code(self):
+        if self._policy != RAISE and not self.decode_report.has_label_side:
+            raise FfmixError("on_decode_error='skip' replaces a sample's pixels by another sample's, so its label "
+                             "must follow: add decoder.stand_in_pipeline() to the Loader's pipelines and correct "
+                             "the targets with decode_errors.StandInTargets (make_loader does both)")
         metadata = self.metadata
         jpeg = metadata["mode"] == JPEG_MODE
         largest = int((metadata["height"][jpeg].astype(np.int64) * metadata["width"][jpeg]).max()) if jpeg.any() else 0
@@ -118,6 +137,7 @@ class _CropDecoder(SimpleRGBImageDecoder):
         center_ratio = float(self._center_ratio)
         scratch_at, scratch_bytes, slots = np.uint64(scratch_at), np.int64(scratch_bytes), np.int64(slots)
         imdecode_at, resize_at = np.uint64(functions["imdecode"]), np.uint64(functions["resize"])
+        policy, report_at = np.int64(self._policy), np.uint64(self.decode_report.address)
 
         def decode_crop_op(batch_indices, buffers, metadata, storage_state):
             destination, table = buffers
@@ -126,17 +146,23 @@ class _CropDecoder(SimpleRGBImageDecoder):
                 index = batch_indices[position]
                 field = metadata[index]
                 data = mem_read(field["data_ptr"], storage_state)
-                table[position, 0] = data.ctypes.data
-                table[position, 1] = data.size
-                table[position, 2] = field["height"]
-                table[position, 3] = field["width"]
-                table[position, 4] = field["mode"]
-                table[position, 5] = index
+                table[position, DATA_AT] = data.ctypes.data
+                table[position, DATA_BYTES] = data.size
+                table[position, HEIGHT] = field["height"]
+                table[position, WIDTH] = field["width"]
+                table[position, MODE] = field["mode"]
+                table[position, INDEX] = index
             out = destination[:count]
-            decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
-                              scratch_bytes, slots, numba.get_num_threads(), control_at, seed, kind, scale_low,
-                              scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct, imdecode_at,
-                              resize_at)
+            failed = decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
+                                       scratch_bytes, slots, numba.get_num_threads(), control_at, seed, kind,
+                                       scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
+                                       imdecode_at, resize_at, policy, report_at)
+            # The statuses came back in the table (FFCV's buffer); a failure the policy did not stand in for
+            # (policy "raise", or no sample of the batch decoded) ends the batch here.
+            if failed != 0 and (policy == RAISE or failed < 0):
+                for position in range(count):
+                    if table[position, STATUS] != 0:
+                        raise DecodeFailure(table[position, INDEX], table[position, STATUS])
             return out
 
         return decode_crop_op
@@ -151,6 +177,9 @@ class RandomResizedCropDecoder(_CropDecoder):
     (seed, e, i) only; the epoch is read from ``control`` (pass ``Mixing.control``).
     dct_scaling: decode a JPEG at 1/2, 1/4 or 1/8 size (libjpeg-turbo) when its box is at least twice the
     output in both sides: faster, and the pixels differ slightly from a full-size decode.
+    on_decode_error: "raise" (a damaged sample fails its batch with ``DecodeFailure``) or "skip" (it is
+    replaced by another sample of its batch, label included: ``make_loader(on_decode_error="skip")``, or
+    see ``stand_in_pipeline``; counted in ``decoder.decode_report``). See ``decode_errors.py``.
     Raises ValueError for bad ranges.
     """
 
@@ -158,8 +187,8 @@ class RandomResizedCropDecoder(_CropDecoder):
 
     def __init__(self, output_size: Size, *, control: Optional[ControlBlock] = None, seed: int = 0,
                  scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
-                 dct_scaling: bool = False):
-        super().__init__(output_size, control, seed, 8 if dct_scaling else 1)
+                 dct_scaling: bool = False, on_decode_error: str = "raise"):
+        super().__init__(output_size, control, seed, 8 if dct_scaling else 1, on_decode_error)
         scale, ratio = tuple(float(s) for s in scale), tuple(float(r) for r in ratio)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise FfmixError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
@@ -172,10 +201,13 @@ class RandomResizedCropDecoder(_CropDecoder):
 
 class CenterCropDecoder(_CropDecoder):
     """Decode, take the centred box of the output's aspect ratio whose limiting side is ``ratio`` times the
-    image's (for square outputs FFCV's ``CenterCropRGBImageDecoder`` box), and resize to ``output_size``."""
+    image's (for square outputs FFCV's ``CenterCropRGBImageDecoder`` box), and resize to ``output_size``.
+    With ``ratio=1`` and ``output_size`` the stored size it decodes straight into the batch: FFCV's
+    ``SimpleRGBImageDecoder`` with every status checked. on_decode_error: as ``RandomResizedCropDecoder``."""
 
-    def __init__(self, output_size: Size, *, ratio: float = CENTER_CROP_RATIO, dct_scaling: bool = False):
-        super().__init__(output_size, None, 0, 8 if dct_scaling else 1)
+    def __init__(self, output_size: Size, *, ratio: float = CENTER_CROP_RATIO, dct_scaling: bool = False,
+                 on_decode_error: str = "raise"):
+        super().__init__(output_size, None, 0, 8 if dct_scaling else 1, on_decode_error)
         if not 0 < ratio <= 1:
             raise FfmixError(f"ratio must be in (0, 1], got {ratio!r}")
         self.ratio = float(ratio)

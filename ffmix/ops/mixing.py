@@ -92,6 +92,14 @@ class Mixing:
             object.__setattr__(self, "image_size", (int(height), int(width)))
         object.__setattr__(self, "record", self.settings_record(self.image_size))
 
+    def change_image_size(self, size: Tuple[int, int]) -> None:
+        """Cut CutMix boxes in ``size`` (height, width) from now on: for a loader's resolution schedule only,
+        called between epochs while no pipeline thread runs (``MixLoader`` does, before it rebuilds the
+        pipeline for the new size), so no batch sees half of the change."""
+        height, width = (int(v) for v in size)
+        object.__setattr__(self, "image_size", (height, width))
+        self.record[0]["box_height"], self.record[0]["box_width"] = height, width
+
     def __setattr__(self, name, value):
         if name in self.__dataclass_fields__ and "record" in self.__dict__:
             raise FfmixError(f"a Mixing's settings are fixed once it is built (the compiled code has read them); "

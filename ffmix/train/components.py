@@ -12,6 +12,7 @@ from torch import nn
 from ..distributed import Node
 from ..metadata import read_meta
 from .config import Config, mixing_configured
+from .resolution import ResSchedule
 
 
 def make_loaders(config: Config, node: Node):
@@ -24,8 +25,10 @@ def make_loaders(config: Config, node: Node):
     """
     from ..loader import make_loader  # imported here so `ffmix train --help` does not start Numba
 
-    common = dict(device=node.device, image_size=config.image_size, num_workers=config.workers or node.threads,
-                  dtype=torch.float32, normalize=True, channels_last=config.channels_last == "on")
+    common = dict(device=node.device, num_workers=config.workers or node.threads, dtype=torch.float32,
+                  normalize=True, channels_last=config.channels_last == "on", on_decode_error=config.on_decode_error)
+    # with a resolution schedule the loop sets the training size before every epoch (train_size)
+    train_size = train_image_size(config, 0)
     mix = mixing_configured(config)
     targets = config.targets if mix else "label"
     # Index targets carry no smoothing; the loss applies it then.
@@ -34,12 +37,20 @@ def make_loaders(config: Config, node: Node):
         config.train, batch_size=config.batch_size // node.world_size, seed=config.seed, order="random",
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, mix_prob=config.mix_prob,
         switch_prob=config.switch_prob, mode=config.mix_mode, label_smoothing=smoothing, targets=targets,
-        hflip=config.hflip, distributed=node.distributed, drop_last=True, **common)
+        hflip=config.hflip, distributed=node.distributed, drop_last=True, image_size=train_size, **common)
     val_meta = read_meta(config.val)
     val_indices = list(range(node.rank, val_meta.num_samples, node.world_size))
     val_loader = make_loader(config.val, batch_size=2 * config.batch_size // node.world_size, order="sequential",
-                             targets="label", indices=val_indices, drop_last=False, **common)
+                             targets="label", indices=val_indices, drop_last=False, image_size=config.image_size,
+                             **common)
     return train_loader, val_loader
+
+
+def train_image_size(config: Config, epoch: int):
+    """The training image side of 0-based ``epoch``: the --res-schedule's, else --image-size (None: stored)."""
+    if config.res_schedule is None:
+        return config.image_size
+    return ResSchedule.parse(config.res_schedule).size_at(epoch)
 
 
 def memory_format(config: Config) -> torch.memory_format:

@@ -26,6 +26,7 @@ from ..errors import FfmixError
 from ..metadata import DatasetMeta, read_meta
 from ..models import MODEL_NAMES, resolve_model_name
 from ..system import check_memory, loader_buffer_bytes
+from .resolution import ResSchedule
 
 BASE_LR = {"sgd": 0.2, "adamw": 2e-3}           # peak learning rate at batch BASE_BATCH (SGD: scaled)
 BASE_BATCH = 256
@@ -61,6 +62,8 @@ class Config:
     hflip: bool = False
     tta: bool = False
     image_size: Optional[int] = None
+    res_schedule: Optional[str] = None    # LOW:HIGH:E1:E2 (resolution.ResSchedule); None: image_size throughout
+    on_decode_error: str = "raise"
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -77,12 +80,13 @@ class Config:
 
 # Settings that may change between an interrupted run and its resumption: where the files are and how fast the
 # loader runs, not what is computed. (Paths may move; the datasets themselves are compared by their facts. The
-# world size and device are compared separately: they are not options of a torchrun-started rank.)
+# world size and device are compared separately: they are not options of a torchrun-started rank.
+# --on-decode-error may change too: a run stopped by a damaged image is resumed with skip.)
 RUNTIME_KEYS = frozenset({"train", "val", "device", "workers", "nproc", "out", "resume", "overwrite",
-                          "stop_after_epoch", "compare_mixing"})
+                          "stop_after_epoch", "compare_mixing", "on_decode_error"})
 CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "linear"), "mix_mode": ("batch", "pair", "elem"),
            "targets": ("soft", "pair"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16"),
-           "channels_last": ("on", "off"), "model": MODEL_NAMES}
+           "channels_last": ("on", "off"), "model": MODEL_NAMES, "on_decode_error": ("raise", "skip")}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +102,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--val", required=True, metavar="VAL.beton", help="held-out set for accuracy")
     data.add_argument("--image-size", type=int, metavar="PX", help="crop/resize to PX x PX (needed when image "
                       "sizes vary)")
+    data.add_argument("--res-schedule", metavar="LOW:HIGH:E1:E2", help=(
+        "progressive resolution for training: LOW px up to epoch E1, HIGH from epoch E2, linear between, "
+        "rounded to a multiple of 32 (whole pixels when LOW or HIGH is not one); evaluation stays at "
+        "--image-size (e.g. 160:192:10:13)"))
+    data.add_argument("--on-decode-error", default="raise", choices=CHOICES["on_decode_error"], help=(
+        "an image that cannot be decoded stops the run with its index and file (raise), or is replaced by "
+        "another image of its batch, label included, and counted per epoch (skip)"))
     data.add_argument("--workers", type=int, metavar="N",
                       help="loader threads per process (default: the cores of the process's share)")
 
@@ -192,6 +203,8 @@ def check_config(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and not 1 <= value <= config.epochs:
             raise FfmixError(f"--{flag(name)} must be an epoch in 1..{config.epochs} (--epochs), got {value}")
+    if config.res_schedule is not None:
+        ResSchedule.parse(config.res_schedule)
     if config.resume and not config.out:
         raise FfmixError("--resume needs --out RUN_DIR: the run directory to continue")
     if config.resume and config.overwrite:
@@ -260,7 +273,8 @@ def default_warmup_steps(total_steps: int) -> int:
 def resolve(config: Config, train_meta: DatasetMeta, world_size: int, device_type: str) -> Config:
     """Replace the "auto" / None choices that depend on the data, the processes or the device by concrete
     values, so that the saved config says exactly what ran."""
-    shape = (config.image_size,) * 2 if config.image_size else train_meta.image_shape
+    side = config.image_size or (ResSchedule.parse(config.res_schedule).high if config.res_schedule else None)
+    shape = (side,) * 2 if side else train_meta.image_shape
     batch_size = config.batch_size or auto_batch_size(train_meta.num_samples, world_size)
     total_steps = config.epochs * steps_per_epoch(train_meta.num_samples, batch_size, world_size)
     warmup_steps = default_warmup_steps(total_steps) if config.warmup_steps is None else config.warmup_steps
@@ -297,11 +311,13 @@ def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetM
                          "(one was converted from grayscale, the other from colour images); convert both from "
                          "the same kind of source so the model sees one channel count")
     if config.image_size is None:
-        for name, meta in (("--train", train_meta), ("--val", val_meta)):
+        # with --res-schedule the training images are cropped to the schedule's sizes; evaluation is not
+        checked = [("--val", val_meta)] + ([] if config.res_schedule else [("--train", train_meta)])
+        for name, meta in checked:
             if meta.image_shape is None:
                 raise FfmixError(f"{name} images vary in size ({meta.min_size} to {meta.max_size}); "
                                  "pass --image-size to crop them to one size")
-        if tuple(train_meta.image_shape) != tuple(val_meta.image_shape):
+        if config.res_schedule is None and tuple(train_meta.image_shape) != tuple(val_meta.image_shape):
             raise FfmixError(f"--train images are {fmt_shape(train_meta.image_shape)} but --val images are "
                              f"{fmt_shape(val_meta.image_shape)}; pass --image-size to bring both to one size")
     if config.batch_size is not None and config.batch_size > train_meta.num_samples:

@@ -24,7 +24,7 @@ from ..errors import FfmixWarning
 from ..models import build_model, count_parameters
 from .checkpoints import describe_run, load_checkpoint, prepare_run_dir, restore, resume_hint, save_epoch, write_json
 from .components import (LrShape, autocast, make_loaders, make_loss, make_optimizer, memory_format, mixing_on,
-                         wrap)
+                         train_image_size, wrap)
 from .config import Config, auto_batch_size, check_inputs, resolve
 from .report import count, epoch_line, summary_line
 
@@ -73,6 +73,8 @@ def train(config: Config, node: Node) -> List[dict]:
             epoch_start = time.perf_counter()
             train_loader.set_epoch(epoch)
             train_loader.mixing_enabled = mixing_on(config, epoch)
+            if config.res_schedule is not None:   # a function of the epoch: a resumed run sees the same sizes
+                train_loader.set_image_size(train_image_size(config, epoch))
             model.train()
             train_loss, train_seconds, wait_seconds = train_one_epoch(step, train_loader, node, epoch, config.epochs)
             distributed.broadcast_buffers(model, node)
@@ -83,7 +85,8 @@ def train(config: Config, node: Node) -> List[dict]:
                 "train_images": train_images, "train_images_per_s": train_images / train_seconds,
                 "data_wait_share": wait_seconds / train_seconds, "train_seconds": train_seconds,
                 "seconds": time.perf_counter() - epoch_start, "lr": optimizer.param_groups[0]["lr"],
-                "mixing": train_loader.mixing_enabled,
+                "mixing": train_loader.mixing_enabled, "image_size": list(train_loader.image_size),
+                "decode_stand_ins": train_loader.decode_stand_ins,
                 "elapsed": elapsed_before + time.perf_counter() - loop_start})  # run time so far, with saving
             say(node, epoch_line(history[-1], config.epochs))
             if node.is_main:
