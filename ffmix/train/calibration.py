@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
-import torch.nn.functional as F
 
 CALIBRATION_BINS = 15   # as in Guo et al. and most papers that report ECE
 
