@@ -29,8 +29,8 @@ demo: data
 	@$(PY) -c 'import json; r = json.loads(open("runs/demo/metrics.jsonl").readlines()[-1]); \
 		print("Fashion-MNIST test accuracy: %.2f%% after %d epochs, %.0f s" % (100 * r["val_acc"], r["epoch"], r["elapsed"]))'
 
-# The demo recipe twice, with mixing on and off, and one table of accuracy, time, images/s and data wait
-# (runs/compare/compare.md). Twice the demo's training time.
+# The demo recipe twice, with mixing on and off, and one table of accuracy, test NLL, calibration error (ECE),
+# time, images/s and data wait (runs/compare/compare.md). Twice the demo's training time.
 compare: data
 	$(PY) -m ffmix.cli train $(DEMO_RECIPE) --compare-mixing --out runs/compare --overwrite
 

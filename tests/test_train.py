@@ -25,6 +25,7 @@ from ffmix.distributed import torchrun_command
 from ffmix.errors import FfmixError, FfmixWarning
 from ffmix.system import resolve_device
 from ffmix.train import ARTIFACTS, Config, LrShape, config_to_argv, configure_parser, make_loss
+from ffmix.train.calibration import expected_calibration_error
 from ffmix.train.config import auto_batch_size, default_lr, default_warmup_steps, resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,6 +116,7 @@ def test_short_training_lowers_the_loss_and_beats_chance(full_run):
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"]
     assert metrics[-1]["val_loss"] < 0.8 * np.log(NUM_CLASSES)   # chance: log(4) nats
     assert metrics[-1]["val_acc"] > 0.6                          # chance: 0.25
+    assert all(0.0 <= m["val_ece"] <= 1.0 for m in metrics)      # the values: tests/test_calibration.py
     for name in ("config.json", "last.pt", "best.pt", "curves.png"):
         assert (full_run / name).stat().st_size > 0
     config = json.loads((full_run / "config.json").read_text())
@@ -134,6 +136,7 @@ def test_epoch_lines_and_summary(data, tmp_path, capsys):
     assert f"train loss {metrics['train_loss']:.4f}" in epoch_line
     assert f"val acc {100 * metrics['val_acc']:6.2f}%" in epoch_line and "img/s" in epoch_line
     assert f"data wait {100 * metrics['data_wait_share']:4.1f}%" in epoch_line
+    assert f"val NLL {metrics['val_loss']:.4f}  ECE {100 * metrics['val_ece']:5.2f}%" in epoch_line
     assert lines[-1].startswith("done: 1 epoch in") and f"{100 * metrics['val_acc']:.2f}%" in lines[-1]
     assert f"{100 * metrics['data_wait_share']:.1f}% of step time waiting for data" in lines[-1]
 
@@ -250,7 +253,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(data, full_run, 
     assert_same_tensors(full["model"], resumed["model"], "model")
     assert_same_tensors(full["optimizer"], resumed["optimizer"], "optimizer")
     assert_same_tensors(full["rng"], resumed["rng"], "rng")
-    for key in ("train_loss", "val_loss", "val_acc", "mixing", "lr"):
+    for key in ("train_loss", "val_loss", "val_acc", "val_ece", "mixing", "lr"):
         assert [m[key] for m in read_metrics(full_run)] == [m[key] for m in read_metrics(run_dir)], key
 
 
@@ -635,9 +638,10 @@ def test_two_processes_share_each_epoch_and_end_with_the_same_weights(data, tmp_
     metrics = read_metrics(run_dir)
     assert len(metrics) == 2
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(ARTIFACTS)   # and no temporary files left
-    correct, loss = evaluate_here(ranks[0]["model"], data["val"])
+    correct, loss, ece = evaluate_here(ranks[0]["model"], data["val"])
     assert round(metrics[-1]["val_acc"] * 128) == correct
     assert metrics[-1]["val_loss"] == pytest.approx(loss, rel=1e-4)
+    assert metrics[-1]["val_ece"] == pytest.approx(ece, abs=1e-5)   # the ranks' bins summed, not their ECEs
 
 
 @pytest.mark.slow
@@ -655,7 +659,7 @@ def test_resume_with_another_nproc_is_refused_by_every_rank(data, full_run, tmp_
 
 
 def evaluate_here(state: dict, val_path: Path):
-    """(correct predictions, mean cross-entropy) of the ``tiny`` model with ``state`` on ``val_path``."""
+    """(correct predictions, mean cross-entropy, ECE) of the ``tiny`` model with ``state`` on ``val_path``."""
     from ffmix.loader import make_loader
     from ffmix.models import build_model
 
@@ -664,14 +668,16 @@ def evaluate_here(state: dict, val_path: Path):
     model.eval()
     loader = make_loader(val_path, batch_size=128, order="sequential", targets="label", drop_last=False,
                          num_workers=1)
-    correct, loss_sum, count = 0, 0.0, 0
+    correct, loss_sum, count, all_logits, all_labels = 0, 0.0, 0, [], []
     with torch.no_grad():
         for images, labels in loader:
             logits = model(images)
             correct += int((logits.argmax(1) == labels).sum())
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             count += len(labels)
-    return correct, loss_sum / count
+            all_logits.append(logits)
+            all_labels.append(labels)
+    return correct, loss_sum / count, expected_calibration_error(torch.cat(all_logits), torch.cat(all_labels))
 
 
 # --------------------------------------------------------------------------------------------------- GPU
@@ -699,12 +705,15 @@ def test_compare_mixing_writes_one_table_with_both_runs(data, tmp_path, capsys):
     rows = json.loads((run_dir / "compare.json").read_text())
     assert [row["mixing"] for row in rows] == ["on (MixUp α=0.2 + CutMix α=1)", "off"]
     table = (run_dir / "compare.md").read_text().strip().splitlines()
-    assert table[0].startswith("| mixing | test accuracy") and len(table) == 4   # header, rule, two rows
+    assert table[0].startswith("| mixing | test accuracy | test NLL | ECE |")
+    assert len(table) == 4   # header, rule, two rows
     assert table[0] in out and table[-1] in out
     for row, name in zip(rows, ("mixing-on", "mixing-off")):
         metrics = read_metrics(run_dir / name)
         assert row["val_acc"] == metrics[-1]["val_acc"] and 0.0 <= row["data_wait_share"] <= 1.0
-        assert f"{100 * row['val_acc']:.2f}%" in table[2 + (name == "mixing-off")]
+        assert (row["val_loss"], row["val_ece"]) == (metrics[-1]["val_loss"], metrics[-1]["val_ece"])
+        assert (f"| {100 * row['val_acc']:.2f}% | {row['val_loss']:.4f} | {100 * row['val_ece']:.2f}% |"
+                in table[2 + (name == "mixing-off")])
     mixed = json.loads((run_dir / "mixing-on" / "config.json").read_text())["config"]
     unmixed = json.loads((run_dir / "mixing-off" / "config.json").read_text())["config"]
     assert (mixed["mixup_alpha"], mixed["cutmix_alpha"]) == (0.2, 1.0)

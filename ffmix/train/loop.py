@@ -12,16 +12,16 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed
 from ..distributed import Node
 from ..errors import FfmixWarning
 from ..models import build_model, count_parameters
+from .calibration import ValidationTally
 from .checkpoints import describe_run, load_checkpoint, prepare_run_dir, restore, resume_hint, save_epoch, write_json
 from .components import (LrShape, autocast, make_loaders, make_loss, make_optimizer, memory_format, mixing_on,
                          train_image_size, wrap)
@@ -78,10 +78,10 @@ def train(config: Config, node: Node) -> List[dict]:
             model.train()
             train_loss, train_seconds, wait_seconds = train_one_epoch(step, train_loader, node, epoch, config.epochs)
             distributed.broadcast_buffers(model, node)
-            val_loss, val_acc = evaluate(model, val_loader, config, node)
+            validation = evaluate(model, val_loader, config, node)
             train_images = steps_per_epoch * config.batch_size
             history.append({
-                "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
+                "epoch": epoch + 1, "train_loss": train_loss, **validation,
                 "train_images": train_images, "train_images_per_s": train_images / train_seconds,
                 "data_wait_share": wait_seconds / train_seconds, "train_seconds": train_seconds,
                 "seconds": time.perf_counter() - epoch_start, "lr": optimizer.param_groups[0]["lr"],
@@ -171,23 +171,19 @@ class WaitClock:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, config: Config, node: Node) -> Tuple[float, float]:
-    """(cross-entropy, top-1 accuracy) on the validation set, summed over every rank's share."""
+def evaluate(model: nn.Module, loader, config: Config, node: Node) -> Dict[str, float]:
+    """``val_loss`` (NLL: mean cross-entropy of the true class), ``val_acc`` (top-1) and ``val_ece`` (expected
+    calibration error, 15 bins) on the validation set, from one pass, summed over every rank's share."""
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=node.device)
-    correct = torch.zeros((), dtype=torch.int64, device=node.device)
-    count = 0
+    tally = ValidationTally(node.device)
     for images, labels in loader:
         with autocast(config, node):
             logits = model(images).float()
             if config.tta:  # the mirror image is as likely as the original when training used --hflip
+                # the prediction is the mean of the two logits: accuracy, NLL and calibration all judge it
                 logits = (logits + model(images.flip(3)).float()) / 2
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-        count += labels.shape[0]
-    total_loss, total_correct, total_count = distributed.sum_over_ranks([loss_sum.item(), correct.item(), count],
-                                                                          node)
-    return total_loss / total_count, total_correct / total_count
+        tally.add(logits, labels)
+    return tally.figures(distributed.sum_over_ranks(tally.totals(), node))
 
 
 @contextmanager

@@ -16,14 +16,18 @@ def epoch_line(record: dict, epochs: int) -> str:
     mixing = "" if record["mixing"] else "  (no mixing)"
     return (f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f}  "
             f"{record['train_images_per_s']:>6.0f} img/s  data wait {100 * record['data_wait_share']:4.1f}%  "
-            f"val acc {100 * record['val_acc']:6.2f}%  val loss {record['val_loss']:.4f}  "
+            f"val acc {100 * record['val_acc']:6.2f}%  val NLL {record['val_loss']:.4f}  "
+            f"ECE {100 * record.get('val_ece', float('nan')):5.2f}%  "
             f"{record['seconds']:6.1f} s{mixing}")
 
 
 def run_totals(history: List[dict]) -> dict:
-    """Figures of a whole run: training seconds, train images/s and data-wait share over all its epochs."""
+    """Figures of a whole run: the last epoch's test accuracy, NLL and calibration error (NaN for a run
+    recorded before ffmix measured it), training seconds, train images/s and data-wait share over all epochs."""
     train_seconds = sum(r["train_seconds"] for r in history)
-    return {"epochs": len(history), "val_acc": history[-1]["val_acc"], "train_seconds": train_seconds,
+    final = history[-1]
+    return {"epochs": len(history), "val_acc": final["val_acc"], "val_loss": final["val_loss"],
+            "val_ece": final.get("val_ece", float("nan")), "train_seconds": train_seconds,
             "elapsed": history[-1]["elapsed"],
             "train_images_per_s": sum(r["train_images"] for r in history) / train_seconds,
             "data_wait_share": sum(r["data_wait_share"] * r["train_seconds"] for r in history) / train_seconds}
@@ -33,16 +37,19 @@ def summary_line(history: List[dict], best: dict, run_dir: Path) -> str:
     totals = run_totals(history)
     return (f"done: {count(totals['epochs'], 'epoch')} in {totals['elapsed']:.1f} s ({totals['train_images_per_s']:.0f} "
             f"train img/s, {100 * totals['data_wait_share']:.1f}% of step time waiting for data); final val acc "
-            f"{100 * totals['val_acc']:.2f}% (best {100 * best['val_acc']:.2f}% at epoch {best['epoch']}); "
+            f"{100 * totals['val_acc']:.2f}% (best {100 * best['val_acc']:.2f}% at epoch {best['epoch']}), NLL "
+            f"{totals['val_loss']:.4f}, ECE {100 * totals['val_ece']:.2f}%; "
             f"{run_dir}")
 
 
 def comparison_table(rows: Sequence[dict]) -> str:
-    """A Markdown table of runs; each row is ``run_totals`` plus a ``mixing`` label."""
-    lines = ["| mixing | test accuracy | training s | train images/s | data wait |",
-             "|---|---:|---:|---:|---:|"]
+    """A Markdown table of runs; each row is ``run_totals`` plus a ``mixing`` label. Accuracy, NLL and ECE
+    (15 bins) are the test set's after the last epoch: lower NLL and ECE mean confidence that can be trusted."""
+    lines = ["| mixing | test accuracy | test NLL | ECE | training s | train images/s | data wait |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['mixing']} | {100 * row['val_acc']:.2f}% | {row['train_seconds']:.0f} | "
+        lines.append(f"| {row['mixing']} | {100 * row['val_acc']:.2f}% | {row['val_loss']:.4f} | "
+                     f"{100 * row['val_ece']:.2f}% | {row['train_seconds']:.0f} | "
                      f"{row['train_images_per_s']:,.0f} | {100 * row['data_wait_share']:.1f}% |")
     return "\n".join(lines)
 
