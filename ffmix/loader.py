@@ -20,6 +20,7 @@ from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from .errors import FfmixError
 from .epochs import ResilientLoader
 from .ffcv_compat import RAW_MODE, data_extent, field_table, open_reader, page_pointers
+from .normalization import default_mean_std
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .system import available_cpus, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
@@ -29,9 +30,6 @@ from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing, check_targets
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
           "quasi_random": OrderOption.QUASI_RANDOM}
 CROPS = ("auto", "random", "center")
-# Defaults for normalize=True: ImageNet statistics for colour, [-1, 1] for grayscale.
-RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
 
 
 class MixLoader:
@@ -211,7 +209,7 @@ def _normalisation(meta: DatasetMeta, normalize: bool, mean, std, dtype):
     if not dtype.is_floating_point:
         raise FfmixError(f"normalize=True needs a floating dtype, got {dtype}; pass normalize=False")
     if mean is None or std is None:
-        mean, std = (GRAY_MEAN, GRAY_STD) if meta.channels == 1 else (RGB_MEAN, RGB_STD)
+        mean, std = default_mean_std(meta.channels)
     if len(mean) != meta.channels or len(std) != meta.channels or min(std) <= 0:
         raise FfmixError(f"mean and std need {meta.channels} values (std > 0), got mean={mean}, std={std}")
     return tuple(mean), tuple(std)
