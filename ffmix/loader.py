@@ -22,6 +22,7 @@ from .epochs import ResilientLoader
 from .errors import FfmixError, FfmixWarning
 from .ffcv_compat import RAW_MODE, field_table, open_reader
 from .integrity import open_whole_beton
+from .normalization import default_mean_std
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .sources.base import MAX_CLASSES
 from .system import available_cpus, check_memory, loader_buffer_bytes, resolve_device
@@ -34,9 +35,6 @@ ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
           "quasi_random": OrderOption.QUASI_RANDOM}
 CROPS = ("auto", "random", "center")
 STAND_IN_OUTPUT = "stand_ins"   # the Loader output naming each batch's stand-ins (on_decode_error="skip")
-# Defaults for normalize=True: ImageNet statistics for colour, [-1, 1] for grayscale.
-RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
 
 
 class MixLoader:
@@ -305,7 +303,7 @@ def _normalisation(meta: DatasetMeta, normalize: bool, mean, std, dtype):
     if not dtype.is_floating_point:
         raise FfmixError(f"normalize=True needs a floating dtype, got {dtype}; pass normalize=False")
     if mean is None or std is None:
-        mean, std = (GRAY_MEAN, GRAY_STD) if meta.channels == 1 else (RGB_MEAN, RGB_STD)
+        mean, std = default_mean_std(meta.channels)
     if len(mean) != meta.channels or len(std) != meta.channels or min(std) <= 0:
         raise FfmixError(f"mean and std need {meta.channels} values (std > 0), got mean={mean}, std={std}")
     return tuple(mean), tuple(std)

@@ -15,9 +15,11 @@ import torch
 
 import datagen
 from ffmix import cli
-from ffmix.bench import alternatives, e2e, ops, report
+from ffmix.errors import FfmixError
+from ffmix.bench import alternatives, ops, registry, report, targets
 from ffmix.bench.alternatives import (MixingCollate, TorchvisionCollate, check_batch, numpy_mixup_per_sample,
                                       torch_cutmix, torch_mixup)
+from ffmix.normalization import RGB_MEAN, RGB_STD, default_mean_std
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_TIMEOUT_S = 600
@@ -63,7 +65,7 @@ def test_quick_ops_has_every_implementation_at_both_shapes(quick):
 
 def test_quick_e2e_has_every_pipeline_with_checked_output(quick):
     rows = quick[0]["results"]["e2e"]
-    wanted = {p for name in {r["dataset"] for r in rows} for p in e2e.pipelines_for(name, e2e.PIPELINES)}
+    wanted = {p for name in {r["dataset"] for r in rows} for p in registry.pipelines_for(name, registry.PIPELINES)}
     assert {r["pipeline"] for r in rows} == wanted | {"memcpy", "memcpy_uint8"}
     for row in rows:
         assert row["images_per_s"] > 0, row["pipeline"]
@@ -72,6 +74,8 @@ def test_quick_e2e_has_every_pipeline_with_checked_output(quick):
             continue
         assert row["check"]["values"] == "checked", row["pipeline"]
         assert row["warmup_s"] > 0 and len(row["runs_s"]) == quick[0]["config"]["runs"]
+        record = registry.PIPELINES[row["pipeline"]]
+        assert (row["label"], row["output"], row["note"]) == (record.label, record.output, record.note)
         if row["pipeline"] == "ffcv_mixup":
             # FFCV 1.0.2's MixupToOneHot overwrites same-class rows; that is the only problem tolerated
             assert all("do not sum to one" in p for p in row["check"]["problems"]), row["check"]
@@ -95,41 +99,117 @@ def test_quick_scaling_and_targets(quick):
 
 
 def test_quick_prints_tables_and_plot(quick):
-    _, stdout, plot = quick
+    result, stdout, plot = quick
     assert "| pipeline" in stdout and "| implementation" in stdout and "Targets" in stdout
+    _assert_plot_shows(result)
     from PIL import Image
-    with Image.open(plot) as image:
-        assert image.size[0] > 500 and image.size[1] > 500
+    with Image.open(plot) as image:      # the file the run wrote is that figure: two panels at 110 dpi
+        assert image.size == (round(13 * 110), round(2 * 5.2 * 110))
 
 
 # ------------------------------------------------------------------------------ the competitors' maths
 
-def test_numpy_loop_blends_each_sample_with_its_partner():
-    rng = np.random.default_rng(3)
-    images = rng.random((6, 3, 4, 5), dtype=np.float32)
-    labels = np.array([0, 1, 2, 0, 1, 2])
-    mixed, targets = numpy_mixup_per_sample(images, labels, 3, 0.8, np.random.default_rng(7))
-    replay = np.random.default_rng(7)
-    partner = replay.permutation(6)
-    for i in range(6):
-        lam = replay.beta(0.8, 0.8)
-        np.testing.assert_allclose(mixed[i], lam * images[i] + (1 - lam) * images[partner[i]], rtol=1e-6)
-        assert targets[i, labels[i]] == pytest.approx(lam if labels[partner[i]] != labels[i] else 1.0, abs=1e-6)
-    np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+def _basis_images(count: int) -> np.ndarray:
+    """float32 (count, 1, 1, count): image k is the unit vector e_k, so a blend of two images shows which two
+    and with what weights (the pixel at k is image k's weight)."""
+    return np.eye(count, dtype=np.float32).reshape(count, 1, 1, count)
 
 
-def test_torch_mixup_blends_with_per_sample_lambda():
-    images = torch.rand(8, 3, 5, 5)
-    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
-    torch.manual_seed(11)
-    mixed, targets = torch_mixup(images, labels, 4, 0.4)
-    torch.manual_seed(11)
-    lam = torch.distributions.Beta(0.4, 0.4).sample((8,))
-    partner = torch.randperm(8)
-    expected = images * lam.view(-1, 1, 1, 1) + images[partner] * (1 - lam.view(-1, 1, 1, 1))
-    torch.testing.assert_close(mixed, expected)
-    torch.testing.assert_close(targets.sum(1), torch.ones(8))
-    assert len(set(lam.tolist())) > 1, "λ is drawn per sample"
+def _blend_weights(mixed: np.ndarray):
+    """For each row of a batch of blended basis images: (own weight, partner index, partner weight); the
+    partner is the row itself when nothing else was blended in. Asserts every row is a convex combination of
+    its own image and at most one other."""
+    count = len(mixed)
+    weights = mixed.reshape(count, count).astype(np.float64)
+    own = weights[np.arange(count), np.arange(count)]
+    others = weights.copy()
+    others[np.arange(count), np.arange(count)] = 0.0
+    assert (weights >= -1e-6).all() and np.allclose(weights.sum(1), 1.0, atol=1e-5), "not a convex combination"
+    assert ((others > 1e-6).sum(1) <= 1).all(), "more than two images blended in one row"
+    partner = np.where(others.max(1) > 1e-6, others.argmax(1), np.arange(count))
+    return own, partner, 1.0 - own
+
+
+def _check_mixup_batch(mixed, targets, labels, num_classes):
+    """The properties every MixUp batch has, read from its basis-image pixels: a convex blend of the row's own
+    image and one partner, the partners distinct (a permutation's), and the target row carrying the same
+    weights as the pixels (own weight on the own label, the rest on the partner's label), summing to one."""
+    own, partner, partner_weight = _blend_weights(np.asarray(mixed))
+    blended = partner != np.arange(len(labels))
+    assert len(set(partner[blended].tolist())) == int(blended.sum()), "a sample is the partner of two rows"
+    expected = np.zeros((len(labels), num_classes))
+    np.add.at(expected, (np.arange(len(labels)), labels), own)
+    np.add.at(expected, (np.arange(len(labels)), labels[partner]), partner_weight)
+    np.testing.assert_allclose(np.asarray(targets, np.float64), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(targets, np.float64).sum(1), 1.0, atol=1e-5)
+    return own
+
+
+def _beta_moments_match(lams: np.ndarray, alpha: float) -> None:
+    """λ pooled over many batches has Beta(α, α)'s mean 1/2 and variance 1 / (4 (2α + 1)) (within 4 standard
+    errors, so a wrong α or a uniform draw fails, a true Beta passes)."""
+    count = len(lams)
+    variance = 1.0 / (4.0 * (2.0 * alpha + 1.0))
+    assert abs(lams.mean() - 0.5) < 4 * math.sqrt(variance / count), lams.mean()
+    # the sample variance's standard error, from Beta(α, α)'s fourth central moment 3 / (16 (2α + 1) (2α + 3))
+    fourth = 3.0 / (16.0 * (2.0 * alpha + 1.0) * (2.0 * alpha + 3.0))
+    error = math.sqrt((fourth - variance ** 2) / count)
+    assert abs(lams.var() - variance) < 4 * error, (lams.var(), variance)
+
+
+@pytest.mark.parametrize("alpha", [0.4, 0.8])
+def test_numpy_loop_blends_each_sample_with_one_partner_by_its_target_weights(alpha):
+    count, num_classes = 12, 4
+    images = _basis_images(count)
+    lams = []
+    for seed in range(60):
+        labels = np.random.default_rng(seed).integers(0, num_classes, count)   # same-class partners included
+        mixed, targets = numpy_mixup_per_sample(images, labels, num_classes, alpha, np.random.default_rng(seed))
+        assert mixed.dtype == np.float32 and targets.dtype == np.float32
+        own = _check_mixup_batch(mixed, targets, labels, num_classes)
+        partner = _blend_weights(mixed)[1]
+        lams.extend(own[partner != np.arange(count)])     # a row whose partner is itself shows no λ
+    _beta_moments_match(np.array(lams), alpha)
+
+
+@pytest.mark.parametrize("alpha", [0.4, 0.8])
+def test_torch_mixup_blends_each_sample_with_one_partner_by_its_own_lambda(alpha):
+    count, num_classes = 12, 4
+    images = torch.from_numpy(_basis_images(count))
+    lams = []
+    for seed in range(60):
+        torch.manual_seed(seed)
+        labels = torch.randint(0, num_classes, (count,))
+        mixed, targets = torch_mixup(images, labels, num_classes, alpha)
+        assert mixed.dtype == torch.float32 and targets.dtype == torch.float32
+        own = _check_mixup_batch(mixed.numpy(), targets.numpy(), labels.numpy(), num_classes)
+        partner = _blend_weights(mixed.numpy())[1]
+        drawn = own[partner != np.arange(count)]
+        assert len(np.unique(np.round(drawn, 6))) == len(drawn), "λ is drawn per sample"
+        lams.extend(drawn)
+    _beta_moments_match(np.array(lams), alpha)
+
+
+def test_mixup_property_checks_catch_a_wrong_blend():
+    """The checks above fail on what a broken MixUp would give: targets of the other weight, three images in
+    one row, or a weight that is not convex."""
+    count, labels = 6, np.array([0, 1, 2, 3, 0, 1])
+    images = _basis_images(count)
+    mixed, targets = numpy_mixup_per_sample(images, labels, 4, 0.8, np.random.default_rng(1))
+    swapped = targets[:, ::-1].copy()
+    with pytest.raises(AssertionError):
+        _check_mixup_batch(mixed, swapped, labels, 4)
+    three = mixed.copy().reshape(count, count)
+    three[0] = 0.0
+    three[0, [0, 1, 2]] = [0.5, 0.25, 0.25]
+    with pytest.raises(AssertionError):
+        _blend_weights(three.reshape(mixed.shape))
+    with pytest.raises(AssertionError):
+        _blend_weights(mixed * 1.1)
+    with pytest.raises(AssertionError):
+        _beta_moments_match(np.random.default_rng(0).uniform(size=800), 0.4)   # uniform λ is not Beta(0.4, 0.4)
+    with pytest.raises(AssertionError):
+        _beta_moments_match(np.random.default_rng(0).beta(0.8, 0.8, size=800), 0.4)   # nor is Beta(0.8, 0.8)
 
 
 def test_torch_cutmix_pastes_the_partners_box_and_weighs_by_area():
@@ -209,8 +289,145 @@ def test_array_dataset_gray_and_rgb():
     rgb = alternatives.ArrayImages(np.zeros((2, 5, 5, 3), np.uint8), np.array([0, 1]), channels=3)
     image, _ = rgb[1]
     assert image.shape == (3, 5, 5)
-    expected = -torch.tensor(alternatives.RGB_MEAN) / torch.tensor(alternatives.RGB_STD)
+    expected = -torch.tensor(RGB_MEAN) / torch.tensor(RGB_STD)
     torch.testing.assert_close(image[:, 0, 0], expected)
+
+
+# ----------------------------------------------------------------------------- registry and targets
+
+def test_registry_says_where_each_pipeline_runs():
+    every = list(registry.PIPELINES)
+    assert len({registry.PIPELINES[k].label for k in every}) == len(every), "labels tell the rows apart"
+    rgb, fmnist, jpeg = (set(registry.pipelines_for(name, every)) for name in ("rgb32", "fmnist", "jpeg224"))
+    assert {"ffmix_mixup", "ffmix_uint8", "ffmix_uint8_off"} <= rgb and not {"ffcv_decode", "ffmix_decode"} & rgb
+    assert {"ffmix_uint8", "ffmix_uint8_off"} <= fmnist and "ffmix_mixup" not in fmnist
+    assert {"ffcv_decode", "ffmix_decode"} <= jpeg and not {"ffmix_mixup", "ffmix_uint8"} & jpeg
+    assert registry.pipelines_for("rgb32-probe", every) == registry.pipelines_for("rgb32", every)
+    assert registry.pipelines_for("rgb32", ["ffmix_off", "ffmix"]) == ["ffmix_off", "ffmix"]   # the order asked
+    timm = registry.PIPELINES["timm_fast_collate"]
+    assert (timm.output_on(torch.device("cpu")), timm.output_on(torch.device("cuda"))) == ("uint8", "float32")
+    unmixed = {k for k in every if not registry.PIPELINES[k].mixed}
+    assert unmixed == {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", "ffcv_decode", "ffmix_decode"}
+    with pytest.raises(ValueError, match="output"):
+        registry.Pipeline("bad", "bad", build=lambda *a, **k: None, output="float16")
+
+
+class _ToyLoader:
+    """Unmixed float batches of one dataset's shape: what a new peer's builder returns."""
+
+    def __init__(self, dataset, batch_size):
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def __len__(self):
+        return self.dataset.count // self.batch_size
+
+    def __iter__(self):
+        height, width = self.dataset.image_shape
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            labels = torch.from_numpy(self.dataset.labels[start:start + self.batch_size]).long()
+            yield (torch.zeros(self.batch_size, self.dataset.channels, height, width),
+                   torch.nn.functional.one_hot(labels, self.dataset.num_classes).float())
+
+
+class _Progress:
+    def set_postfix_str(self, text):
+        pass
+
+    def update(self, steps):
+        pass
+
+
+def test_a_peer_added_to_the_registry_runs_end_to_end(monkeypatch, tmp_path):
+    """Adding a pipeline is one record: the CLI accepts it, the e2e section builds, checks and times it, and
+    its row carries the record's label, output and note."""
+    import ffmix.bench as bench
+    from ffmix.bench import e2e
+    from ffmix.bench.data import BenchDataset, DatasetSpec
+
+    built = []
+
+    def build_toy(dataset, *, batch_size, workers, device, indices=None, seed=0):
+        built.append((dataset.name, batch_size, workers))
+        return _ToyLoader(dataset, batch_size)
+
+    toy = registry.Pipeline("toy", "a toy peer, unmixed", build=build_toy, mixed=False, note="toy note",
+                            datasets=frozenset({"tiny"}))
+    monkeypatch.setitem(registry.PIPELINES, "toy", toy)
+    settings = bench._settings(_parsed(["bench", "e2e", "--pipelines", "toy"]))
+    assert settings["pipelines"] == ["toy"]
+    dataset = BenchDataset(spec=DatasetSpec(name="tiny", title="tiny", count=64, size=(4, 4)),
+                           beton=tmp_path / "unused.beton", labels=np.arange(64) % 4, class_names=list("abcd"),
+                           image_shape=(4, 4))
+    rows = e2e.run_e2e([dataset], pipelines=["toy"], batch_sizes={"tiny": 8}, workers=1, runs=2, min_run_s=0.0,
+                       device=torch.device("cpu"), progress=_Progress())
+    row = [r for r in rows if r["pipeline"] == "toy"][0]
+    assert (row["label"], row["output"], row["note"]) == ("a toy peer, unmixed", "float32", "toy note")
+    assert row["check"]["ok"] and row["images_per_s"] > 0 and len(row["runs_s"]) == 2
+    assert built[0] == ("tiny", 8, 1)
+    assert e2e.pipelines_for("rgb32", ["toy", "ffmix"]) == ["ffmix"]      # its datasets only
+
+
+def test_every_target_compares_rows_that_exist():
+    """A target names rows by key: each must be a row the section can produce (a typo would leave the target
+    silently unevaluated)."""
+    from ffmix.bench import collate, startup
+
+    known = {"e2e": set(registry.PIPELINES) | {"memcpy", "memcpy_uint8"}, "ops": set(ops.IMPLEMENTATIONS),
+             "startup": set(startup.LOADERS), "collate": set(collate.PATHS)}
+    places = {"e2e": {"fmnist", "rgb32", "jpeg224"}, "ops": {"imagenet", "cifar"}, "startup": {"warm", "cold"},
+              "collate": set(collate.DATASETS)}
+    assert len({t.what for t in targets.TARGETS}) == len(targets.TARGETS), "each target's words are its name"
+    for target in targets.TARGETS:
+        rows = targets.COMPARED[target.section].rows
+        assert {target.mine, target.other} <= known[rows], target
+        assert target.where in places[rows], target
+        if rows == "e2e":
+            for key in (target.mine, target.other):
+                assert registry.PIPELINES[key].runs_on(target.where), (target.what, key)
+    with pytest.raises(ValueError, match="comparison"):
+        targets.Target("x", section="e2e", where="rgb32", mine="ffmix", other="ffmix_off", comparison=">",
+                       threshold=1.0)
+
+
+def test_targets_give_the_kept_runs_verdicts():
+    """Every kept run under docs/bench/ evaluated again with today's table: the runs of today's format give
+    their kept targets exactly (ratio, threshold, met, failed checks); older runs agree on every target that
+    kept its name."""
+    kept = sorted((REPO / "docs" / "bench").glob("*.json"))
+    assert kept
+    by_name = {t.what: t for t in targets.TARGETS}
+    for path in kept:
+        run = json.loads(path.read_text())
+        quick = bool(run.get("config", {}).get("quick", False))
+        again = targets.evaluate_targets(run["results"], quick)
+        if "command" in run:
+            assert again == run["targets"], path.name
+            continue
+        again = {t["target"]: t for t in again}
+        compared = [t for t in run["targets"] if t["target"] in by_name]
+        assert compared, path.name
+        for old in compared:
+            new = again[old["target"]]
+            assert {k: new[k] for k in old} == old, (path.name, old["target"])
+
+
+def test_uint8_samples_hand_out_chw_from_either_layout():
+    rng = np.random.default_rng(0)
+    channels_last = rng.integers(0, 256, (5, 4, 3, 3), dtype=np.uint8)
+    channels_first = np.ascontiguousarray(channels_last.transpose(0, 3, 1, 2))
+    labels = np.arange(5)
+    laid_out = alternatives.Uint8Samples(channels_last, labels)
+    as_is = alternatives.Uint8Samples(channels_first, labels, channels_first=True)
+    for k in range(5):
+        (a, label_a), (b, label_b) = laid_out[k], as_is[k]
+        assert a.shape == (3, 4, 3) and a.dtype == np.uint8 and a.flags.c_contiguous
+        np.testing.assert_array_equal(a, b)
+        assert label_a == label_b == k
+        assert np.shares_memory(b, channels_first)        # no work per sample when already CHW
+    gray, _ = alternatives.Uint8Samples(channels_last[..., 0], labels)[2]
+    np.testing.assert_array_equal(gray, channels_last[2, None, :, :, 0])
+    with pytest.raises(FfmixError, match="channels_first"):
+        alternatives.Uint8Samples(channels_last[..., 0], labels, channels_first=True)
 
 
 # ------------------------------------------------------------------------------------- report, CLI
@@ -237,15 +454,15 @@ def _fake_results():
 
 
 def test_targets_are_ratios_of_the_rows():
-    targets = {t["target"]: t for t in report.evaluate_targets(_fake_results(), quick=False)}
-    collate = targets["end to end 32x32 raw: ffmix / DataLoader + collate_fn"]
+    evaluated = {t["target"]: t for t in targets.evaluate_targets(_fake_results(), quick=False)}
+    collate = evaluated["end to end 32x32 raw: ffmix / DataLoader + collate_fn"]
     assert collate["measured"] == pytest.approx(25.0) and collate["met"]
-    assert not targets["end to end 32x32 raw: ffmix / FFCV + its ImageMixup"]["met"]          # 3.33 < 4
-    copy = targets["mixing alone, ImageNet batch: ffmix time / same-thread copy"]
+    assert not evaluated["end to end 32x32 raw: ffmix / FFCV + its ImageMixup"]["met"]          # 3.33 < 4
+    copy = evaluated["mixing alone, ImageNet batch: ffmix time / same-thread copy"]
     assert copy["measured"] == pytest.approx(2.0) and not copy["met"]                          # 2.0 > 1.5
-    startup = targets["start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"]
+    startup = evaluated["start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"]
     assert startup["measured"] == pytest.approx(1.5) and startup["met"]
-    assert "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup" not in targets   # no such rows: not evaluated
+    assert "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup" not in evaluated   # no such rows: not evaluated
 
 
 def test_a_target_is_not_met_by_an_ffmix_row_that_failed_its_check():
@@ -253,10 +470,10 @@ def test_a_target_is_not_met_by_an_ffmix_row_that_failed_its_check():
     for row in results["e2e"]:
         if row["pipeline"] == "ffmix" and row["dataset"] == "rgb32":
             row["check"] = {"ok": False, "problems": ["probe: wrong values"]}
-    targets = {t["target"]: t for t in report.evaluate_targets(results, quick=False)}
-    collate = targets["end to end 32x32 raw: ffmix / DataLoader + collate_fn"]
+    evaluated = {t["target"]: t for t in targets.evaluate_targets(results, quick=False)}
+    collate = evaluated["end to end 32x32 raw: ffmix / DataLoader + collate_fn"]
     assert collate["measured"] == pytest.approx(25.0) and not collate["met"] and collate["failed_check"] == ["ffmix"]
-    assert "check failed: ffmix" in report.targets_text(list(targets.values()))
+    assert "check failed: ffmix" in report.targets_text(list(evaluated.values()))
 
 
 def _probe_batch(labels, levels, partner, lam, box=None):
@@ -291,7 +508,7 @@ def test_value_check_passes_true_mixes_and_catches_wrong_weights():
         assert not bad["ok"] and bad["worst"] > 5
     # normalised float: un-normalised with the path's mean and std before comparing
     images, targets = _probe_batch(labels, levels, partner, lam)
-    mean, std = alternatives.mean_std(3)
+    mean, std = default_mean_std(3)
     floats = (images.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert alternatives.check_values(floats.float(), targets, levels=levels, mean=mean, std=std)["ok"]
     assert not alternatives.check_values(floats.float(), targets, levels=levels)["ok"]   # not un-normalised
@@ -307,10 +524,10 @@ def test_timm_paths_give_the_contract_and_true_values():
     labels = np.arange(32) % 5
     images = np.broadcast_to(levels[labels][:, None, None, :], (32, 6, 6, 3)).astype(np.uint8).copy()
     args = alternatives.timm_mixup_args(5, 0.8, 1.0, 0.5, 0.0)
-    mean, std = alternatives.mean_std(3)
+    mean, std = default_mean_std(3)
     unmixed = "no target row mixes two classes"
     np.random.seed(0)   # timm draws λ and MixUp-or-CutMix from NumPy's global generator
-    for kind, source in (("fast_collate", alternatives.ArrayImagesUint8(images, labels)),
+    for kind, source in (("fast_collate", alternatives.Uint8Samples(images, labels)),
                          ("mixup", alternatives.ArrayImages(images, labels, 3))):
         loader = alternatives.timm_loader(source, kind=kind, batch_size=8, workers=0, device=torch.device("cpu"),
                                           channels=3, mix_args=args)
@@ -333,14 +550,14 @@ def test_timm_paths_give_the_contract_and_true_values():
                                  channels=3, mix_args=args)
 
 
-@pytest.mark.skipif(not e2e.have_kornia(), reason="kornia is not installed (bench extra)")
+@pytest.mark.skipif(not registry.PIPELINES["kornia_mix"].available(), reason="kornia is not installed (bench extra)")
 def test_kornia_path_gives_the_contract_and_true_values():
     from torch.utils.data import default_collate
 
     levels = alternatives.class_levels(5, 3)
     labels = np.arange(32) % 5
     images = np.broadcast_to(levels[labels][:, None, None, :], (32, 6, 6, 3)).astype(np.uint8).copy()
-    mean, std = alternatives.mean_std(3)
+    mean, std = default_mean_std(3)
     source = alternatives.ArrayImages(images, labels, 3)
     torch.manual_seed(0)
     for switch in (0.0, 1.0):          # MixUp only, CutMix only
@@ -355,7 +572,7 @@ def test_kornia_path_gives_the_contract_and_true_values():
 
 def test_render_shows_every_section_and_the_verdicts():
     results = _fake_results()
-    full = {"results": results, "targets": report.evaluate_targets(results, quick=False), "skipped": {},
+    full = {"results": results, "targets": targets.evaluate_targets(results, quick=False), "skipped": {},
             "machine": {"date": "2026-01-01T00:00", "cpu": "Some CPU", "cores": 2, "memory_gib": 8, "gpu": None,
                         "os": "Linux", "load_average": [0.1, 0.1, 0.1], "versions": {"ffmix": "0.1.0"}},
             "config": {"quick": False, "sections": ["ops", "e2e", "startup"], "workers": 2, "device": "cpu",
@@ -365,11 +582,58 @@ def test_render_shows_every_section_and_the_verdicts():
     assert text.count("| pipeline") == 2   # one end-to-end table per dataset
 
 
-def test_plot_has_one_group_per_dataset(tmp_path):
+def _bars(axis):
+    """{bar label: [(x position, height), ...]} of one panel, read back from matplotlib's bar containers."""
+    return {container.get_label(): [(patch.get_x() + patch.get_width() / 2, patch.get_height())
+                                    for patch in container.patches] for container in axis.containers}
+
+
+def _assert_plot_shows(full):
+    """The figure of ``full`` shows what the rows say: per panel (e2e, then ops) a group per dataset or shape
+    named below it, a bar per row at its group with the row's images/s as height, labelled with the row's
+    label in the legend, on a log scale."""
+    import matplotlib.pyplot as plt
+
+    figure = report.plot_figure(full)
+    try:
+        results = full["results"]
+        panels = [(name, results[name]) for name in ("e2e", "ops") if results.get(name)]
+        assert len(figure.axes) == len(panels)
+        for axis, (name, rows) in zip(figure.axes, panels):
+            group_key, bar_key = ("dataset", "pipeline") if name == "e2e" else ("shape", "impl")
+            groups = list(dict.fromkeys(r[group_key] for r in rows))
+            ticks = [label.get_text() for label in axis.get_xticklabels()]
+            if name == "e2e":
+                titles = {r["dataset"]: r["dataset_title"].split(":")[0] for r in rows}
+                assert ticks == [titles[g] for g in groups]
+            else:
+                assert ticks == [f"batch {g} uint8" for g in groups]
+            assert axis.get_yscale() == "log"
+            bars = _bars(axis)
+            assert set(bars) == {r["label"] for r in rows}
+            assert [t.get_text() for t in axis.get_legend().get_texts()] == list(bars)
+            for row in rows:
+                group = groups.index(row[group_key])
+                placed = [height for x, height in bars[row["label"]] if abs(x - group) < 0.4]
+                assert placed == [pytest.approx(row["images_per_s"])], (name, row[bar_key])
+            assert sum(len(v) for v in bars.values()) == len(rows)
+    finally:
+        plt.close(figure)
+
+
+def test_plot_shows_every_row_as_a_bar_of_its_rate(tmp_path):
     full = {"results": _fake_results(), "machine": {"date": "2026-01-01T00:00", "cpu": "cpu", "cores": 2},
             "config": {"workers": 2}}
+    _assert_plot_shows(full)
+    # the same rows on one panel only; a report without e2e or ops has nothing to plot
+    _assert_plot_shows({**full, "results": {"e2e": full["results"]["e2e"]}})
+    with pytest.raises(FfmixError, match="nothing to plot"):
+        report.plot_figure({**full, "results": {"startup": full["results"]["startup"]}})
     report.write_plot(full, tmp_path / "p.png")
-    assert (tmp_path / "p.png").stat().st_size > 10_000
+    from PIL import Image
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.size == (round(13 * 110), round(2 * 5.2 * 110))
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]        # written atomically: no temporary left
 
 
 def _parsed(argv):
@@ -399,7 +663,7 @@ def test_json_folder_gets_a_date_machine_file(tmp_path):
 def test_kept_json_prints_its_tables_with_the_command(tmp_path, capsys):
     results = _fake_results()
     kept = {"command": "ffmix bench e2e", "results": results, "skipped": {}, "seconds": 1.0,
-            "targets": report.evaluate_targets(results, quick=False),
+            "targets": targets.evaluate_targets(results, quick=False),
             "machine": {"date": "2026-01-01T00:00", "cpu": "Some CPU", "cores": 2, "memory_gib": 8, "gpu": None,
                         "os": "Linux", "load_average": [0.1, 0.1, 0.1], "versions": {"ffmix": "0.1.0"}},
             "config": {"quick": False, "sections": ["e2e"], "workers": 2, "device": "cpu", "runs": 5,
@@ -464,7 +728,7 @@ def test_quick_e2e_delivers_on_the_gpu(tmp_path):
 
 def test_collate_targets_follow_their_rows_checks():
     """A MixCollate row that passed its check can meet a target; one that failed cannot."""
-    from ffmix.bench.report import evaluate_targets
+    from ffmix.bench.targets import evaluate_targets
 
     def row(path, rate, ms, ok=True):
         return {"path": path, "dataset": "rgb32", "images_per_s": rate, "collate_ms": ms,

@@ -14,8 +14,11 @@ Sections (``ffmix bench SECTION``; default ``all``):
 
 The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one, and
 end to end the values, on a probe set with one colour per class), so none is faster because it does less or
-wrong; every time is also shown against a copy of the batch with the same thread count. Output: a header (machine, versions), tables, the targets, ``--json``
-and ``--plot`` (``report.py``).
+wrong; every time is also shown against a copy of the batch with the same thread count. Output: a header
+(machine, versions), tables, the targets, ``--json`` and ``--plot`` (``report.py``).
+
+Where things are: each section is a record of ``sections.py``; each end-to-end pipeline a record of
+``registry.py`` (adding a peer is adding a record there); each target a record of ``targets.py``.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from typing import Dict, List
 from ..errors import FfmixError
 from ..system import resolve_device
 
-SECTIONS = ("ops", "e2e", "scaling", "startup", "collate")
+from .sections import NAMES as SECTIONS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +114,7 @@ def _settings(args) -> Dict[str, object]:
     if args.fmnist is not None and not has_fmnist(Path(args.fmnist)):  # asked for, so no quiet stand-in
         raise FfmixError(f"--fmnist {args.fmnist} is not a Fashion-MNIST IDX folder (it needs "
                          "train-images-idx3-ubyte[.gz]); fix the path, or drop --fmnist for the synthetic stand-in")
-    from .e2e import PIPELINES
+    from .registry import PIPELINES
     if args.pipelines is None:
         settings["pipelines"] = list(PIPELINES)
     else:
@@ -191,112 +194,58 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from tqdm import tqdm
 
-    from . import collate, data, e2e, ops, report, startup
+    from . import data, registry, report, targets
     from .measure import machine
+    from .sections import SECTIONS, Plan
 
     device = resolve_device(settings["device"])
-    sections = settings["sections"]
     quick = settings["quick"]
-    workers = settings["workers"]
-    runs = settings["runs"]
+    plan = Plan(settings, device, Path(args.fmnist) if args.fmnist else data.FASHION_MNIST)
+    chosen = [section for section in SECTIONS if section.name in settings["sections"]]
     results: Dict[str, List[dict]] = {}
-    skipped: Dict[str, str] = {}
     section_s: Dict[str, float] = {}
-    if "e2e" in sections and "kornia_mix" in settings["pipelines"] and not e2e.have_kornia():
-        skipped["e2e kornia_mix"] = "kornia is not installed (pip install kornia, or ffmix's bench extra)"
+    if "e2e" in settings["sections"]:
+        for key in settings["pipelines"]:
+            needs = registry.PIPELINES[key].requires
+            if not registry.PIPELINES[key].available():
+                plan.skipped[f"e2e {key}"] = f"{needs} is not installed (pip install {needs}, or ffmix's bench extra)"
     if quick and args.section == "all":
-        skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
-        skipped["collate"] = "not part of --quick; run `ffmix bench collate --quick`"
+        plan.skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
+        plan.skipped["collate"] = "not part of --quick; run `ffmix bench collate --quick`"
     header = machine(str(device))
     config = {k: v for k, v in settings.items()}
 
-    needs_data = any(s in sections for s in ("e2e", "scaling", "startup"))
-    fmnist = Path(args.fmnist) if args.fmnist else data.FASHION_MNIST
-    specs = {s.name: s for s in data.standard_specs(quick, fmnist)}
-    wanted = [specs[name] for name in settings["datasets"]] if "e2e" in sections else []
-    if any(s in sections for s in ("scaling", "startup")) and specs["rgb32"] not in wanted:
-        wanted.append(specs["rgb32"])
-    # scaling: 1, 2 and all workers, two batch sizes; --quick: ffmix only, one batch size
-    scaling_workers = sorted({1, min(2, workers), workers})
-    scaling_batches = sorted({128, settings["batch_size"]}) if not quick else [settings["batch_size"]]
-    grid_pipelines = ("ffmix",) if quick else e2e.GRID_PIPELINES
-    size_pipelines = ("ffmix",) if quick else e2e.SIZE_PIPELINES
-    e2e_pipelines = settings["pipelines"]
-    steps = 0
-    if "ops" in sections:
-        steps += ops.progress_steps(quick)
-    if "e2e" in sections:
-        steps += e2e.e2e_steps(wanted if "e2e" in sections else [], e2e_pipelines, runs, probes=True)
-    if "scaling" in sections:
-        steps += e2e.scaling_steps(scaling_workers, scaling_batches, min(runs, 3), grid_pipelines, size_pipelines)
-    if "startup" in sections:
-        steps += startup.startup_steps(settings["warm_runs"], settings["cold_runs"])
-    if "collate" in sections:
-        steps += collate.collate_steps(runs)
+    specs = {s.name: s for s in data.standard_specs(quick, plan.fmnist)}
+    wanted = list(dict.fromkeys(name for section in chosen for name in section.datasets(plan)))
+    probed = {name for section in chosen if section.probes for name in section.datasets(plan)}
+    steps = sum(section.steps(plan) for section in chosen)
 
     work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ffmix-bench-"))
-    datasets = {}
-    probes = {}
     try:
         with tqdm(total=steps, desc="ffmix bench", unit="step", disable=args.quiet, file=sys.stderr,
                   dynamic_ncols=True) as progress:
-            if needs_data:
-                for spec in wanted:
-                    progress.set_postfix_str(f"preparing {spec.name}")
-                    datasets[spec.name] = data.prepare(spec, work_dir, workers)
-                    if "e2e" in sections and spec.name in settings["datasets"]:
-                        size = settings["jpeg_batch_size"] if spec.jpeg else settings["batch_size"]
-                        probes[spec.name] = data.prepare(data.probe_spec(spec, size), work_dir, workers)
+            for name in wanted:
+                progress.set_postfix_str(f"preparing {name}")
+                plan.datasets[name] = data.prepare(specs[name], work_dir, plan.workers)
+                if name in probed:
+                    probe = data.probe_spec(specs[name], plan.batch_size_for(specs[name]))
+                    plan.probes[name] = data.prepare(probe, work_dir, plan.workers)
             mark = time.perf_counter()
             section_s["setup"] = mark - started  # imports and datasets
-            if "ops" in sections:
-                # one batch in memory is steady from the second call: shorter runs suffice
-                results["ops"] = ops.run_ops(quick=quick, threads=workers, runs=runs,
-                                             min_run_s=min(settings["min_run_s"], 0.2), progress=progress)
-            mark = _lap(section_s, "ops", mark)
-            if "e2e" in sections:
-                chosen = [datasets[name] for name in settings["datasets"]]
-                batch_sizes = {d.name: settings["jpeg_batch_size"] if d.spec.jpeg else settings["batch_size"]
-                               for d in chosen}
-                results["e2e"] = e2e.run_e2e(chosen, pipelines=e2e_pipelines, batch_sizes=batch_sizes,
-                                             workers=workers, runs=runs, min_run_s=settings["min_run_s"],
-                                             device=device, progress=progress, probes=probes)
-            mark = _lap(section_s, "e2e", mark)
-            if "scaling" in sections:
-                results["scaling"] = e2e.run_scaling(
-                    datasets["rgb32"], worker_counts=scaling_workers, batch_sizes=scaling_batches,
-                    size_batch=settings["batch_size"], max_workers=workers, runs=min(runs, 3),
-                    min_run_s=settings["min_run_s"], device=device, progress=progress,
-                    grid_pipelines=grid_pipelines, size_pipelines=size_pipelines)
-            mark = _lap(section_s, "scaling", mark)
-            if "startup" in sections:
-                if settings["warm_runs"] + settings["cold_runs"] == 0:
-                    skipped["startup"] = "--warm-runs 0 and --cold-runs 0"
-                else:
-                    rgb = datasets["rgb32"]
-                    results["startup"] = startup.run_startup(
-                        beton=rgb.beton, batch_size=settings["batch_size"], workers=workers,
-                        num_classes=rgb.num_classes, warm_runs=settings["warm_runs"],
-                        cold_runs=settings["cold_runs"], progress=progress,
-                        fill="ffmix.ops.batch" not in sys.modules)  # this process filled the cache already
-                    if settings["cold_runs"] == 0:
-                        skipped["startup, cold cache"] = "--cold-runs 0 (the --quick default: a cold ffmix " \
-                                                         "compile takes tens of seconds)"
-            mark = _lap(section_s, "startup", mark)
-            if "collate" in sections:
-                results["collate"] = collate.run_collate(
-                    quick=quick, fmnist=fmnist, batch_size=settings["batch_size"], workers=workers,
-                    runs=runs, min_run_s=settings["min_run_s"], progress=progress)
-            _lap(section_s, "collate", mark)
+            for section in chosen:
+                rows = section.run(plan, progress)
+                if rows is not None:
+                    results[section.name] = rows
+                mark = _lap(section_s, section.name, mark)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
     header["load_average_end"] = machine(str(device))["load_average"]
     full_report = {
         "command": command_line(args), "machine": header, "config": config,
-        "datasets": {name: d.describe() for name, d in datasets.items()},
-        "results": results, "skipped": skipped,
-        "targets": report.evaluate_targets(results, quick),
+        "datasets": {name: d.describe() for name, d in plan.datasets.items()},
+        "results": results, "skipped": plan.skipped,
+        "targets": targets.evaluate_targets(results, quick),
         "seconds": time.perf_counter() - started, "section_seconds": section_s,
     }
     print(report.render(full_report))

@@ -41,13 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import FfmixError
-
-RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # as make_loader's defaults
-GRAY_MEAN, GRAY_STD = (0.5,), (0.5,)
-
-
-def mean_std(channels: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    return (GRAY_MEAN, GRAY_STD) if channels == 1 else (RGB_MEAN, RGB_STD)
+from ..normalization import RGB_MEAN, RGB_STD, default_mean_std
 
 
 # --------------------------------------------------------------------------------------- mixing alone
@@ -132,7 +126,7 @@ class ArrayImages(Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, channels: int):
         self.images = images
         self.labels = labels
-        mean, std = mean_std(channels)
+        mean, std = default_mean_std(channels)
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)
 
@@ -245,20 +239,28 @@ def dataloader(dataset: Dataset, *, batch_size: int, workers: int, collate, devi
 
 # ---------------------------------------------------------------------------------------------- timm
 
-class ArrayImagesUint8(Dataset):
-    """Samples of an in-memory uint8 array (N, H, W[, 3]) as (uint8 (C, H, W) NumPy array, int label): what
-    timm's ``ToNumpy`` gives ``FastCollateMixup``."""
+class Uint8Samples(Dataset):
+    """Samples of an in-memory uint8 array as (uint8 (C, H, W) NumPy array, int label): what timm's ``ToNumpy``
+    gives ``FastCollateMixup``, and what every collate of ``ffmix bench collate`` stacks.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    ``images``: (N, C, H, W) with ``channels_first``, handed out as they are (views, no work per sample); else
+    (N, H, W[, 3]), laid out as (C, H, W) per sample (a copy, as a transform in a dataset would make).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, channels_first: bool = False):
+        if channels_first and images.ndim != 4:
+            raise FfmixError(f"channels_first samples need (N, C, H, W) images, got shape {images.shape}")
         self.images = images
         self.labels = labels
+        self.channels_first = channels_first
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int):
         pixels = self.images[index]
-        pixels = pixels[None] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        if not self.channels_first:
+            pixels = pixels[None] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
         return pixels, int(self.labels[index])
 
 
@@ -314,7 +316,7 @@ def timm_loader(dataset: Dataset, *, kind: str, batch_size: int, workers: int, d
         loader = dataloader(dataset, batch_size=batch_size, workers=workers, collate=collate, device=device,
                             seed=seed).loader
         if device.type == "cuda":
-            mean, std = mean_std(channels)
+            mean, std = default_mean_std(channels)
             return PrefetchLoader(loader, mean=mean, std=std, channels=channels, device=device)
         return loader
     if kind == "mixup":
@@ -373,7 +375,7 @@ def ffcv_loader(beton: Path, *, batch_size: int, workers: int, num_classes: int,
     from ffcv.transforms import (ImageMixup, LabelMixup, MixupToOneHot, NormalizeImage, ToDevice, ToTensor,
                                  ToTorchImage)
 
-    mean, std = mean_std(channels)
+    mean, std = default_mean_std(channels)
     if channels == 1:  # FFCV stores gray as three equal channels; its table normalises all three
         mean, std = mean * 3, std * 3
     on_gpu = device.type == "cuda"

@@ -49,20 +49,6 @@ FLOAT_PATHS = {"ffmix_float", "tutorial", "tutorial_uint8"}
 DATASETS = ("rgb32", "fmnist")
 
 
-class ChwSamples(Dataset):
-    """(uint8 (C, H, W) array, int label) items of in-memory arrays: the samples every path collates."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        return self.images[index], int(self.labels[index])
-
-
 def ceiling_collate(samples):
     """Drops the pixels: what is left of a DataLoader's time is fetching the samples and handing over one
     shared-memory block (a byte per sample), as the smallest real batch would be."""
@@ -113,9 +99,10 @@ def build_collates(num_classes: int, channels: int) -> Dict[str, Callable]:
     """Every path's collate_fn, with the same settings (timm's names); without timm installed its row is left
     out (``pip install timm``, or ffmix's ``bench`` extra)."""
     from ..collate import MixCollate
-    from .alternatives import MixingCollate, mean_std
+    from ..normalization import default_mean_std
+    from .alternatives import MixingCollate
 
-    mean, std = mean_std(channels)
+    mean, std = default_mean_std(channels)
     mixing = dict(mixup_alpha=MIXUP_ALPHA, cutmix_alpha=CUTMIX_ALPHA, prob=1.0, switch_prob=SWITCH_PROB,
                   mode="batch", label_smoothing=SMOOTHING, num_classes=num_classes)
     collates = {
@@ -139,9 +126,9 @@ def datasets_for(images: np.ndarray, labels: np.ndarray) -> Dict[str, Dataset]:
     """What each path's DataLoader reads: the uint8 CHW samples, with their indices for ffmix, and float
     normalised samples for the tutorial recipe (``alternatives.ArrayImages``, the same pixels)."""
     from ..collate import WithIndex
-    from .alternatives import ArrayImages
+    from .alternatives import ArrayImages, Uint8Samples
 
-    samples = ChwSamples(images, labels)
+    samples = Uint8Samples(images, labels, channels_first=True)
     channels = images.shape[1]
     channels_last = images[:, 0] if channels == 1 else np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     return {path: WithIndex(samples) if path.startswith("ffmix") else

@@ -8,16 +8,14 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-DECODER_PIPELINES = {
-    "ffcv_decode": "FFCV RandomResizedCropRGBImageDecoder alone, uint8 (unseeded crops)",
-    "ffmix_decode": "ffmix RandomResizedCropDecoder alone, uint8 (seeded crops)",
-}
+DECODERS = ("ffcv", "ffmix")
 
 
-def decoder_loader(pipeline: str, beton, *, crop: int, batch_size: int, workers: int, num_classes: int,
+def decoder_loader(decoder: str, beton, *, crop: int, batch_size: int, workers: int, num_classes: int,
                    device: torch.device, seed: int = 0, indices: Optional[Sequence[int]] = None):
-    """A loader yielding (uint8 (N, 3, crop, crop), float32 one-hot (N, num_classes)) through ``pipeline``'s
-    decoder."""
+    """A loader yielding (uint8 (N, 3, crop, crop), float32 one-hot (N, num_classes)) through ``decoder``'s
+    random-resized crop: "ffcv" (FFCV's RandomResizedCropRGBImageDecoder, unseeded) or "ffmix" (ffmix's
+    RandomResizedCropDecoder, seeded)."""
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
@@ -26,13 +24,15 @@ def decoder_loader(pipeline: str, beton, *, crop: int, batch_size: int, workers:
     from ..ops.decoders import RandomResizedCropDecoder
     from .alternatives import DeviceLoader
 
-    if pipeline == "ffcv_decode":
-        decoder = RandomResizedCropRGBImageDecoder((crop, crop))
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if decoder == "ffcv":
+        decode = RandomResizedCropRGBImageDecoder((crop, crop))
     else:
-        decoder = RandomResizedCropDecoder((crop, crop), seed=seed)
+        decode = RandomResizedCropDecoder((crop, crop), seed=seed)
     loader = Loader(str(beton), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM, seed=seed,
                     indices=indices, drop_last=True,
-                    pipelines={"image": [decoder, ToTensor(), ToTorchImage()], "label": [IntDecoder(), ToTensor()]})
+                    pipelines={"image": [decode, ToTensor(), ToTorchImage()], "label": [IntDecoder(), ToTensor()]})
 
     def finish(images, labels):
         return images, F.one_hot(labels.view(-1).long(), num_classes).to(torch.float32)

@@ -8,6 +8,7 @@ All loaders of one comparison are built and warmed up first (first epoch: worker
 reported as ``warmup_s``), then timed in turns, run 1 of each, run 2 of each, ..., so that load from other
 processes on the machine falls on all of them alike; each run starts after a few untimed batches, so the
 batches a paused loader had prepared in advance are not counted as free.
+The pipelines, their builders and what each delivers are records of ``registry.py``.
 """
 from __future__ import annotations
 
@@ -21,118 +22,13 @@ import numpy as np
 import torch
 
 from .data import BenchDataset
-from .decoders import DECODER_PIPELINES, decoder_loader
 from .measure import Timing, endless, memcpy_ms, sync
+from .registry import PIPELINES, build_loader, pipelines_for
 
-MIXUP_ALPHA, CUTMIX_ALPHA, SWITCH_PROB, LABEL_SMOOTHING = 0.8, 1.0, 0.5, 0.0  # every path gets the same
 LEAD_IN_BATCHES = 4   # >= what any loader here prepares ahead (FFCV: batches_ahead=3; DataLoader: 2 per worker)
 MAX_RUN_S = 2.0       # a run of a slow loader need not span its whole (long) epoch
-
-PIPELINES = {
-    "dl_collate": "PyTorch DataLoader + collate_fn (torch MixUp/CutMix)",
-    "dl_torchvision": "PyTorch DataLoader + torchvision v2 MixUp/CutMix",
-    "ffcv_mixup": "FFCV Loader + ImageMixup/LabelMixup (MixUp only)",
-    "ffcv_plain": "FFCV Loader, no mixing (FFCV's ceiling)",
-    "ffmix": "ffmix make_loader, MixUp+CutMix",
-    "ffmix_mixup": "ffmix make_loader, MixUp only",
-    "ffmix_off": "ffmix make_loader, mixing off (ffmix's ceiling)",
-    "ffmix_uint8": "ffmix make_loader, MixUp+CutMix, uint8 not normalised",
-    "ffmix_uint8_off": "ffmix make_loader, mixing off, uint8 not normalised",
-    "timm_fast_collate": "timm FastCollateMixup in a DataLoader (uint8; on a GPU + PrefetchLoader)",
-    "timm_mixup": "timm Mixup in the loop on the normalised float batch",
-    "kornia_mix": "kornia RandomMixUpV2/RandomCutMixV2 in the loop on the float batch",
-    **DECODER_PIPELINES,
-}
-UNMIXED = {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", *DECODER_PIPELINES}
-# Rows that tell something on some datasets only: the extra ffmix rows (MixUp only; uint8 mixed and unmixed,
-# the fused raw hand-off) on the small raw sets, the decoders on JPEG; elsewhere they would only add minutes.
-EXTRA_ON = {"ffmix_mixup": {"rgb32"}, "ffmix_uint8": {"rgb32", "fmnist"}, "ffmix_uint8_off": {"rgb32", "fmnist"},
-            **{key: {"jpeg224"} for key in DECODER_PIPELINES}}
-EXTRA = set(EXTRA_ON)
-
-
-def uint8_output(pipeline: str, device: torch.device) -> bool:
-    """Whether ``pipeline`` hands over raw uint8 (timm's PrefetchLoader normalises to float on a GPU)."""
-    return (pipeline in ("ffmix_uint8", "ffmix_uint8_off", *DECODER_PIPELINES)
-            or (pipeline == "timm_fast_collate" and device.type != "cuda"))
 GRID_PIPELINES = ("ffmix", "dl_collate")                  # workers x batch size
 SIZE_PIPELINES = ("ffmix", "ffcv_mixup", "dl_collate")    # N/4 and N samples
-
-
-def have_kornia() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("kornia") is not None
-
-
-def pipelines_for(dataset_name: str, pipelines: Sequence[str]) -> List[str]:
-    base = dataset_name.replace("-probe", "")
-    kornia = have_kornia()
-    return [p for p in pipelines if (p not in EXTRA or base in EXTRA_ON[p]) and (p != "kornia_mix" or kornia)]
-
-
-NOTES = {
-    "kornia_mix": "kornia's MixUp draws λ uniformly in [0, 1] (no Beta(α, α)); CutMix Beta(1, 1), one box per sample",
-    "ffcv_mixup": "FFCV's MixupToOneHot writes the partner's weight over the own one when both share a class, "
-                  "so those rows sum to 1 - λ (FFCV 1.0.2); MixUp only (no CutMix); pixels truncated, not rounded",
-}
-
-
-def build_loader(pipeline: str, dataset: BenchDataset, *, batch_size: int, workers: int, device: torch.device,
-                 indices: Optional[Sequence[int]] = None, seed: int = 0):
-    """The loader of ``pipeline`` over ``dataset`` (or its subset ``indices``)."""
-    from torch.utils.data import Subset, default_collate
-
-    from .alternatives import (ArrayImages, ArrayImagesUint8, JpegFiles, JpegFilesUint8, KorniaMixLoader,
-                               MixingCollate, TorchvisionCollate, dataloader, ffcv_loader, timm_loader,
-                               timm_mixup_args)
-
-    crop = dataset.spec.crop
-    if pipeline in DECODER_PIPELINES:
-        return decoder_loader(pipeline, dataset.beton, crop=crop, batch_size=batch_size, workers=workers,
-                              num_classes=dataset.num_classes, device=device, seed=seed, indices=indices)
-    if pipeline == "kornia_mix":
-        source = (ArrayImages(dataset.images, dataset.labels, dataset.channels) if dataset.images is not None
-                  else JpegFiles(dataset.files, dataset.labels, crop))
-        if indices is not None:
-            source = Subset(source, list(indices))
-        return KorniaMixLoader(dataloader(source, batch_size=batch_size, workers=workers, collate=default_collate,
-                                          device=device, seed=seed), dataset.num_classes, SWITCH_PROB)
-    if pipeline.startswith("timm_"):
-        raw = pipeline == "timm_fast_collate"
-        if dataset.images is not None:
-            source = (ArrayImagesUint8(dataset.images, dataset.labels) if raw
-                      else ArrayImages(dataset.images, dataset.labels, dataset.channels))
-        else:
-            source = (JpegFilesUint8 if raw else JpegFiles)(dataset.files, dataset.labels, crop)
-        if indices is not None:
-            source = Subset(source, list(indices))
-        mix_args = timm_mixup_args(dataset.num_classes, MIXUP_ALPHA, CUTMIX_ALPHA, SWITCH_PROB, LABEL_SMOOTHING)
-        return timm_loader(source, kind="fast_collate" if raw else "mixup", batch_size=batch_size,
-                           workers=workers, device=device, channels=dataset.channels, mix_args=mix_args, seed=seed)
-    if pipeline.startswith("dl_"):
-        if dataset.images is not None:
-            source = ArrayImages(dataset.images, dataset.labels, dataset.channels)
-        else:
-            source = JpegFiles(dataset.files, dataset.labels, crop)
-        if indices is not None:
-            source = Subset(source, list(indices))
-        collate = (MixingCollate(dataset.num_classes, MIXUP_ALPHA, CUTMIX_ALPHA) if pipeline == "dl_collate"
-                   else TorchvisionCollate(dataset.num_classes, MIXUP_ALPHA, CUTMIX_ALPHA))
-        return dataloader(source, batch_size=batch_size, workers=workers, collate=collate, device=device, seed=seed)
-    if pipeline.startswith("ffcv_"):
-        return ffcv_loader(dataset.beton, batch_size=batch_size, workers=workers, num_classes=dataset.num_classes,
-                           channels=dataset.channels, crop=crop,
-                           mixup_alpha=MIXUP_ALPHA if pipeline == "ffcv_mixup" else 0.0, device=device, seed=seed,
-                           indices=indices)
-    from ..loader import make_loader
-
-    alphas = {"ffmix": (MIXUP_ALPHA, CUTMIX_ALPHA), "ffmix_mixup": (MIXUP_ALPHA, 0.0), "ffmix_off": (0.0, 0.0),
-              "ffmix_uint8": (MIXUP_ALPHA, CUTMIX_ALPHA), "ffmix_uint8_off": (0.0, 0.0)}[pipeline]
-    raw = pipeline in ("ffmix_uint8", "ffmix_uint8_off")
-    return make_loader(dataset.beton, batch_size=batch_size, mixup_alpha=alphas[0], cutmix_alpha=alphas[1],
-                       switch_prob=SWITCH_PROB, label_smoothing=LABEL_SMOOTHING,
-                       image_size=crop, crop="random", device=device, num_workers=workers, seed=seed,
-                       indices=indices, normalize=not raw, dtype=torch.uint8 if raw else torch.float32)
 
 
 @dataclass
@@ -247,8 +143,8 @@ def _checker(dataset: BenchDataset, batch_size: int, checks: Dict[str, Dict[str,
         images, targets = batch
         checks[key] = check_batch(images, targets, batch_size=batch_size, channels=dataset.channels,
                                   image_shape=dataset.image_shape, num_classes=dataset.num_classes,
-                                  mixed=key not in UNMIXED,
-                                  dtype=torch.uint8 if uint8_output(key, device) else torch.float32)
+                                  mixed=PIPELINES[key].mixed,
+                                  dtype=getattr(torch, PIPELINES[key].output_on(device)))
     return on_first_batch
 
 
@@ -256,10 +152,11 @@ def probe_values(pipelines: Sequence[str], probe: BenchDataset, *, batch_size: i
                  device: torch.device, progress) -> Dict[str, Dict[str, object]]:
     """Each pipeline built as for timing but over ``probe`` (one colour per class), its first batch checked
     value for value with ``alternatives.check_values``: the pixels must carry the weights the targets give."""
-    from .alternatives import check_values, class_levels, mean_std
+    from ..normalization import default_mean_std
+    from .alternatives import check_values, class_levels
 
     levels = class_levels(probe.num_classes, probe.channels)
-    mean, std = mean_std(probe.channels)
+    mean, std = default_mean_std(probe.channels)
     tolerance = 3.0 if probe.spec.jpeg else 1.5   # JPEG's colour round trip moves a flat colour by a unit or two
     checks: Dict[str, Dict[str, object]] = {}
     for key in pipelines:
@@ -268,7 +165,7 @@ def probe_values(pipelines: Sequence[str], probe: BenchDataset, *, batch_size: i
         stream = iter(loader)
         try:
             images, targets = next(stream)
-            raw = uint8_output(key, device)
+            raw = PIPELINES[key].output_on(device) == "uint8"
             # checked before the next batch: FFCV's loaders hand out views of buffers they reuse
             checks[key] = check_values(images, targets, levels=levels, mean=None if raw else mean,
                                        std=None if raw else std, tolerance=tolerance)
@@ -324,13 +221,14 @@ def run_e2e(datasets: List[BenchDataset], *, pipelines: Sequence[str], batch_siz
                          "vs_ffmix": batch_size / (ms / 1e3) / ffmix_rate, "x_memcpy": 1.0, "threads": workers,
                          "check": {"ok": True, "problems": []}})
         for key, timing in timings.items():
-            limit = copy_ms["uint8" if uint8_output(key, device) else "float32"]
+            pipeline = PIPELINES[key]
+            output = pipeline.output_on(device)
             contract = checks.get(key, {"ok": False, "problems": ["not checked"]})
-            rows.append({**base, "pipeline": key, "label": PIPELINES[key], **timing.as_dict(),
-                         "vs_ffmix": timing.items_per_s / ffmix_rate, "x_memcpy": timing.ms_per_batch / limit,
-                         "output": "uint8" if uint8_output(key, device) else "float32",
+            rows.append({**base, "pipeline": key, "label": pipeline.label, **timing.as_dict(),
+                         "vs_ffmix": timing.items_per_s / ffmix_rate,
+                         "x_memcpy": timing.ms_per_batch / copy_ms[output], "output": output,
                          "check": _merge(contract, values.get(key) if probe is not None else None),
-                         "note": NOTES.get(key, "")})
+                         "note": pipeline.note})
     return rows
 
 
@@ -352,8 +250,8 @@ def run_scaling(dataset: BenchDataset, *, worker_counts: Sequence[int], batch_si
                                        label=f"scaling w={workers} b={batch_size}")
             for key, timing in timings.items():
                 rows.append({"section": "scaling", "kind": "workers_batch", "dataset": dataset.name,
-                             "samples": len(quarter), "pipeline": key, "label": PIPELINES[key], "workers": workers,
-                             "batch_size": batch_size, **timing.as_dict()})
+                             "samples": len(quarter), "pipeline": key, "label": PIPELINES[key].label,
+                             "workers": workers, "batch_size": batch_size, **timing.as_dict()})
     # dataset size: the first N/4 samples, then all N; a run is exactly one epoch's worth of batches
     full = dataset.count
     sizes = {"N/4": full // 4, "N": full}
@@ -372,7 +270,7 @@ def run_scaling(dataset: BenchDataset, *, worker_counts: Sequence[int], batch_si
         epoch_small = small.median_s * small.extra["batches_per_epoch"] / small.batches_per_run
         epoch_large = large.median_s * large.extra["batches_per_epoch"] / large.batches_per_run
         rows.append({"section": "scaling", "kind": "dataset_size", "dataset": dataset.name, "pipeline": key,
-                     "label": PIPELINES[key], "workers": max_workers, "batch_size": size_batch,
+                     "label": PIPELINES[key].label, "workers": max_workers, "batch_size": size_batch,
                      "n_small": sizes["N/4"], "n_large": sizes["N"], "epoch_s_small": epoch_small,
                      "epoch_s_large": epoch_large, "growth": epoch_large / epoch_small,
                      "images_per_s_small": small.items_per_s, "images_per_s_large": large.items_per_s,
@@ -386,5 +284,5 @@ def scaling_steps(worker_counts, batch_sizes, runs, grid_pipelines=GRID_PIPELINE
     return len(worker_counts) * len(batch_sizes) * (len(grid_pipelines) + runs) + 2 * len(size_pipelines) + runs
 
 
-def e2e_steps(datasets, pipelines, runs, probes: bool = False) -> int:
-    return sum((2 if probes else 1) * len(pipelines_for(d.name, pipelines)) + runs for d in datasets)
+def e2e_steps(dataset_names: Sequence[str], pipelines: Sequence[str], runs: int, probes: bool = False) -> int:
+    return sum((2 if probes else 1) * len(pipelines_for(name, pipelines)) + runs for name in dataset_names)

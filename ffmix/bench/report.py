@@ -1,5 +1,5 @@
-"""What ``ffmix bench`` shows: a header (machine, versions), tables for people, the targets with met/missed,
-a JSON file with every figure, and a bar chart."""
+"""What ``ffmix bench`` shows: a header (machine, versions), tables for people, the targets with met/missed
+(evaluated in ``targets.py``), a JSON file with every figure, and a bar chart."""
 from __future__ import annotations
 
 import json
@@ -11,99 +11,6 @@ from typing import Dict, List, Optional, Sequence
 
 from ..errors import FfmixError
 from ..system import atomic_write, write_figure
-
-# (section, where, ffmix row, other row, comparison, threshold, what) for ratios of images/s;
-# "ops_memcpy" compares ffmix time to the memcpy time of the same batch; "startup" warm first-batch times.
-TARGETS = [
-    # issue 10, 2 threads: float output at 32x32 raw
-    ("e2e", "rgb32", "ffmix", "timm_mixup", ">=", 10.0, "end to end 32x32 raw, float: ffmix / timm Mixup in the loop"),
-    ("e2e", "rgb32", "ffmix", "dl_collate", ">=", 20.0, "end to end 32x32 raw: ffmix / DataLoader + collate_fn"),
-    ("e2e", "rgb32", "ffmix", "ffcv_mixup", ">=", 4.0, "end to end 32x32 raw: ffmix / FFCV + its ImageMixup"),
-    ("e2e", "rgb32", "ffmix", "ffcv_plain", ">=", 1.0, "end to end 32x32 raw, float: ffmix mixed / FFCV unmixed"),
-    # uint8 output at 32x32 raw; float on Fashion-MNIST
-    ("e2e", "rgb32", "ffmix_uint8", "timm_fast_collate", ">=", 10.0,
-     "end to end 32x32 raw, uint8: ffmix / timm FastCollateMixup"),
-    ("e2e", "rgb32", "ffmix_uint8", "ffmix_uint8_off", ">=", 0.8,
-     "end to end 32x32 raw, uint8: ffmix mixed / unmixed"),
-    ("e2e", "fmnist", "ffmix_uint8", "ffmix_uint8_off", ">=", 0.8,
-     "end to end Fashion-MNIST, uint8: ffmix mixed / unmixed"),
-    ("e2e", "fmnist", "ffmix", "ffcv_plain", ">=", 0.9, "end to end Fashion-MNIST, float: ffmix mixed / FFCV unmixed"),
-    ("ops_memcpy", "imagenet", "ffmix", "memcpy", "<=", 1.5,
-     "mixing alone, ImageNet batch: ffmix time / same-thread copy"),
-    # earlier issues
-    ("e2e", "rgb32", "ffmix", "dl_torchvision", ">=", 20.0,
-     "end to end 32x32 raw: ffmix / DataLoader + torchvision v2 MixUp/CutMix"),
-    ("e2e", "jpeg224", "ffmix", "dl_collate", ">=", 5.0, "end to end 224 JPEG: ffmix / DataLoader + collate_fn"),
-    ("e2e", "rgb32", "ffmix", "ffmix_off", ">=", 0.8, "end to end 32x32 raw: ffmix mixing on / mixing off"),
-    ("e2e", "jpeg224", "ffmix", "ffmix_off", ">=", 0.9, "end to end 224 JPEG: ffmix mixing on / mixing off"),
-    ("ops", "imagenet", "ffmix", "ffcv", ">=", 8.0, "mixing alone, ImageNet batch: ffmix / FFCV ImageMixup"),
-    ("ops", "imagenet", "ffmix", "torch", ">=", 20.0,
-     "mixing alone, ImageNet batch: ffmix / vectorised float PyTorch"),
-    ("ops", "cifar", "ffmix", "ffcv", ">=", 4.0, "mixing alone, CIFAR batch: ffmix / FFCV ImageMixup"),
-    ("startup", "warm", "ffmix", "ffcv_plain", "<=", 1.5,
-     "start-up, warm cache: ffmix first mixed batch / FFCV first unmixed batch"),
-    # "collate": DataLoader images/s of two collate_fns; "collate_ms": their time alone on one batch
-    ("collate", "rgb32", "ffmix_uint8", "timm", ">=", 5.0, "DataLoader 32x32 RGB: MixCollate / timm FastCollateMixup"),
-    ("collate", "rgb32", "ffmix_float", "tutorial", ">=", 10.0, "DataLoader 32x32 RGB: MixCollate float / tutorial"),
-    ("collate_ms", "rgb32", "ffmix_uint8", "default_collate", "<=", 1.5,
-     "collate alone 32x32 RGB: MixCollate time / default_collate"),
-    ("collate", "fmnist", "ffmix_uint8", "timm", ">=", 5.0,
-     "DataLoader 28x28 gray: MixCollate / timm FastCollateMixup"),
-    ("collate", "fmnist", "ffmix_float", "tutorial", ">=", 10.0, "DataLoader 28x28 gray: MixCollate float / tutorial"),
-    ("collate_ms", "fmnist", "ffmix_uint8", "default_collate", "<=", 1.5,
-     "collate alone 28x28 gray: MixCollate time / default_collate"),
-    ("e2e", "jpeg224", "ffmix_decode", "ffcv_decode", ">=", 0.95,
-     "224 JPEG random-resized-crop: ffmix's seeded decoder / FFCV's decoder"),
-]
-
-
-def evaluate_targets(results: Dict[str, List[dict]], quick: bool) -> List[dict]:
-    """Each target whose rows were measured: the measured ratio, the threshold and whether it is met."""
-    evaluated = []
-    for section, where, mine, other, comparison, threshold, what in TARGETS:
-        measured = _ratio(results, section, where, mine, other)
-        if measured is None:
-            continue
-        met = measured >= threshold if comparison == ">=" else measured <= threshold
-        # a ratio of an ffmix row whose output failed its check meets nothing
-        failed = [key for key in (mine, other) if key.startswith("ffmix") and not _row_ok(results, section, where, key)]
-        evaluated.append({"target": what, "section": section, "where": where, "measured": measured,
-                          "comparison": comparison, "threshold": threshold, "met": bool(met) and not failed,
-                          "failed_check": failed, "quick": quick})
-    return evaluated
-
-
-# the field of a row that each target section compares
-_METRIC = {"e2e": "images_per_s", "ops": "images_per_s", "ops_memcpy": "ms_per_batch", "collate": "images_per_s",
-           "collate_ms": "collate_ms", "startup": "to_first_batch_s"}
-
-
-def _rows(results, section, where) -> Dict[str, dict]:
-    """The rows a target of ``section`` at ``where`` compares, by their key."""
-    if section == "e2e":   # the targets are set for delivery on the CPU
-        return {r["pipeline"]: r for r in results.get("e2e", [])
-                if r["dataset"] == where and r.get("device", "cpu") == "cpu"}
-    if section in ("ops", "ops_memcpy"):
-        return {r["impl"]: r for r in results.get("ops", []) if r.get("shape_role") == where}
-    if section == "startup":
-        return {r["loader"]: r for r in results.get("startup", []) if r["cache"] == where}
-    if section in ("collate", "collate_ms"):
-        return {r["path"]: r for r in results.get("collate", []) if r["dataset"] == where}
-    return {}
-
-
-def _row_ok(results, section, where, key) -> bool:
-    row = _rows(results, section, where).get(key)
-    return row is not None and bool((row.get("check") or {}).get("ok", True))
-
-
-def _ratio(results, section, where, mine, other) -> Optional[float]:
-    rows = _rows(results, section, where)
-    if mine not in rows or other not in rows:
-        return None
-    metric = _METRIC[section]
-    return rows[mine][metric] / rows[other][metric]
-
 
 # ------------------------------------------------------------------------------------------------ text
 
@@ -279,17 +186,12 @@ def render(report: dict) -> str:
     parts = [header_text(report["machine"], report["config"], report.get("command"))]
     for name, line in report.get("datasets", {}).items():
         parts.append(f"dataset {name}: {line}")
+    from .sections import SECTIONS
+
     results = report["results"]
-    if results.get("ops"):
-        parts.append(ops_text(results["ops"]))
-    if results.get("e2e"):
-        parts.append(e2e_text(results["e2e"]))
-    if results.get("scaling"):
-        parts.append(scaling_text(results["scaling"]))
-    if results.get("startup"):
-        parts.append(startup_text(results["startup"]))
-    if results.get("collate"):
-        parts.append(collate_text(results["collate"]))
+    for section in SECTIONS:
+        if results.get(section.name):
+            parts.append(section.text(results[section.name]))
     for name, why in report.get("skipped", {}).items():
         parts.append(f"{name}: skipped ({why})")
     if report.get("targets"):
@@ -319,24 +221,39 @@ def _plain(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-# families share a colour map: ffmix greens, FFCV blues, PyTorch/torchvision/NumPy oranges, limits grey
-_FAMILIES = (("ffmix", "Greens", ("ffmix", "ffmix_mixup", "ffmix_off", "ffmix_uint8", "ffmix_uint8_off",
-                                  "ffmix_decode")),
-             ("timm", "Purples", ("timm_mixup", "timm_fast_collate")),
-             ("ffcv", "Blues", ("ffcv_mixup", "ffcv", "ffcv_plain", "ffcv_decode")),
-             ("other", "Oranges", ("dl_collate", "torch", "dl_torchvision", "tv_mixup", "tv_cutmix", "numpy_loop")),
-             ("limit", "Greys", ("memcpy", "memcpy_uint8", "memcpy_float", "memcpy_1t")))
+# colour families share a colour map: ffmix greens, FFCV blues, timm purples, PyTorch/torchvision/NumPy/kornia
+# oranges, limits grey. The end-to-end pipelines carry their family in the registry; the ops section's
+# implementations and the copy limits are named here.
+_COLOUR_MAPS = {"ffmix": "Greens", "timm": "Purples", "ffcv": "Blues", "other": "Oranges", "limit": "Greys"}
+_OPS_FAMILIES = {"ffmix": "ffmix", "ffmix_mixup": "ffmix", "ffcv": "ffcv", "torch": "other", "tv_mixup": "other",
+                 "tv_cutmix": "other", "numpy_loop": "other", "memcpy": "limit", "memcpy_uint8": "limit",
+                 "memcpy_float": "limit", "memcpy_1t": "limit"}
 
 
-def _colour(key: str, plt):
-    for _, cmap, members in _FAMILIES:
-        if key in members:
-            return plt.get_cmap(cmap)(0.85 - 0.5 * members.index(key) / max(len(members) - 1, 1))
+def _family_members() -> Dict[str, List[str]]:
+    from .registry import PIPELINES
+
+    members: Dict[str, List[str]] = {family: [] for family in _COLOUR_MAPS}
+    for key, pipeline in PIPELINES.items():
+        members[pipeline.family].append(key)
+    for key, family in _OPS_FAMILIES.items():
+        if key not in members[family]:
+            members[family].append(key)
+    return members
+
+
+def _colour(key: str, plt, members: Dict[str, List[str]]):
+    """A shade of the family's colour map, darkest for its first member."""
+    for family, keys in members.items():
+        if key in keys:
+            return plt.get_cmap(_COLOUR_MAPS[family])(0.85 - 0.5 * keys.index(key) / max(len(keys) - 1, 1))
     return "tab:purple"
 
 
-def write_plot(report: dict, path: os.PathLike) -> None:
-    """Bars of images/s (log scale): one group per dataset end to end, one group per batch shape alone."""
+def plot_figure(report: dict):
+    """The bar chart as a matplotlib Figure (not saved): images/s on a log scale, one panel per section shown
+    (e2e: a group per dataset, a bar per pipeline; ops: a group per batch shape, a bar per implementation);
+    the bars' labels are the rows' labels. Raises ``FfmixError`` when the report has neither section."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -345,6 +262,7 @@ def write_plot(report: dict, path: os.PathLike) -> None:
     panels = [(name, rows) for name, rows in (("e2e", results.get("e2e")), ("ops", results.get("ops"))) if rows]
     if not panels:
         raise FfmixError("--plot needs the e2e or ops section; nothing to plot")
+    members = _family_members()
     figure, axes = plt.subplots(len(panels), 1, figsize=(13, 5.2 * len(panels)), squeeze=False)
     for axis, (name, rows) in zip(axes[:, 0], panels):
         group_key, bar_key = ("dataset", "pipeline") if name == "e2e" else ("shape", "impl")
@@ -359,7 +277,7 @@ def write_plot(report: dict, path: os.PathLike) -> None:
                 if match:
                     xs.append(g - 0.4 + width * (k + 0.5))
                     ys.append(match[0]["images_per_s"])
-            axis.bar(xs, ys, width=width, label=labels[bar], color=_colour(bar, plt),
+            axis.bar(xs, ys, width=width, label=labels[bar], color=_colour(bar, plt, members),
                      hatch="//" if bar.startswith("memcpy") else None, edgecolor="black" if bar == "ffmix" else None)
         axis.set_yscale("log")
         axis.set_xticks(range(len(groups)))
@@ -377,6 +295,14 @@ def write_plot(report: dict, path: os.PathLike) -> None:
     figure.suptitle(f"ffmix bench, {machine['date'][:10]}: {machine['cpu']}, {machine['cores']} cores, "
                     f"{report['config']['workers']} workers", fontsize=11)
     figure.tight_layout()
+    return figure
+
+
+def write_plot(report: dict, path: os.PathLike) -> None:
+    """``plot_figure`` saved as a PNG at ``path`` (written atomically: a reader never sees half a file)."""
+    import matplotlib.pyplot as plt
+
+    figure = plot_figure(report)
     try:
         write_figure(figure, path, option_name="plot", dpi=110)
     finally:
