@@ -60,8 +60,9 @@ def open_source(path: os.PathLike, format: Optional[str] = None, split: Optional
     ``split`` (``train``/``test``) selects a split where the format has them; ``label_kind``
     (``fine``/``coarse``) applies to CIFAR-100 only; ``class_names_file`` (one name per line) to file lists
     only. ``num_classes`` states the class count (checked against what the source shows; see
-    ``base.class_count``). ``progress`` shows a bar while a folder or list of files is checked. Raises ``FfmixError`` (or ``FileNotFoundError``) for
-    a missing or unreadable source, an unknown format, an option the format does not take, or bad content.
+    ``base.class_count``). ``progress`` shows a bar while a folder or list of files is checked. Raises
+    ``FfmixError`` (or ``FileNotFoundError``) for a missing or unreadable source, an unknown format, an option
+    the format does not take, or bad content.
     """
     dataset = _open(Path(path), format, split, label_kind, class_names_file, progress, num_classes)
     if num_classes is not None and dataset.num_classes != num_classes:

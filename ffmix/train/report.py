@@ -31,8 +31,8 @@ def run_totals(history: List[dict]) -> dict:
 
 def summary_line(history: List[dict], best: dict, run_dir: Path) -> str:
     totals = run_totals(history)
-    return (f"done: {count(totals['epochs'], 'epoch')} in {totals['elapsed']:.1f} s ({totals['train_images_per_s']:.0f} "
-            f"train img/s, {100 * totals['data_wait_share']:.1f}% of step time waiting for data); final val acc "
+    return (f"done: {count(totals['epochs'], 'epoch')} in {totals['elapsed']:.1f} s "
+            f"({totals['train_images_per_s']:.0f} train img/s, {100 * totals['data_wait_share']:.1f}% of step time waiting for data); final val acc "
             f"{100 * totals['val_acc']:.2f}% (best {100 * best['val_acc']:.2f}% at epoch {best['epoch']}); "
             f"{run_dir}")
 
