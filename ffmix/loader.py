@@ -7,6 +7,7 @@ blocking) -> only there convert to ``dtype``, normalise and lay out (N, C, H, W)
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
@@ -17,7 +18,7 @@ from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import OrderOption
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
-from .errors import FfmixError, check_pair_smoothing
+from .errors import FfmixError, FfmixWarning, check_pair_smoothing
 from .ffcv_compat import ResilientLoader, field_table, image_modes, open_reader
 from .integrity import open_whole_beton
 from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
@@ -278,8 +279,9 @@ def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise FfmixError(f"batch_size must be a positive integer, got {batch_size!r}")
     if batch_size < 2 and mixing.active:  # the partner of an image is another image of its batch
-        raise FfmixError("batch_size=1 cannot mix: each image is mixed with another image of its batch, so a "
-                         "batch of one would come back unmixed; use batch_size >= 2, or no mixing")
+        # warned, not refused: any batch size works (a batch of one is its own partner), it just cannot mix
+        warnings.warn(FfmixWarning("batch_size=1 cannot mix: each image is mixed with another image of its batch, "
+                                   "so every batch comes back unmixed; use batch_size >= 2 to mix"), stacklevel=3)
     if targets not in TARGET_KINDS + ("label",):
         raise FfmixError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
     check_pair_smoothing(targets, mixing.label_smoothing)
