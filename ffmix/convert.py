@@ -383,7 +383,7 @@ def _signals_raise() -> Iterator[None]:
         return
 
     def interrupt(signum, frame):
-        raise ConversionInterrupted(f"stopped by signal {signal.Signals(signum).name}")
+        raise ConversionInterrupted(f"by {signal.Signals(signum).name}")  # "ffmix convert: interrupted by SIGTERM"
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -23,7 +23,7 @@ def open_whole_beton(path: os.PathLike):
 
     path = Path(path)
     if path.is_dir():
-        raise FfmixError(f"{path} is a directory, not a .beton file")
+        raise FfmixError(f"{path} is a folder, not a .beton file")
     if not path.exists():
         raise FileNotFoundError(f"no such .beton file: {path}")
     reader = open_reader(path)  # also checks the per-sample table's length

@@ -362,8 +362,9 @@ def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise FfmixError(f"batch_size must be a positive integer, got {batch_size!r}")
     if batch_size < 2 and mixing.active:  # the partner of an image is another image of its batch
-        raise FfmixError("batch_size=1 cannot mix: each image is mixed with another image of its batch, so a "
-                         "batch of one would come back unmixed; use batch_size >= 2, or no mixing")
+        # warned, not refused: any batch size works (a batch of one is its own partner), it just cannot mix
+        warnings.warn(FfmixWarning("batch_size=1 cannot mix: each image is mixed with another image of its batch, "
+                                   "so every batch comes back unmixed; use batch_size >= 2 to mix"), stacklevel=3)
     if targets not in TARGET_KINDS + ("label",):
         raise FfmixError(f"targets must be one of {TARGET_KINDS + ('label',)}, got {targets!r}")
     if targets == "pair":

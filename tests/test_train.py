@@ -425,7 +425,6 @@ def test_a_run_interrupted_in_its_first_epoch_is_restarted_with_overwrite(data, 
 
 def test_nonsense_options_are_refused_before_anything_is_written(data, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert_refused(data_args(data, val="train") + ["--out", run_dir], capsys, "--train and --val are the same file")
     assert_refused(data_args(data) + ["--out", run_dir, "--resume", "--overwrite"], capsys, "pass one of them")
     assert_refused(data_args(data) + ["--out", ""], capsys, "--out is empty")
     assert_refused(data_args(data) + ["--out", run_dir, "--mixup-alpha", "0.2", "--batch-size", "2", "--nproc", "2"],
@@ -468,22 +467,25 @@ def test_an_interruption_is_reported_in_one_line(data, tmp_path, capsys, monkeyp
     assert code == 130 and "interrupted" not in out + err, "the launcher leaves the line to rank 0"
 
 
-def test_more_processes_than_cores_and_a_rounded_batch_are_said_once(data, tmp_path, capsys, monkeypatch):
+def test_more_processes_than_cores_a_rounded_batch_and_val_on_train_are_said_once(data, tmp_path, capsys, monkeypatch):
     """--nproc 3 on 2 cores ran silently, and the automatic batch of 16 silently became 15."""
     import ffmix.train
-    from ffmix.train.loop import warn_if_batch_rounded
+    from ffmix.train.loop import warn_about_inputs
     started = []
     monkeypatch.setattr(ffmix.train, "available_cpus", lambda: 2)
     monkeypatch.setattr(ffmix.train.subprocess, "Popen", lambda command, env: started.append(command) or FakeRanks([0]))
     code, _, err = train(data_args(data) + ["--out", tmp_path / "r", "--nproc", "3", "--device", "cpu"], capsys)
     assert code == 0 and len(started) == 1
     assert err.count("warning") == 1 and "ffmix train: warning: --nproc 3 starts more processes than the 2" in err
+    config = Config(train=str(data["train"]), val=str(data["val"]))
     with pytest.warns(FfmixWarning, match="automatic batch size 16 does not divide over 3 processes; using 15"):
-        warn_if_batch_rounded(1000, 3)
+        warn_about_inputs(config, 1000, 3)
+    with pytest.warns(FfmixWarning, match="--train and --val are the same file"):
+        warn_about_inputs(Config(train=str(data["train"]), val=str(data["train"]), batch_size=16), 1000, 1)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warn_if_batch_rounded(1000, 2)   # 16 divides over 2: nothing to say
+        warn_about_inputs(config, 1000, 2)   # 16 divides over 2, held-out --val: nothing to say
 
 
 def test_batch_larger_than_the_dataset_is_refused(data, tmp_path, capsys):

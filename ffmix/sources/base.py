@@ -167,8 +167,8 @@ def class_count(labels: np.ndarray, where: str, num_classes: Optional[int] = Non
         if len(labels) and int(labels.max()) >= num_classes:
             first = int(np.argmax(labels >= num_classes))
             raise FfmixError(f"{where}: label {first} is {labels[first]}, but "
-                             f"{option('num_classes', num_classes)} allows 0..{num_classes - 1}; fix the label or raise "
-                             f"{option('num_classes')}")
+                             f"{option('num_classes', num_classes)} allows 0..{num_classes - 1}; fix the label "
+                             f"or raise {option('num_classes')}")
         return int(num_classes)
     if not len(labels):
         return 0

@@ -329,10 +329,6 @@ def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetM
     if config.batch_size is not None and config.batch_size % world_size:
         raise FfmixError(f"--batch-size {config.batch_size} (the global batch) must divide evenly over "
                          f"{world_size} processes")
-    if Path(config.train).resolve() == Path(config.val).resolve():
-        raise FfmixError(f"--train and --val are the same file ({config.train}): accuracy on the training images "
-                         "says how well they were memorised, not how well the model generalises; pass a held-out "
-                         "split as --val")
     if mixing_configured(config) and config.batch_size is not None and config.batch_size // world_size < 2:
         raise FfmixError(f"--batch-size {config.batch_size} over {world_size} process(es) leaves "
                          f"{config.batch_size // world_size} image per batch, which cannot mix (the partner is "

@@ -32,8 +32,8 @@ from .report import count, epoch_line, summary_line
 def train(config: Config, node: Node) -> List[dict]:
     """Train (or resume) the run ``config`` describes on this rank; returns the history, one dict per epoch."""
     train_meta, val_meta = check_inputs(config, node.world_size)
-    if node.is_main and config.batch_size is None:
-        warn_if_batch_rounded(train_meta.num_samples, node.world_size)
+    if node.is_main:
+        warn_about_inputs(config, train_meta.num_samples, node.world_size)
     config = resolve(config, train_meta, node.world_size, node.device.type)
     run_dir = prepare_run_dir(config, is_main=node.is_main)
     checkpoint = load_checkpoint(run_dir, config, train_meta, val_meta, node) if config.resume else None
@@ -100,8 +100,14 @@ def train(config: Config, node: Node) -> List[dict]:
     return history
 
 
-def warn_if_batch_rounded(num_samples: int, world_size: int) -> None:
-    """Say once when the automatic batch size was lowered to divide over the processes (16 -> 15 for 3)."""
+def warn_about_inputs(config: Config, num_samples: int, world_size: int) -> None:
+    """Say once (rank 0) what runs but is likely not meant: validating on the training file, and an automatic
+    batch size lowered to divide over the processes (16 -> 15 for 3)."""
+    if Path(config.train).resolve() == Path(config.val).resolve():
+        warnings.warn(FfmixWarning(f"--train and --val are the same file ({config.train}): the accuracy reported "
+                                   "is on training images, not held-out ones"))
+    if config.batch_size is not None:
+        return
     chosen, alone = auto_batch_size(num_samples, world_size), auto_batch_size(num_samples, 1)
     if chosen != alone:
         warnings.warn(FfmixWarning(f"the automatic batch size {alone} does not divide over {world_size} processes; "
