@@ -131,6 +131,11 @@ def page_pointers(reader: Reader) -> np.ndarray:
     return reader.alloc_table["ptr"]
 
 
+def allocated_blocks(reader: Reader) -> np.ndarray:
+    """The file's allocated blocks (fields ``ptr``, ``size``), sorted by where they start."""
+    return np.sort(reader.alloc_table, order="ptr")
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 def prepare_writer(writer, num_samples: int) -> None:
