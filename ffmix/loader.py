@@ -23,6 +23,7 @@ from .metadata import IMAGE_FIELD, LABEL_FIELD, DatasetMeta, read_meta
 from .system import available_cpus, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
+from .ops.auto_augment_config import parse_auto_augment
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing
 
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
@@ -127,6 +128,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                 mode: str = "batch", label_smoothing: float = 0.0, lam_range: Tuple[float, float] = (0.0, 1.0),
                 targets: str = "soft",
                 image_size: Optional[Union[int, Tuple[int, int]]] = None, crop: str = "auto", hflip: bool = False,
+                auto_augment: Optional[str] = None,
                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
                 normalize: bool = True, mean: Optional[Sequence[float]] = None,
                 std: Optional[Sequence[float]] = None, channels_last: bool = False, order: str = "random",
@@ -146,6 +148,9 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     centrally (crop="center"); crop="auto" picks random for shuffled (training) orders, center for
     sequential (evaluation) ones. The crops depend only on (seed, epoch, sample), like the mixing.
     hflip: flip each image left-right with chance 1/2 before mixing, seeded the same way.
+    auto_augment: timm's config string ("rand-m9-mstd0.5-inc1") or "trivial": torchvision's RandAugment /
+    TrivialAugmentWide on the uint8 images after the crop and flip, before mixing, seeded the same way
+    (``ffmix.ops.auto_augment_config`` says how each option is read; docs/auto_augment.md).
     device, dtype, normalize, mean, std, channels_last: how images arrive. With ``normalize=False,
     dtype=torch.uint8`` they are the raw mixed pixels, in channels-last memory as decoded (``.contiguous()``
     copies them to NCHW order). Float images on the CPU are mixed, converted and normalised in one Numba
@@ -172,6 +177,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                          "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
 
     decoder = _image_decoder(meta, image_size, crop, shuffled=(order != "sequential"), mixing=mixing)
+    augment = None if auto_augment is None else parse_auto_augment(
+        auto_augment, control=mixing.control, seed=mixing.seed, grayscale=meta.channels == 1)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
     label_pipeline = [IntDecoder()]
     if targets != "label":
@@ -180,7 +187,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     if device.type == "cuda":
         label_pipeline.append(ToDevice(device, non_blocking=True))
     image_pipeline, finish_images = _image_path(decoder, mixing, meta.channels, device, dtype, mean, std,
-                                                channels_last, hflip, raw=_all_raw(reader))
+                                                channels_last, hflip, raw=_all_raw(reader), augment=augment)
 
     ffcv_loader = ResilientLoader(os.fspath(path), batch_size=batch_size, num_workers=_workers(num_workers),
                                   order=ORDERS[order], distributed=distributed, seed=seed,
@@ -217,10 +224,10 @@ def _normalisation(meta: DatasetMeta, normalize: bool, mean, std, dtype):
 
 
 def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dtype: torch.dtype, mean, std,
-                channels_last: bool, hflip: bool = False, raw: bool = False):
+                channels_last: bool, hflip: bool = False, raw: bool = False, augment=None):
     """The FFCV image pipeline and the torch step that completes each batch.
 
-    The decoder is followed by the seeded flip (``hflip``), then:
+    The decoder is followed by the seeded flip (``hflip``) and auto-augmentation (``augment``, an FFCV op), then:
     - float on the CPU: the image op mixes, converts, normalises and lays out in one Numba pass (torch's
       permute + convert + normalise takes several passes: about 10x slower at 512 x 32 x 32 x 3);
     - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy); images of
@@ -231,6 +238,8 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
     pipeline = [decoder]
     if hflip:
         pipeline.append(RandomFlip(control=mixing.control, seed=mixing.seed))
+    if augment is not None:
+        pipeline.append(augment)
     if dtype.is_floating_point and device.type == "cpu":
         float_output = FloatOutput(mean=mean, std=std, channels=channels, channels_last=channels_last)
         pipeline += [mixing.image_op(float_output), ToTensor()]
@@ -241,7 +250,7 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
             return images if dtype == torch.float32 else images.to(dtype)
         return pipeline, finish
 
-    if mixing.active and raw and not hflip and type(decoder) is SimpleRGBImageDecoder:
+    if mixing.active and raw and len(pipeline) == 1 and type(decoder) is SimpleRGBImageDecoder:
         pipeline = [MixingRawDecoder(mixing)]
     elif mixing.active:
         pipeline.append(mixing.image_op())
