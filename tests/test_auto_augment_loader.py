@@ -121,3 +121,29 @@ def test_options_without_a_counterpart_are_refused(config, message):
 def test_make_loader_refuses_a_bad_string_before_any_work(files):
     with pytest.raises(FfmixError, match="inc1"):
         _uint8(files["rgb"], auto_augment="rand-m9")
+
+
+# ------------------------------------------------------------------------------------------- ffmix train
+
+def test_train_flag_is_checked_and_reaches_the_training_loader_only(files, monkeypatch):
+    import argparse
+
+    import ffmix.loader
+    from ffmix.distributed import Node
+    from ffmix.train.components import make_loaders
+    from ffmix.train.config import Config, check_config, configure_parser, config_to_argv
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    argv = ["--train", str(files["rgb"]), "--val", str(files["rgb"]), "--auto-augment", "rand-m9-mstd0.5-inc1",
+            "--batch-size", "20"]
+    config = Config(**vars(parser.parse_args(argv)))
+    assert Config(**vars(parser.parse_args(config_to_argv(config)[1:]))) == config
+    check_config(config)
+    with pytest.raises(FfmixError, match="--auto-augment: .*inc1"):
+        check_config(Config(**{**config.__dict__, "auto_augment": "rand-m9"}))
+    calls = []
+    monkeypatch.setattr(ffmix.loader, "make_loader", lambda path, **options: calls.append(options))
+    make_loaders(config, Node(rank=0, world_size=1, local_rank=0, local_world_size=1,
+                              device=torch.device("cpu"), threads=1))
+    assert calls[0]["auto_augment"] == "rand-m9-mstd0.5-inc1" and "auto_augment" not in calls[1]

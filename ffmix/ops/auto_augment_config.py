@@ -38,8 +38,6 @@ import re
 from typing import Optional
 
 from ..errors import FfmixError
-from .auto_augment import AutoAugment, RandAugment, TrivialAugmentWide
-from .control import ControlBlock
 
 TIMM_LEVEL_MAX = 10     # timm's magnitude scale: 0..10
 NUM_BINS = 31           # torchvision's default table size: bin = 3 x timm's level
@@ -48,14 +46,24 @@ UNIFORM_ABOVE = 100.0   # timm: mstd > 100 means uniform sampling
 _OPTION = re.compile(r"^([a-z]+)(\d.*)$")
 
 
-def parse_auto_augment(config: str, *, control: Optional[ControlBlock] = None, seed: int = 0,
-                       grayscale: bool = False) -> AutoAugment:
-    """The FFCV op that timm config string ``config`` ("rand-...", or "trivial") describes; see the module
-    docstring. Raises ``FfmixError`` naming the option for anything without a faithful counterpart."""
+def parse_auto_augment(config: str, *, control=None, seed: int = 0, grayscale: bool = False):
+    """The FFCV op (``RandAugment`` or ``TrivialAugmentWide``) that timm config string ``config`` ("rand-...",
+    or "trivial") describes, keyed by ``control``'s epoch and ``seed``; see the module docstring. Raises
+    ``FfmixError`` naming the option for anything without a faithful counterpart."""
+    from .auto_augment import RandAugment, TrivialAugmentWide   # here: reading a string needs no Numba
+    options = read_auto_augment(config)
+    if options is None:
+        return TrivialAugmentWide(control=control, seed=seed, grayscale=grayscale)
+    return RandAugment(**options, control=control, seed=seed, grayscale=grayscale)
+
+
+def read_auto_augment(config: str) -> Optional[dict]:
+    """``RandAugment``'s keyword arguments for a ``rand-*`` string, None for "trivial"; raises ``FfmixError``
+    (see ``parse_auto_augment``). Pure Python, so a command line can check its flag before starting Numba."""
     if not isinstance(config, str):
         raise FfmixError(f"auto_augment must be a string such as 'rand-m9-mstd0.5-inc1' or 'trivial', got {config!r}")
     if config == "trivial":
-        return TrivialAugmentWide(control=control, seed=seed, grayscale=grayscale)
+        return None
     sections = config.split("-")
     if sections[0] != "rand":
         raise FfmixError(f"auto_augment={config!r}: ffmix knows timm's 'rand-*' strings and 'trivial' "
@@ -91,9 +99,8 @@ def parse_auto_augment(config: str, *, control: Optional[ControlBlock] = None, s
                          f"torchvision's tables (timm level {TIMM_LEVEL_MAX}); use m <= mmax <= {TIMM_LEVEL_MAX}")
     if level < 0 or num_ops < 0 or std < 0 or not 0.0 <= apply_prob <= 1.0:
         raise FfmixError(f"auto_augment={config!r}: m, n and mstd must be >= 0 and p in [0, 1]")
-    return RandAugment(num_ops, level * BINS_PER_LEVEL, NUM_BINS, apply_prob=apply_prob,
-                       magnitude_std=std * BINS_PER_LEVEL, max_magnitude=level_max * BINS_PER_LEVEL,
-                       control=control, seed=seed, grayscale=grayscale)
+    return dict(num_ops=num_ops, magnitude=level * BINS_PER_LEVEL, num_magnitude_bins=NUM_BINS,
+                apply_prob=apply_prob, magnitude_std=std * BINS_PER_LEVEL, max_magnitude=level_max * BINS_PER_LEVEL)
 
 
 def _split(section: str, config: str):

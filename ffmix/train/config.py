@@ -58,6 +58,7 @@ class Config:
     label_smoothing: float = 0.0
     targets: str = "soft"
     hflip: bool = False
+    auto_augment: Optional[str] = None
     tta: bool = False
     image_size: Optional[int] = None
     seed: int = 0
@@ -121,6 +122,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"onecycle warm-up in optimizer steps (default: {100 * WARMUP_FRACTION:.0f}%% of the run, at least "
         f"{WARMUP_MIN_STEPS} steps, at most half the run)"))
     model.add_argument("--hflip", action="store_true", help="flip half the training images left-right, seeded by (seed, epoch, image) like the mixing, so a resumed run sees the same flips (not for digits)")
+    model.add_argument("--auto-augment", metavar="CONFIG", help=(
+        "RandAugment as timm's config string (e.g. rand-m9-mstd0.5-inc1) or 'trivial' (TrivialAugmentWide): "
+        "torchvision's ops on the uint8 images before mixing, seeded by (seed, epoch, image); "
+        "docs/auto_augment.md"))
     model.add_argument("--tta", action="store_true",
                        help="validate on each image and its mirror image, averaging the logits (with --hflip)")
 
@@ -191,6 +196,12 @@ def check_config(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and not 1 <= value <= config.epochs:
             raise FfmixError(f"--{flag(name)} must be an epoch in 1..{config.epochs} (--epochs), got {value}")
+    if config.auto_augment is not None:
+        from ..ops.auto_augment_config import read_auto_augment
+        try:
+            read_auto_augment(config.auto_augment)
+        except FfmixError as error:
+            raise FfmixError(f"--auto-augment: {error}") from None
     if config.resume and not config.out:
         raise FfmixError("--resume needs --out RUN_DIR: the run directory to continue")
     if config.seed < 0:
