@@ -125,7 +125,7 @@ def test_make_loader_refuses_a_bad_string_before_any_work(files):
 
 # ------------------------------------------------------------------------------------------- ffmix train
 
-def test_train_flag_is_checked_and_reaches_the_training_loader_only(files, monkeypatch):
+def test_train_flags_are_checked_and_reach_the_training_loader_only(files, monkeypatch):
     import argparse
 
     import ffmix.loader
@@ -136,7 +136,7 @@ def test_train_flag_is_checked_and_reaches_the_training_loader_only(files, monke
     parser = argparse.ArgumentParser()
     configure_parser(parser)
     argv = ["--train", str(files["rgb"]), "--val", str(files["rgb"]), "--auto-augment", "rand-m9-mstd0.5-inc1",
-            "--batch-size", "20"]
+            "--batch-size", "20", "--re-prob", "0.25", "--re-mode", "pixel", "--re-count", "2"]
     config = Config(**vars(parser.parse_args(argv)))
     assert Config(**vars(parser.parse_args(config_to_argv(config)[1:]))) == config
     check_config(config)
@@ -147,3 +147,8 @@ def test_train_flag_is_checked_and_reaches_the_training_loader_only(files, monke
     make_loaders(config, Node(rank=0, world_size=1, local_rank=0, local_world_size=1,
                               device=torch.device("cpu"), threads=1))
     assert calls[0]["auto_augment"] == "rand-m9-mstd0.5-inc1" and "auto_augment" not in calls[1]
+    assert (calls[0]["re_prob"], calls[0]["re_mode"], calls[0]["re_count"]) == (0.25, "pixel", 2)
+    assert "re_prob" not in calls[1]   # validation images are never erased
+    for flag, value in (("re_prob", 1.5), ("re_count", 0)):
+        with pytest.raises(FfmixError, match=f"--{flag.replace('_', '-')}"):
+            check_config(Config(**{**config.__dict__, flag: value}))

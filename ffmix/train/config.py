@@ -59,6 +59,9 @@ class Config:
     targets: str = "soft"
     hflip: bool = False
     auto_augment: Optional[str] = None
+    re_prob: float = 0.0
+    re_mode: str = "const"
+    re_count: int = 1
     tta: bool = False
     image_size: Optional[int] = None
     seed: int = 0
@@ -82,7 +85,7 @@ RUNTIME_KEYS = frozenset({"train", "val", "device", "workers", "nproc", "out", "
                           "stop_after_epoch", "compare_mixing"})
 CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "linear"), "mix_mode": ("batch", "pair", "elem"),
            "targets": ("soft", "pair"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16"),
-           "channels_last": ("on", "off"), "model": MODEL_NAMES}
+           "channels_last": ("on", "off"), "model": MODEL_NAMES, "re_mode": ("const", "rand", "pixel")}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +129,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "RandAugment as timm's config string (e.g. rand-m9-mstd0.5-inc1) or 'trivial' (TrivialAugmentWide): "
         "torchvision's ops on the uint8 images before mixing, seeded by (seed, epoch, image); "
         "docs/auto_augment.md"))
+    model.add_argument("--re-prob", type=float, default=0.0, help=(
+        "RandomErasing: chance an image gets erased boxes, after mixing, on the normalised images (CPU only); "
+        "targets untouched, as in timm"))
+    model.add_argument("--re-mode", default="const", choices=CHOICES["re_mode"],
+                       help="erased values: const 0 (the mean colour), rand normal per box and channel, pixel per pixel")
+    model.add_argument("--re-count", type=int, default=1, help="up to this many boxes per erased image")
     model.add_argument("--tta", action="store_true",
                        help="validate on each image and its mirror image, averaging the logits (with --hflip)")
 
@@ -189,7 +198,9 @@ def check_config(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise FfmixError(f"--{flag(name)} must be a finite number >= 0, got {value}")
-    for name in ("mix_prob", "switch_prob", "label_smoothing"):
+    if config.re_count < 1:
+        raise FfmixError(f"--re-count must be at least 1, got {config.re_count}")
+    for name in ("mix_prob", "switch_prob", "label_smoothing", "re_prob"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise FfmixError(f"--{flag(name)} must be in [0, 1], got {getattr(config, name)}")
     for name in ("mix_off_epoch", "stop_after_epoch"):
