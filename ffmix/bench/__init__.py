@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from tqdm import tqdm
 
-    from . import collate, data, e2e, ops, report, startup
+    from . import augment_ops, collate, data, e2e, ops, report, startup
     from .measure import machine
 
     device = resolve_device(settings["device"])
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     e2e_pipelines = settings["pipelines"]
     steps = 0
     if "ops" in sections:
-        steps += ops.progress_steps(quick)
+        steps += ops.progress_steps(quick) + augment_ops.progress_steps(quick)
     if "e2e" in sections:
         steps += e2e.e2e_steps(wanted if "e2e" in sections else [], e2e_pipelines, runs, probes=True)
     if "scaling" in sections:
@@ -237,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
                 # one batch in memory is steady from the second call: shorter runs suffice
                 results["ops"] = ops.run_ops(quick=quick, threads=workers, runs=runs,
                                              min_run_s=min(settings["min_run_s"], 0.2), progress=progress)
+                results["augment_ops"] = augment_ops.run_augment_ops(
+                    quick=quick, threads=workers, runs=runs, min_run_s=min(settings["min_run_s"], 0.2),
+                    progress=progress)
             mark = _lap(section_s, "ops", mark)
             if "e2e" in sections:
                 chosen = [datasets[name] for name in settings["datasets"]]

@@ -282,6 +282,9 @@ def render(report: dict) -> str:
     results = report["results"]
     if results.get("ops"):
         parts.append(ops_text(results["ops"]))
+    if results.get("augment_ops"):
+        from .augment_ops import augment_ops_text
+        parts.append(augment_ops_text(results["augment_ops"]))
     if results.get("e2e"):
         parts.append(e2e_text(results["e2e"]))
     if results.get("scaling"):
