@@ -19,7 +19,7 @@ from torchvision.transforms import v2 as tv2
 from ffmix.ops.auto_augment import AutoAugmentSettings, RandAugment, TrivialAugmentWide, augment_images
 from ffmix.ops.auto_augment_draws import (RAND_AUGMENT, TRIVIAL_AUGMENT, draw_sample_ops, is_signed,
                                           linspace_f32, op_magnitude)
-from ffmix.ops.auto_augment_kernels import IDENTITY, NUM_OPS, OP_NAMES, POSTERIZE, apply_op
+from ffmix.ops.auto_augment_kernels import IDENTITY, NUM_OPS, OP_NAMES, POINTWISE, POSTERIZE, apply_op
 from ffmix.ops.auto_augment_reference import augment_reference, tv_apply
 from ffmix.ops.auto_augment_reference import draw_sample_ops as draw_sample_ops_reference
 
@@ -130,6 +130,17 @@ def test_op_agrees_with_torchvision_at_every_magnitude(op, batches):
             total += difference.size
     allowed_max, allowed_share = PINNED[name]
     assert worst <= allowed_max and differing / total <= allowed_share, (name, worst, differing / total)
+
+
+@pytest.mark.parametrize("op", POINTWISE, ids=[OP_NAMES[op] for op in POINTWISE])
+def test_pointwise_ops_may_write_over_their_input(op, batches):
+    images = batches[0]
+    magnitude = op_magnitude(TRIVIAL_AUGMENT, op, 20, 31, *images.shape[1:3])
+    expected = _apply_each(images, op, magnitude, False)
+    in_place = images.copy()
+    for i in range(len(in_place)):
+        apply_op(in_place[i], in_place[i], op, magnitude, False)
+    np.testing.assert_array_equal(in_place, expected)
 
 
 @pytest.mark.parametrize("op", range(NUM_OPS), ids=OP_NAMES)

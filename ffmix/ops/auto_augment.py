@@ -46,7 +46,7 @@ from ..errors import FfmixError
 from .augment import sample_key
 from .auto_augment_draws import (AUTO_AUGMENT_STREAM, RAND_AUGMENT, TRIVIAL_AUGMENT, draw_sample_ops,
                                  signed_magnitude)
-from .auto_augment_kernels import IDENTITY, apply_op
+from .auto_augment_kernels import IDENTITY, POINTWISE, apply_op
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 
 # A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
@@ -94,8 +94,8 @@ def augment_images(images, scratch, indices, epoch, seed, policy, num_ops, magni
                    magnitude_std, max_bin, gray):
     """Augment uint8 (N, H, W, C) ``images`` in place; ``scratch`` (same shape) is overwritten.
 
-    Sample ``i`` draws its ops from the stream of (seed, epoch, indices[i]) and applies them in order, each
-    reading the previous result from its scratch copy."""
+    Sample ``i`` draws its ops from the stream of (seed, epoch, indices[i]) and applies them in order, each to
+    the previous result (pointwise ops in place, the others from a scratch copy)."""
     n, height, width, _ = images.shape
     for i in prange(n):
         key = sample_key(seed, epoch, indices[i], AUTO_AUGMENT_STREAM)
@@ -106,8 +106,11 @@ def augment_images(images, scratch, indices, epoch, seed, policy, num_ops, magni
             if op == IDENTITY:
                 continue
             magnitude = signed_magnitude(policy, op, bins[slot], num_bins, negated[slot], height, width)
-            scratch[i, :, :, :] = images[i]
-            apply_op(scratch[i], images[i], op, magnitude, gray != 0)
+            if op in POINTWISE:
+                apply_op(images[i], images[i], op, magnitude, gray != 0)
+            else:   # geometric ops and Sharpness read neighbours: from a copy
+                scratch[i, :, :, :] = images[i]
+                apply_op(scratch[i], images[i], op, magnitude, gray != 0)
     return images
 
 

@@ -24,6 +24,9 @@ from numba import njit
 (IDENTITY, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE, BRIGHTNESS, COLOR, CONTRAST, SHARPNESS, POSTERIZE,
  SOLARIZE, AUTO_CONTRAST, EQUALIZE) = range(14)
 NUM_OPS = 14
+# Ops whose every output value depends only on the same input value and on statistics gathered before any
+# write (a channel's range or histogram, the image's mean): they may write over their input.
+POINTWISE = (BRIGHTNESS, COLOR, CONTRAST, POSTERIZE, SOLARIZE, AUTO_CONTRAST, EQUALIZE)
 OP_NAMES = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
             "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
 
@@ -314,8 +317,8 @@ def equalize(src, dst):
 
 @njit(cache=True)
 def apply_op(src, dst, op, magnitude, gray):
-    """Write op ``op`` of ``src`` (uint8 (H, W, C)) with its signed torchvision magnitude into ``dst`` (a
-    different array of the same shape). Brightness, Color, Contrast and Sharpness use the factor
+    """Write op ``op`` of ``src`` (uint8 (H, W, C), C-contiguous) with its signed torchvision magnitude into
+    ``dst`` (same shape; it may be ``src`` itself for the ``POINTWISE`` ops, must not for the others). Brightness, Color, Contrast and Sharpness use the factor
     ``1 + magnitude``; Posterize takes bits, Solarize the threshold as a fraction of 255."""
     if op == IDENTITY:
         dst[:] = src

@@ -119,14 +119,18 @@ def draw_erasures(key, channels, height, width, probability, mode, min_count, ma
 
 @njit(cache=True)
 def box_noise(noise_key, channels, box_h, box_w):
-    """float32 (channels, box_h, box_w) standard normals from stream ``noise_key``, in (c, y, x) order."""
+    """float32 (channels, box_h, box_w) standard normals from stream ``noise_key``, in (c, y, x) order, two per
+    Box-Muller step (its cosine and sine halves: half the logarithms and uniforms of one per step)."""
     state = np.empty(1, np.uint64)
     state[0] = noise_key
     noise = np.empty((channels, box_h, box_w), np.float32)
-    for c in range(channels):
-        for y in range(box_h):
-            for x in range(box_w):
-                noise[c, y, x] = standard_normal(state)
+    flat = noise.reshape(-1)
+    for k in range(0, flat.shape[0], 2):
+        radius = np.sqrt(-2.0 * np.log(1.0 - uniform(state)))
+        angle = 2.0 * np.pi * uniform(state)
+        flat[k] = radius * np.cos(angle)
+        if k + 1 < flat.shape[0]:
+            flat[k + 1] = radius * np.sin(angle)
     return noise
 
 

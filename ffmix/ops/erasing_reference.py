@@ -16,6 +16,16 @@ def normal(stream: Stream) -> float:
     return radius * math.cos(2.0 * math.pi * stream.uniform())
 
 
+def normal_pairs(stream: Stream, count: int) -> np.ndarray:
+    """``erasing.box_noise``'s values: Box-Muller's cosine and sine halves in turn, float32 (count,)."""
+    values = []
+    while len(values) < count:
+        radius = math.sqrt(-2.0 * math.log(1.0 - stream.uniform()))
+        angle = 2.0 * math.pi * stream.uniform()
+        values += [radius * math.cos(angle), radius * math.sin(angle)]
+    return np.array(values[:count], np.float32)
+
+
 def sample_erasures(key: int, channels: int, height: int, width: int, settings):
     """A list of ``(top, left, h, w, values)`` with ``values`` float32 (channels, h, w)."""
     stream = Stream(key)
@@ -37,9 +47,7 @@ def sample_erasures(key: int, channels: int, height: int, width: int, settings):
                 if settings.mode == MODE_RAND:
                     values[:] = np.array([normal(stream) for _ in range(channels)], np.float32)[:, None, None]
                 elif settings.mode == MODE_PIXEL:
-                    noise = Stream(stream.next_u64())
-                    values[:] = np.array([normal(noise) for _ in range(values.size)],
-                                         np.float32).reshape(values.shape)
+                    values[:] = normal_pairs(Stream(stream.next_u64()), values.size).reshape(values.shape)
                 erasures.append((top, left, box_h, box_w, values))
                 break
     return erasures
