@@ -152,3 +152,20 @@ def test_train_flags_are_checked_and_reach_the_training_loader_only(files, monke
     for flag, value in (("re_prob", 1.5), ("re_count", 0)):
         with pytest.raises(FfmixError, match=f"--{flag.replace('_', '-')}"):
             check_config(Config(**{**config.__dict__, flag: value}))
+
+
+def test_a_run_from_before_these_flags_resumes(files, tmp_path, capsys):
+    """A checkpoint whose config has no auto_augment / re_* entries (written before they existed) resumes: a
+    missing setting counts as its default, which is what that run used."""
+    from ffmix import cli
+    run_dir = tmp_path / "run"
+    argv = ["train", "--train", str(files["rgb"]), "--val", str(files["rgb"]), "--model", "tiny", "--epochs", "2",
+            "--batch-size", "20", "--device", "cpu", "--out", str(run_dir)]
+    assert cli.main(argv + ["--stop-after-epoch", "1"]) == 0
+    checkpoint = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    for key in ("auto_augment", "re_prob", "re_mode", "re_count"):
+        del checkpoint["config"][key]
+    torch.save(checkpoint, run_dir / "last.pt")
+    assert cli.main(argv + ["--resume"]) == 0
+    assert cli.main(argv + ["--resume", "--re-prob", "0.5"]) != 0   # a real difference is still refused
+    assert "--re-prob 0.0 in the checkpoint but 0.5 now" in capsys.readouterr().err
