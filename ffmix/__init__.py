@@ -21,6 +21,8 @@ _EXPORTS = {
     "RandomResizedCropDecoder": "ffmix.ops.decoders",
     "CenterCropDecoder": "ffmix.ops.decoders",
     "RandomFlip": "ffmix.ops.decoders",
+    "RandAugment": "ffmix.ops.auto_augment",
+    "TrivialAugmentWide": "ffmix.ops.auto_augment",
     "MixingRawDecoder": "ffmix.ops.decoders",
     "DatasetMeta": "ffmix.metadata",
     "read_meta": "ffmix.metadata",

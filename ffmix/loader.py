@@ -28,7 +28,9 @@ from .sources.base import MAX_CLASSES
 from .system import available_cpus, check_memory, loader_buffer_bytes, resolve_device
 from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecoder, RandomFlip,
                            RandomResizedCropDecoder)
+from .ops.auto_augment_config import parse_auto_augment
 from .ops.decode_errors import DecodeFailure, StandInTargets, describe, policy_code
+from .ops.erasing import RandomErasing
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing, check_targets
 
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
@@ -196,6 +198,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                 mode: str = "batch", label_smoothing: float = 0.0, lam_range: Tuple[float, float] = (0.0, 1.0),
                 targets: str = "soft",
                 image_size: Optional[Union[int, Tuple[int, int]]] = None, crop: str = "auto", hflip: bool = False,
+                auto_augment: Optional[str] = None, re_prob: float = 0.0, re_mode: str = "const",
+                re_count: int = 1,
                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
                 normalize: bool = True, mean: Optional[Sequence[float]] = None,
                 std: Optional[Sequence[float]] = None, channels_last: bool = False, order: str = "random",
@@ -216,6 +220,11 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     centrally (crop="center"); crop="auto" picks random for shuffled (training) orders, center for
     sequential (evaluation) ones. The crops depend only on (seed, epoch, sample), like the mixing.
     hflip: flip each image left-right with chance 1/2 before mixing, seeded the same way.
+    auto_augment: timm's config string ("rand-m9-mstd0.5-inc1") or "trivial": torchvision's RandAugment /
+    TrivialAugmentWide on the uint8 images after the crop and flip, before mixing, seeded the same way
+    (``ffmix.ops.auto_augment_config`` says how each option is read; docs/auto_augment.md).
+    re_prob, re_mode ("const" | "rand" | "pixel"), re_count: timm's RandomErasing of the normalised images after
+    mixing (targets untouched), seeded the same way; float output on the CPU only (docs/random_erasing.md).
     device, dtype, normalize, mean, std, channels_last: how images arrive. With ``normalize=False,
     dtype=torch.uint8`` they are the raw mixed pixels, in channels-last memory as decoded (``.contiguous()``
     copies them to NCHW order). Float images on the CPU are mixed, converted and normalised in one Numba
@@ -253,7 +262,10 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
 
     decoder = _image_decoder(meta, mixing.image_size, crop, shuffled=(order != "sequential"), mixing=mixing,
                              jpeg=not _all_raw(reader), on_decode_error=on_decode_error)
+    augment = None if auto_augment is None else parse_auto_augment(
+        auto_augment, control=mixing.control, seed=mixing.seed, grayscale=meta.channels == 1)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
+    erasing = _erasing(re_prob, re_mode, re_count, mixing, device, dtype, channels_last)
     label_pipeline = [IntDecoder()]
     if targets != "label":
         label_pipeline.append(mixing.label_op(meta.num_classes, targets))
@@ -261,7 +273,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     if device.type == "cuda":
         label_pipeline.append(ToDevice(device, non_blocking=True))
     image_pipeline, finish_images = _image_path(decoder, mixing, meta.channels, device, dtype, mean, std,
-                                                channels_last, hflip, raw=_all_raw(reader))
+                                                channels_last, hflip, raw=_all_raw(reader), augment=augment,
+                                                erasing=erasing)
 
     pipelines = {IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline}
     stand_ins = None
@@ -310,10 +323,10 @@ def _normalisation(meta: DatasetMeta, normalize: bool, mean, std, dtype):
 
 
 def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dtype: torch.dtype, mean, std,
-                channels_last: bool, hflip: bool = False, raw: bool = False):
+                channels_last: bool, hflip: bool = False, raw: bool = False, augment=None, erasing=None):
     """The FFCV image pipeline and the torch step that completes each batch.
 
-    The decoder is followed by the seeded flip (``hflip``), then:
+    The decoder is followed by the seeded flip (``hflip``) and auto-augmentation (``augment``, an FFCV op), then:
     - float on the CPU: the image op mixes, converts, normalises and lays out in one Numba pass (torch's
       permute + convert + normalise takes several passes: about 10x slower at 512 x 32 x 32 x 3);
     - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy); images of
@@ -324,9 +337,14 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
     pipeline = [decoder]
     if hflip:
         pipeline.append(RandomFlip(control=mixing.control, seed=mixing.seed))
+    if augment is not None:
+        pipeline.append(augment)
     if dtype.is_floating_point and device.type == "cpu":
         float_output = FloatOutput(mean=mean, std=std, channels=channels, channels_last=channels_last)
-        pipeline += [mixing.image_op(float_output), ToTensor()]
+        pipeline.append(mixing.image_op(float_output))
+        if erasing is not None:   # after mixing, on the normalised floats, as timm erases
+            pipeline.append(erasing)
+        pipeline.append(ToTensor())
 
         def finish(images):
             if channels_last:
@@ -334,7 +352,7 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
             return images if dtype == torch.float32 else images.to(dtype)
         return pipeline, finish
 
-    if mixing.active and raw and not hflip and type(decoder) is SimpleRGBImageDecoder:
+    if mixing.active and raw and len(pipeline) == 1 and type(decoder) is SimpleRGBImageDecoder:
         pipeline = [MixingRawDecoder(mixing)]
     elif mixing.active:
         pipeline.append(mixing.image_op())
@@ -389,6 +407,20 @@ def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num
     if not isinstance(dtype, torch.dtype):
         raise FfmixError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
 
+
+
+def _erasing(re_prob, re_mode, re_count, mixing: Mixing, device: torch.device, dtype: torch.dtype,
+             channels_last: bool) -> Optional[RandomErasing]:
+    """The RandomErasing op for ``re_prob`` > 0 (None for 0); refused where the images are not written as floats
+    on the CPU, the one path where ffmix erases."""
+    erasing = RandomErasing(re_prob, mode=re_mode, max_count=re_count, channels_last=channels_last,
+                            control=mixing.control, seed=mixing.seed)
+    if re_prob == 0:
+        return None
+    if device.type != "cpu" or not dtype.is_floating_point:
+        raise FfmixError(f"re_prob={re_prob}: ffmix erases the normalised float images on the CPU path only "
+                         f"(device='cpu' and a float dtype); got device={device}, dtype={dtype}")
+    return erasing
 
 
 def _workers(num_workers: Optional[int]) -> int:

@@ -63,6 +63,16 @@ def test_quick_ops_has_every_implementation_at_both_shapes(quick):
         assert math.isfinite(row["vs_ffmix"]) and math.isfinite(row["x_memcpy"])
 
 
+def test_quick_augment_ops_time_every_op_and_match_torchvision(quick):
+    from ffmix.ops.auto_augment_kernels import OP_NAMES
+    rows = quick[0]["results"]["augment_ops"]
+    assert [r["op"] for r in rows] == list(OP_NAMES) + ["RandAugment(2, 9) incl. copy"]
+    for row in rows:
+        assert row["check"]["ok"], row["op"]
+        assert row["ffmix_ms"] > 0 and row["tv_image_ms"] > 0 and math.isfinite(row["x_tv_image"])
+    assert "Augmentation ops" in quick[1]
+
+
 def test_quick_e2e_has_every_pipeline_with_checked_output(quick):
     rows = quick[0]["results"]["e2e"]
     wanted = {p for name in {r["dataset"] for r in rows} for p in registry.pipelines_for(name, registry.PIPELINES)}

@@ -97,7 +97,9 @@ def _settings(args) -> Dict[str, object]:
         "warm_runs": pick(args.warm_runs, 3, 1),
         "cold_runs": pick(args.cold_runs, 1, 0),
         "device": args.device,
-        "sections": list(SECTIONS) if args.section == "all" else [args.section],
+        # `ffmix bench ops` times the augmentation ops beside the mixing ones
+        "sections": (list(SECTIONS) if args.section == "all"
+                     else ["ops", "augment_ops"] if args.section == "ops" else [args.section]),
     }
     for name in ("workers", "batch_size", "jpeg_batch_size", "runs"):
         if settings[name] < 1:

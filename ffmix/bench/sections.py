@@ -94,6 +94,26 @@ def _ops_steps(plan: Plan) -> int:
     return ops.progress_steps(plan.quick)
 
 
+def _run_augment_ops(plan: Plan, progress) -> List[dict]:
+    from . import augment_ops
+
+    # one batch in memory is steady from the second call: shorter runs suffice (as for ops)
+    return augment_ops.run_augment_ops(quick=plan.quick, threads=plan.workers, runs=plan.runs,
+                                       min_run_s=min(plan.settings["min_run_s"], 0.2), progress=progress)
+
+
+def _augment_ops_steps(plan: Plan) -> int:
+    from . import augment_ops
+
+    return augment_ops.progress_steps(plan.quick)
+
+
+def _augment_ops_text(rows: List[dict]) -> str:
+    from .augment_ops import augment_ops_text
+
+    return augment_ops_text(rows)
+
+
 def _e2e_datasets(plan: Plan) -> Sequence[str]:
     return list(plan.settings["datasets"])
 
@@ -172,6 +192,7 @@ def _collate_steps(plan: Plan) -> int:
 
 SECTIONS = (
     Section("ops", run=_run_ops, steps=_ops_steps, text=report.ops_text),
+    Section("augment_ops", run=_run_augment_ops, steps=_augment_ops_steps, text=_augment_ops_text),
     Section("e2e", run=_run_e2e, steps=_e2e_steps, text=report.e2e_text, datasets=_e2e_datasets, probes=True),
     Section("scaling", run=_run_scaling, steps=_scaling_steps, text=report.scaling_text,
             datasets=lambda plan: ("rgb32",)),

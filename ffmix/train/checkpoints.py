@@ -160,7 +160,9 @@ def load_checkpoint(run_dir: Path, config: Config, train_meta: DatasetMeta, val_
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise FfmixError(f"--resume: {path} is not an ffmix checkpoint of format {CHECKPOINT_FORMAT} (an older "
                          "ffmix may have written it); start a new run with another --out")
-    saved = {k: v for k, v in checkpoint["config"].items() if k not in RUNTIME_KEYS}
+    # A setting added after the checkpoint was written counts as its default there (the run had none of it).
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    saved = {k: checkpoint["config"].get(k, defaults[k]) for k in defaults if k not in RUNTIME_KEYS}
     wanted = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_KEYS}
     differences = [f"--{flag(k)} {saved.get(k)!r} in the checkpoint but {wanted[k]!r} now"
                    for k in wanted if saved.get(k) != wanted[k]]

@@ -37,7 +37,8 @@ def make_loaders(config: Config, node: Node):
         config.train, batch_size=config.batch_size // node.world_size, seed=config.seed, order="random",
         mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, mix_prob=config.mix_prob,
         switch_prob=config.switch_prob, mode=config.mix_mode, label_smoothing=smoothing, targets=targets,
-        hflip=config.hflip, distributed=node.distributed, drop_last=True, image_size=train_size, **common)
+        hflip=config.hflip, auto_augment=config.auto_augment, re_prob=config.re_prob, re_mode=config.re_mode,
+        re_count=config.re_count, distributed=node.distributed, drop_last=True, image_size=train_size, **common)
     val_meta = read_meta(config.val)
     val_indices = list(range(node.rank, val_meta.num_samples, node.world_size))
     val_loader = make_loader(config.val, batch_size=2 * config.batch_size // node.world_size, order="sequential",

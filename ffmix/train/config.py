@@ -60,6 +60,10 @@ class Config:
     label_smoothing: float = 0.0
     targets: str = "soft"
     hflip: bool = False
+    auto_augment: Optional[str] = None
+    re_prob: float = 0.0
+    re_mode: str = "const"
+    re_count: int = 1
     tta: bool = False
     image_size: Optional[int] = None
     res_schedule: Optional[str] = None    # LOW:HIGH:E1:E2 (resolution.ResSchedule); None: image_size throughout
@@ -86,7 +90,8 @@ RUNTIME_KEYS = frozenset({"train", "val", "device", "workers", "nproc", "out", "
                           "stop_after_epoch", "compare_mixing", "on_decode_error"})
 CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "linear"), "mix_mode": ("batch", "pair", "elem"),
            "targets": ("soft", "pair"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16"),
-           "channels_last": ("on", "off"), "model": MODEL_NAMES, "on_decode_error": ("raise", "skip")}
+           "channels_last": ("on", "off"), "model": MODEL_NAMES, "on_decode_error": ("raise", "skip"),
+           "re_mode": ("const", "rand", "pixel")}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +138,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"onecycle warm-up in optimizer steps (default: {100 * WARMUP_FRACTION:.0f}%% of the run, at least "
         f"{WARMUP_MIN_STEPS} steps, at most half the run)"))
     model.add_argument("--hflip", action="store_true", help="flip half the training images left-right, seeded by (seed, epoch, image) like the mixing, so a resumed run sees the same flips (not for digits)")
+    model.add_argument("--auto-augment", metavar="CONFIG", help=(
+        "RandAugment as timm's config string (e.g. rand-m9-mstd0.5-inc1) or 'trivial' (TrivialAugmentWide): "
+        "torchvision's ops on the uint8 images before mixing, seeded by (seed, epoch, image); "
+        "docs/auto_augment.md"))
+    model.add_argument("--re-prob", type=float, default=0.0, help=(
+        "RandomErasing: chance an image gets erased boxes, after mixing, on the normalised images (CPU only); "
+        "targets untouched, as in timm"))
+    model.add_argument("--re-mode", default="const", choices=CHOICES["re_mode"],
+                       help="erased values: const 0 (the mean colour), rand normal per box and channel, pixel per pixel")
+    model.add_argument("--re-count", type=int, default=1, help="up to this many boxes per erased image")
     model.add_argument("--tta", action="store_true",
                        help="validate on each image and its mirror image, averaging the logits (with --hflip)")
 
@@ -196,7 +211,9 @@ def check_config(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise FfmixError(f"--{flag(name)} must be a finite number >= 0, got {value}")
-    for name in ("mix_prob", "switch_prob", "label_smoothing"):
+    if config.re_count < 1:
+        raise FfmixError(f"--re-count must be at least 1, got {config.re_count}")
+    for name in ("mix_prob", "switch_prob", "label_smoothing", "re_prob"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise FfmixError(f"--{flag(name)} must be in [0, 1], got {getattr(config, name)}")
     for name in ("mix_off_epoch", "stop_after_epoch"):
@@ -205,6 +222,12 @@ def check_config(config: Config) -> None:
             raise FfmixError(f"--{flag(name)} must be an epoch in 1..{config.epochs} (--epochs), got {value}")
     if config.res_schedule is not None:
         ResSchedule.parse(config.res_schedule)
+    if config.auto_augment is not None:
+        from ..ops.auto_augment_config import read_auto_augment
+        try:
+            read_auto_augment(config.auto_augment)
+        except FfmixError as error:
+            raise FfmixError(f"--auto-augment: {error}") from None
     if config.resume and not config.out:
         raise FfmixError("--resume needs --out RUN_DIR: the run directory to continue")
     if config.resume and config.overwrite:
