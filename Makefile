@@ -34,8 +34,9 @@ demo: data
 compare: data
 	$(PY) -m ffmix.cli train $(DEMO_RECIPE) --compare-mixing --out runs/compare --overwrite
 
+# The suite on every core (pytest-xdist): about five minutes on 2 cores once set up.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # All sections (a few minutes); the generated datasets are kept in bench-out/data for the next run.
 bench: data
