@@ -47,7 +47,7 @@ UNMIXED = {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", *DECODER_PIPELINES}
 # Rows that tell something on some datasets only: the extra ffmix rows (MixUp only; uint8 mixed and unmixed,
 # the fused raw hand-off) on the small raw sets, the decoders on JPEG; elsewhere they would only add minutes.
 EXTRA_ON = {"ffmix_mixup": {"rgb32"}, "ffmix_uint8": {"rgb32", "fmnist"}, "ffmix_uint8_off": {"rgb32", "fmnist"},
-            **{key: {"jpeg224"} for key in DECODER_PIPELINES}}
+            **{key: {"jpeg224", "photos", "photos160"} for key in DECODER_PIPELINES}}
 EXTRA = set(EXTRA_ON)
 
 
