@@ -87,7 +87,9 @@ def test_set_image_size_is_refused_for_images_used_as_stored(tmp_path):
     path = tmp_path / "fixed.beton"
     convert_arrays(np.zeros((16, 8, 8, 3), np.uint8), np.arange(16) % 2, path)
     loader = make_loader(path, batch_size=4)
-    with pytest.raises(FfmixError, match="set_image_size needs a loader that crops"):
+    loader.set_image_size(8)                      # the size it has: nothing to change
+    with pytest.raises(FfmixError, match=r"set_image_size\(6\) needs a loader that crops its images, and this "
+                                         "one uses them as stored"):
         loader.set_image_size(6)
     with pytest.raises(FfmixError, match="image_size must be a positive int"):
         loader.set_image_size(0)
