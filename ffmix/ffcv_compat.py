@@ -126,14 +126,16 @@ def data_extent(reader: Reader) -> int:
     return end
 
 
+def block_sizes(reader: Reader, pointers: np.ndarray) -> np.ndarray:
+    """The byte count of the stored block that starts at each of ``pointers`` (FFCV's allocation table), e.g.
+    a JPEG's length from its sample's ``data_ptr``."""
+    table = np.sort(reader.alloc_table, order="ptr")
+    return table["size"][np.searchsorted(table["ptr"], np.asarray(pointers, np.uint64))].astype(np.int64)
+
+
 def page_pointers(reader: Reader) -> np.ndarray:
     """Where the file's allocated blocks start (FFCV's allocation table)."""
     return reader.alloc_table["ptr"]
-
-
-def allocated_blocks(reader: Reader) -> np.ndarray:
-    """The file's allocated blocks (fields ``ptr``, ``size``), sorted by where they start."""
-    return np.sort(reader.alloc_table, order="ptr")
 
 
 # ------------------------------------------------------------------------------------------------ writing

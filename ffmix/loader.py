@@ -110,9 +110,13 @@ class MixLoader:
         sample): only their output size changes. Needs a loader that crops (made with ``image_size=``).
         """
         new_size = _checked_size(size)
+        if new_size == self.image_size:
+            self._pending_size = None
+            return
         if not hasattr(self._decoder, "output_size") or getattr(self._decoder, "ratio", None) == 1.0:
-            raise FfmixError("set_image_size needs a loader that crops its images: make it with image_size= "
-                             "(images used as stored have one size)")
+            raise FfmixError(f"set_image_size({size!r}) needs a loader that crops its images, and this one uses "
+                             f"them as stored ({self.image_size[0]}x{self.image_size[1]}): make it with an "
+                             "image_size= other than the stored size")
         self._pending_size = new_size
 
     def _apply_image_size(self) -> None:

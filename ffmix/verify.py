@@ -41,7 +41,7 @@ def verify_beton(path: os.PathLike, *, workers: int = 0, progress: bool = True) 
     from ffcv.libffcv import imdecode
     from tqdm import tqdm
 
-    from .ffcv_compat import allocated_blocks, field_kinds, field_table, image_modes, open_reader
+    from .ffcv_compat import block_sizes, field_kinds, field_table, image_modes, open_reader
     from .ops.decode_kernels import DECODE_FAILED, HEADER_MISMATCH, RAW_SIZE, STATUS_TEXT, jpeg_header_size
 
     path = Path(path)
@@ -53,14 +53,14 @@ def verify_beton(path: os.PathLike, *, workers: int = 0, progress: bool = True) 
         raise FfmixError(f"{path} has no image field (fields: {kinds}); nothing to verify")
     table = field_table(reader, image_name)
     labels = field_table(reader, LABEL_FIELD) if kinds.get(LABEL_FIELD) == "IntField" else None
-    allocations = allocated_blocks(reader)
+    sizes = block_sizes(reader, table["data_ptr"])
     pages = np.memmap(path, np.uint8, mode="r")
     jpeg = image_modes()["jpg"]
 
     def check(index: int) -> int:
         row = table[index]
         height, width, pointer = int(row["height"]), int(row["width"]), int(row["data_ptr"])
-        size = int(allocations["size"][np.searchsorted(allocations["ptr"], pointer)])
+        size = int(sizes[index])
         data = np.ascontiguousarray(pages[pointer:pointer + size])
         if int(row["mode"]) != jpeg:
             return 0 if size == height * width * 3 else RAW_SIZE

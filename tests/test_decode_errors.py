@@ -232,3 +232,19 @@ def test_inspect_verify_lists_every_damaged_sample_and_fails(files, capsys):
     assert f"{len(files['bad'])} of {COUNT} images" in out and "ffmix convert" in out
     assert cli.main(["inspect", "--verify", str(files["clean"])]) == 0
     assert f"all {COUNT} images" in capsys.readouterr().out
+
+
+def test_skip_with_plain_labels_gives_stand_ins_their_donors_labels(files):
+    # the evaluation loader of `ffmix train --on-decode-error skip`: int64 labels, no label op
+    loader = make_loader(files["broken"], batch_size=BATCH, order="sequential", targets="label", num_workers=2,
+                         dtype=torch.float32, normalize=False, on_decode_error="skip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FfmixWarning)
+        run = batches(loader)
+    images, labels = torch.cat([b[0] for b in run]), torch.cat([b[1] for b in run])
+    expected = files["labels"].copy()
+    for index in files["bad"]:
+        expected[index] = expected[index - 1]
+    np.testing.assert_array_equal(labels.numpy(), expected)
+    np.testing.assert_allclose(white_share(images).numpy(), expected, atol=0.005)
+    assert loader.decode_stand_ins == len(files["bad"])

@@ -87,7 +87,9 @@ def test_set_image_size_is_refused_for_images_used_as_stored(tmp_path):
     path = tmp_path / "fixed.beton"
     convert_arrays(np.zeros((16, 8, 8, 3), np.uint8), np.arange(16) % 2, path)
     loader = make_loader(path, batch_size=4)
-    with pytest.raises(FfmixError, match="set_image_size needs a loader that crops"):
+    loader.set_image_size(8)                      # the size it has: nothing to change
+    with pytest.raises(FfmixError, match=r"set_image_size\(6\) needs a loader that crops its images, and this "
+                                         "one uses them as stored"):
         loader.set_image_size(6)
     with pytest.raises(FfmixError, match="image_size must be a positive int"):
         loader.set_image_size(0)
@@ -145,3 +147,15 @@ def test_resumed_run_in_the_middle_of_a_schedule_ends_with_the_same_weights(tmp_
     assert [m["image_size"] for m in read_metrics(full_dir)] == [[12, 12], [14, 14], [16, 16]]
     assert [m["image_size"] for m in read_metrics(resumed_dir)] == [[12, 12], [14, 14], [16, 16]]
     assert_same_tensors(state_of(full_dir / "last.pt")["model"], state_of(resumed_dir / "last.pt")["model"], "model")
+
+
+def test_a_schedule_that_starts_at_the_stored_size_is_refused_before_training(tmp_path, capsys):
+    from ffmix import cli
+
+    path = tmp_path / "fixed.beton"
+    convert_arrays(np.zeros((32, 16, 16, 3), np.uint8), np.arange(32) % 2, path)
+    code = cli.main(["train", "--train", str(path), "--val", str(path), "--res-schedule", "16:24:1:2",
+                     "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert code == 1
+    assert "--res-schedule 16:24:1:2 starts at the stored size of the --train images" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

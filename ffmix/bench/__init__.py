@@ -63,8 +63,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-run-s", type=float, default=None, metavar="S",
                         help="shortest timed run in seconds (default 0.5; --quick 0.05)")
     parser.add_argument("--datasets", default=None, metavar="LIST",
-                        help="end-to-end datasets, comma-separated from fmnist, rgb32, jpeg224 "
-                             "(default: all three; --quick: rgb32)")
+                        help="end-to-end datasets, comma-separated from fmnist, rgb32, jpeg224, photos, "
+                             "photos160 (real photographs at 224 / 160 px; needs scikit-image) (default: "
+                             "fmnist, rgb32, jpeg224; --quick: rgb32)")
     parser.add_argument("--pipelines", default=None, metavar="LIST",
                         help="end-to-end pipelines, comma-separated (default: all; names as in the JSON's "
                              "'pipeline' field, e.g. ffmix,ffcv_plain)")
@@ -108,9 +109,11 @@ def _settings(args) -> Dict[str, object]:
         raise FfmixError("--min-run-s, --warm-runs and --cold-runs must not be negative")
     listed = args.datasets if args.datasets is not None else ("rgb32" if quick else "fmnist,rgb32,jpeg224")
     datasets = [d.strip() for d in listed.split(",") if d.strip()]
-    unknown = sorted(set(datasets) - {"fmnist", "rgb32", "jpeg224"})
+    from .data import PHOTO_DATASETS
+    known = ("fmnist", "rgb32", "jpeg224", *PHOTO_DATASETS)
+    unknown = sorted(set(datasets) - set(known))
     if unknown or not datasets:
-        raise FfmixError(f"--datasets takes a comma-separated list of fmnist, rgb32, jpeg224; got {listed!r}")
+        raise FfmixError(f"--datasets takes a comma-separated list of {', '.join(known)}; got {listed!r}")
     settings["datasets"] = datasets
     from .data import has_fmnist
     if args.fmnist is not None and not has_fmnist(Path(args.fmnist)):  # asked for, so no quiet stand-in

@@ -6,6 +6,8 @@
 * ``rgb32``: CIFAR-sized 32x32 RGB, stored raw (synthetic: smooth gradients, waves and noise).
 * ``jpeg224``: an ImageFolder of JPEG files of 224-256 px per side (synthetic, photo-like), written to the
   ``.beton`` as JPEG and decoded with random-resized-crop to 224 (the ImageNet case).
+* ``photos`` / ``photos160``: JPEGs (quality 90, longer side 300-500 px, as FFCV's ImageNet recipe stores them)
+  made from real photographs (``photos.py``: scikit-image's, a bench extra), random-resized-crop to 224 / 160.
 
 Datasets are generated into a work folder and reused when the same specification is asked for again.
 Each has a small *probe* twin (``probe_spec``): the same kind and sizes, every image of class ``c`` one
@@ -40,7 +42,7 @@ class DatasetSpec:
     side_range: Optional[Tuple[int, int]] = None
     crop: Optional[int] = None          # the square size loaders crop to (varying-size datasets)
     jpeg: bool = False
-    source: str = "synthetic"           # "synthetic" or a path to Fashion-MNIST
+    source: str = "synthetic"           # "synthetic", "photos" or a path to Fashion-MNIST
     probe: bool = False                 # images of one constant colour per class (value checks)
     seed: int = 0
     version: int = DATA_VERSION
@@ -107,7 +109,21 @@ def standard_specs(quick: bool, fmnist_path: Path = FASHION_MNIST) -> List[Datas
     else:
         jpeg = DatasetSpec(name="jpeg224", title="JPEG ImageFolder 224-256 px, random-resized-crop 224",
                            count=1536, side_range=(224, 256), crop=224, jpeg=True)
-    return [fmnist, rgb32, jpeg]
+    return [fmnist, rgb32, jpeg, *photo_specs(quick)]
+
+
+PHOTO_DATASETS = ("photos", "photos160")
+
+
+def photo_specs(quick: bool) -> List[DatasetSpec]:
+    """The real-photograph JPEG datasets at 224 and 160 px (the same images: same seed and count)."""
+    from .photos import PHOTO_FILES
+
+    count = 64 if quick else 2000
+    return [DatasetSpec(name=name, title=f"photographs (scikit-image) 300-500 px, random-resized-crop {crop}",
+                        count=count, num_classes=len(PHOTO_FILES), side_range=(300, 500), crop=crop, jpeg=True,
+                        source="photos")
+            for name, crop in zip(PHOTO_DATASETS, (224, 160))]
 
 
 def probe_spec(spec: DatasetSpec, batch_size: int) -> DatasetSpec:
@@ -225,6 +241,10 @@ def _jpeg_dataset(spec: DatasetSpec, folder: Path, beton: Path, fresh: bool, wor
             height, width = (int(v) for v in rng.integers(low, high + 1, 2))
             if spec.probe:
                 pixels = class_constant_images(labels[index:index + 1], height, width, 3)[0]
+            elif spec.source == "photos":
+                from .photos import photo_image
+
+                pixels = photo_image(int(labels[index]), spec.seed * 1_000_003 + index, spec.side_range)
             else:
                 pixels = synthetic_images(1, height, width, 3, seed=spec.seed * 1_000_003 + index)[0]
             path = root / f"class_{labels[index]:02d}" / f"img_{index:06d}.jpg"

@@ -165,7 +165,7 @@ def build_decoder(dataset: "BenchDataset", *, decoder: str, batch_size: int, wor
 # ---------------------------------------------------------------------------------------------- the table
 
 SMALL_RAW = frozenset({"rgb32", "fmnist"})   # the raw sets where the extra uint8 rows tell something
-JPEG = frozenset({"jpeg224"})                 # where decoding is the work
+JPEG = frozenset({"jpeg224", "photos", "photos160"})   # where decoding is the work
 
 _ENTRIES = (
     Pipeline("dl_collate", "PyTorch DataLoader + collate_fn (torch MixUp/CutMix)",

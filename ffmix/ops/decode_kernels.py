@@ -31,8 +31,8 @@ mix_at             the fused mix's ``MIX_SETTINGS`` record          the ``Mixing
 imdecode_at,       ``imdecode`` / ``resize`` in FFCV's             the ``ffcv._libffcv`` shared library,
 resize_at          ``_libffcv`` extension                          loaded by ``ffcv.libffcv`` for the process
 report_at          the decode report: stand-ins counted, the       the ``DecodeReport`` (``decode_errors.py``)
-                   batch's table address and count                 the decoder makes in ``__init__`` and the
-                                                                   label op holds; its array is never replaced
+                   batch's table address and count                 the decoder makes in ``__init__`` and
+                                                                   ``StandInRows`` holds; never replaced
 rows_at            the batch's (sample index, stand-in) rows       FFCV's preallocated buffers (the output of
                    handed to the consumer                          ``StandInRows``)
 batch table        read by ``stand_in_rows_batch`` through the     FFCV's preallocated buffers (as table_at),

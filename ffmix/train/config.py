@@ -343,6 +343,13 @@ def check_inputs(config: Config, world_size: int) -> Tuple[DatasetMeta, DatasetM
         if config.res_schedule is None and tuple(train_meta.image_shape) != tuple(val_meta.image_shape):
             raise FfmixError(f"--train images are {fmt_shape(train_meta.image_shape)} but --val images are "
                              f"{fmt_shape(val_meta.image_shape)}; pass --image-size to bring both to one size")
+    if config.res_schedule is not None and train_meta.image_shape is not None:
+        schedule = ResSchedule.parse(config.res_schedule)
+        first, stored = schedule.size_at(0), tuple(train_meta.image_shape)
+        if (first, first) == stored and schedule.high != schedule.low:
+            # a loader made at the stored size decodes as stored and cannot change size later
+            raise FfmixError(f"--res-schedule {config.res_schedule} starts at the stored size of the --train images "
+                             f"({fmt_shape(stored)}); start below or above it (the loader crops only then)")
     if config.batch_size is not None and config.batch_size > train_meta.num_samples:
         raise FfmixError(f"--batch-size {config.batch_size} is larger than the {train_meta.num_samples} "
                          f"training images in {config.train}; lower it")
