@@ -37,6 +37,8 @@ def _check_version() -> None:
 _check_version()
 
 import numba  # noqa: E402
+from llvmlite import ir as _ir  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 from ffcv.loader import Loader, OrderOption  # noqa: E402
 from ffcv.pipeline.compiler import Compiler  # noqa: E402
 from ffcv.reader import Reader  # noqa: E402
@@ -339,6 +341,50 @@ def set_pipeline_threads(count: int) -> None:
 # ------------------------------------------------------------------------------------------------ decoding
 # ffmix's decoders (ops/decoders.py) call FFCV's compiled JPEG decoder and OpenCV resize, so their pixels are
 # FFCV's. They are not public API: ``ffcv.libffcv`` loads them from the ``ffcv._libffcv`` extension with ctypes.
+
+# libffcv's C signatures (FFCV 1.0.2's libffcv.cpp), as Numba intrinsics that call a function by its address
+# (``libffcv_functions``): a kernel that embedded a ctypes function could not be cached.
+_I64, _I32 = _ir.IntType(64), _ir.IntType(32)
+_BYTES = _ir.IntType(8).as_pointer()
+
+
+def _as_i64(context, builder, signature, args):
+    return [context.cast(builder, value, kind, numba.types.int64) for value, kind in zip(args, signature.args)]
+
+
+@intrinsic
+def call_imdecode(typingctx, function_at, source_at, source_size, height, width, destination_at, scale_denom):
+    """libffcv ``imdecode``: the whole JPEG at ``source_at`` as RGB into ``destination_at``, scaled by
+    1/``scale_denom`` (libjpeg-turbo's DCT scaling; 1 = full size: ceil(H / d) x ceil(W / d) pixels).
+    Returns libjpeg-turbo's status (0 = clean)."""
+    def codegen(context, builder, signature, args):
+        fn_at, src, size, h, w, dst, denom = _as_i64(context, builder, signature, args)
+        # C: int imdecode(uchar*, uint64, uint32 h, uint32 w, uchar*, uint32 crop_h, uint32 crop_w, uint32 x,
+        #                  uint32 y, uint32 num, uint32 denom, bool crop, bool flip); bools passed as int32 0.
+        fnty = _ir.FunctionType(_I32, [_BYTES, _I64, _I32, _I32, _BYTES] + [_I32] * 8)
+        fn = builder.inttoptr(fn_at, fnty.as_pointer())
+        h32, w32 = builder.trunc(h, _I32), builder.trunc(w, _I32)
+        zero, one = _ir.Constant(_I32, 0), _ir.Constant(_I32, 1)
+        return builder.call(fn, [builder.inttoptr(src, _BYTES), size, h32, w32, builder.inttoptr(dst, _BYTES),
+                                 h32, w32, zero, zero, one, builder.trunc(denom, _I32), zero, zero])
+    signature = numba.types.int32(function_at, source_at, source_size, height, width, destination_at, scale_denom)
+    return signature, codegen
+
+
+@intrinsic
+def call_resize(typingctx, function_at, source_at, height, width, top, bottom, left, right, destination_at,
+                out_height, out_width):
+    """libffcv ``resize``: OpenCV INTER_AREA resize of rows [top, bottom) x columns [left, right) of the
+    contiguous RGB image at ``source_at`` (height x width) into ``out_height`` x ``out_width`` RGB."""
+    def codegen(context, builder, signature, args):
+        values = _as_i64(context, builder, signature, args)
+        fnty = _ir.FunctionType(_ir.VoidType(), [_I64] * 11)
+        fn = builder.inttoptr(values[0], fnty.as_pointer())
+        builder.call(fn, [_ir.Constant(_I64, 0)] + values[1:])
+        return context.get_dummy_value()
+    return numba.types.none(function_at, source_at, height, width, top, bottom, left, right, destination_at, out_height,
+                      out_width), codegen
+
 
 def libffcv_functions() -> Dict[str, int]:
     """The addresses of libffcv's C functions ``imdecode`` and ``resize`` (their signatures: FFCV 1.0.2's

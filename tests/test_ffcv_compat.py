@@ -15,7 +15,9 @@ PRIVATE = re.compile(r"\.(graph|memory_manager|next_epoch|pipeline_specs|metadat
                      r"data_region_start|alloc_table|handlers|traversal_order|_args)\b|\breader\.metadata\b|"
                      r"\b(handle_sample|MemoryAllocator|EpochIterator|allocate_memory)\b"
                      # FFCV's constants, written down or read from FFCV
-                     r"|\bIMAGE_MODES\b|\b[A-Z]+_MODES? *= *\d")
+                     r"|\bIMAGE_MODES\b|\b[A-Z]+_MODES? *= *\d"
+                     # libffcv's C signatures, written down
+                     r"|\bFunctionType\(")
 
 
 def test_only_ffcv_compat_touches_ffcv_internals():

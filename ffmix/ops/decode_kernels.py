@@ -28,6 +28,9 @@ sources_at         as contiguous uint64                            queries), fil
 control_at         epoch (and on/off for the fused mix)            the ``ControlBlock`` passed to the op,
                                                                    which keeps a reference to it
 mix_at             the fused mix's ``MIX_SETTINGS`` record          the ``Mixing`` the op holds (see batch.py)
+crop_at            the decoder's ``CROP_SETTINGS`` record            the crop decoder (``crop_record``, made in
+                                                                   ``__init__``, filled before each compile)
+flip_at            the flip's ``FLIP_SETTINGS`` record               the ``RandomFlip`` (made in ``__init__``)
 imdecode_at,       ``imdecode`` / ``resize`` in FFCV's             the ``ffcv._libffcv`` shared library,
 resize_at          ``_libffcv`` extension                          loaded by ``ffcv.libffcv`` for the process
 report_at          the decode report: stand-ins counted, the       the ``DecodeReport`` (``decode_errors.py``)
@@ -45,22 +48,22 @@ the box before calling it. Each sample's status goes into the table (``STATUS``)
 leaves another sample's bytes in its slot: the caller raises, or the stand-in pass copies a donor's pixels
 (``STAND_IN`` names it) and the loader gives the sample its donor's label (``decode_errors.py``).
 
-Everything else (seed, scale and ratio ranges, sizes) travels by value.
+Sizes and counts travel by value; settings (crop ranges, seeds, policy) in their records.
 """
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit, prange, types
+from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..ffcv_compat import JPEG_MODE
+from ..ffcv_compat import JPEG_MODE, call_imdecode, call_resize
 from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, random_crop_box, sample_key)
 from .batch import batch_mix_params
 from .control import EPOCH, as_pointer, read_control
 from .params import WEIGHT_ONE
-from .settings import entry_point, read_mix_settings
+from .settings import entry_point, read_crop_settings, read_flip_settings, read_mix_settings
 
 # The decoder's per-sample table (int64): filled by the closure, then the kernel's results.
 DATA_AT, DATA_BYTES, HEIGHT, WIDTH, MODE, INDEX, STATUS, STAND_IN = range(8)
@@ -82,47 +85,13 @@ NO_DONOR = -1
 CROP_RANDOM, CROP_CENTER = 1, 0
 _HALF = WEIGHT_ONE // 2
 
-_I64, _I32 = ir.IntType(64), ir.IntType(32)
 _BYTES = ir.IntType(8).as_pointer()
 
 
-# ------------------------------------------------------------------------------- calls into libffcv
+# ------------------------------------------------------------------------------- raw memory
 
 def _as_i64(context, builder, signature, args):
     return [context.cast(builder, value, kind, types.int64) for value, kind in zip(args, signature.args)]
-
-
-@intrinsic
-def call_imdecode(typingctx, function_at, source_at, source_size, height, width, destination_at, scale_denom):
-    """libffcv ``imdecode``: the whole JPEG at ``source_at`` as RGB into ``destination_at``, scaled by
-    1/``scale_denom`` (libjpeg-turbo's DCT scaling; 1 = full size: ceil(H / d) x ceil(W / d) pixels).
-    Returns libjpeg-turbo's status (0 = clean)."""
-    def codegen(context, builder, signature, args):
-        fn_at, src, size, h, w, dst, denom = _as_i64(context, builder, signature, args)
-        # C: int imdecode(uchar*, uint64, uint32 h, uint32 w, uchar*, uint32 crop_h, uint32 crop_w, uint32 x,
-        #                  uint32 y, uint32 num, uint32 denom, bool crop, bool flip); bools passed as int32 0.
-        fnty = ir.FunctionType(_I32, [_BYTES, _I64, _I32, _I32, _BYTES] + [_I32] * 8)
-        fn = builder.inttoptr(fn_at, fnty.as_pointer())
-        h32, w32 = builder.trunc(h, _I32), builder.trunc(w, _I32)
-        zero, one = ir.Constant(_I32, 0), ir.Constant(_I32, 1)
-        return builder.call(fn, [builder.inttoptr(src, _BYTES), size, h32, w32, builder.inttoptr(dst, _BYTES),
-                                 h32, w32, zero, zero, one, builder.trunc(denom, _I32), zero, zero])
-    return types.int32(function_at, source_at, source_size, height, width, destination_at, scale_denom), codegen
-
-
-@intrinsic
-def call_resize(typingctx, function_at, source_at, height, width, top, bottom, left, right, destination_at,
-                out_height, out_width):
-    """libffcv ``resize``: OpenCV INTER_AREA resize of rows [top, bottom) x columns [left, right) of the
-    contiguous RGB image at ``source_at`` (height x width) into ``out_height`` x ``out_width`` RGB."""
-    def codegen(context, builder, signature, args):
-        values = _as_i64(context, builder, signature, args)
-        fnty = ir.FunctionType(ir.VoidType(), [_I64] * 11)
-        fn = builder.inttoptr(values[0], fnty.as_pointer())
-        builder.call(fn, [ir.Constant(_I64, 0)] + values[1:])
-        return context.get_dummy_value()
-    return types.none(function_at, source_at, height, width, top, bottom, left, right, destination_at, out_height,
-                      out_width), codegen
 
 
 @intrinsic
@@ -228,19 +197,22 @@ def decode_one(data_at, size, height, width, mode, top, left, box_height, box_wi
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers, epoch, seed, kind,
-                scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct, imdecode_at,
-                resize_at):
+def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers, epoch, crop,
+                imdecode_at, resize_at):
     """Decode, crop and resize every sample of ``table`` into the uint8 (count, out_height, out_width, 3)
     batch at ``out_at``; each sample's status goes into ``table[:, STATUS]``. Returns how many failed.
 
-    The box comes from ``augment`` (random or centre); with ``max_dct`` > 1 a JPEG whose box covers the
+    ``crop`` is the decoder's ``CROP_SETTINGS`` record. The box comes from ``augment`` (random or centre, as
+    ``crop.kind`` says); with ``crop.max_dct`` > 1 a JPEG whose box covers the
     output at least twice is decoded at 1/2, 1/4 or 1/8 scale. ``workers`` (at most ``slots``, the scratch
     buffers) take samples round-robin, each with its own scratch buffer, so the scratch stays in cache and
     costs ``slots`` images rather than a batch of them. The caller passes ``numba.get_num_threads()``:
     calling it here would make the kernel uncacheable (it goes through a ctypes pointer).
     """
     count = table.shape[0]
+    seed, kind, max_dct, center_ratio = crop.seed, crop.kind, crop.max_dct, crop.center_ratio
+    scale_low, scale_high, log_ratio_low, log_ratio_high = (crop.scale_low, crop.scale_high, crop.log_ratio_low,
+                                                            crop.log_ratio_high)
     workers = max(min(slots, workers), 1)
     out_bytes = out_height * out_width * 3
     # Addresses as int64: Numba types uint64 + int64 as a float (exact below 2**53, but no way to do pointers).
@@ -371,27 +343,22 @@ def stand_in(table, out_at, out_bytes, report):
 
 # ------------------------------------------------------------------------------------- entry points
 
-_address, _i64, _f64 = types.uintp, types.int64, types.float64
 
 
-@cfunc(_i64(_address, _i64, _address, _i64, _i64, _address, _i64, _i64, _i64, _address, _i64, _i64, _f64, _f64,
-            _f64, _f64, _f64, _i64, _address, _address, _i64, _address), cache=True, nogil=True)
+@entry_point
 def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
-                      control_at,
-                      seed, kind, scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
-                      imdecode_at, resize_at, policy, report_at):
+                      control_at, crop_at, imdecode_at, resize_at, report_at):
     """Decode and crop ``count`` samples (``table``: int64 (count, TABLE_COLUMNS)); see ``decode_crop``.
 
     Returns how many samples failed (their statuses are in the table). Under ``STAND_IN_POLICY`` their
     slots hold their donors' pixels (see ``stand_in``) and the report names this batch's table for the label
     op; -1 means no sample decoded, so there was no donor and the caller must raise."""
     control = read_control(control_at)
+    crop = read_crop_settings(crop_at)
     table = carray(as_pointer(table_at), (count, TABLE_COLUMNS), np.int64)
     failed = decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
-                         control[EPOCH],
-                         seed, kind, scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
-                         imdecode_at, resize_at)
-    if policy != STAND_IN_POLICY:
+                         control[EPOCH], crop, imdecode_at, resize_at)
+    if crop.policy != STAND_IN_POLICY:
         return failed
     report = carray(as_pointer(report_at), (REPORT_SIZE,), np.int64)
     report[REPORT_TABLE_AT] = np.int64(table_at)
@@ -403,7 +370,7 @@ def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at
     return failed if stand_in(table, out_at, out_height * out_width * 3, report) else -1
 
 
-@cfunc(_i64(_address, _i64, _address), cache=True, nogil=True)
+@entry_point
 def stand_in_rows_batch(rows_at, count, report_at):
     """Copy the batch's (sample index, stand-in position) rows, int64 (count, 2), from the table the decoder
     named in the report earlier in the same batch. Returns how many samples are stand-ins, or -1 if the
@@ -422,13 +389,14 @@ def stand_in_rows_batch(rows_at, count, report_at):
     return replaced
 
 
-@cfunc(_i64(_address, _address, _i64, _i64, _i64, _i64, _address, _i64, _f64), cache=True, nogil=True)
-def flip_batch(images_at, indices_at, count, height, width, channels, control_at, seed, probability):
+@entry_point
+def flip_batch(images_at, indices_at, count, height, width, channels, control_at, flip_at):
     """Flip, in place, the samples of the uint8 (count, H, W, C) batch that the epoch's draws pick."""
     control = read_control(control_at)
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    flip_images(images, indices, seed, control[EPOCH], probability)
+    flip = read_flip_settings(flip_at)
+    flip_images(images, indices, flip.seed, control[EPOCH], flip.probability)
     return count
 
 

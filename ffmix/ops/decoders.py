@@ -40,6 +40,7 @@ from .control import ControlBlock
 from .decode_errors import DecodeFailure, DecodeReport, StandInRows, policy_code
 from .decode_kernels import (CROP_CENTER, CROP_RANDOM, DATA_AT, DATA_BYTES, HEIGHT, INDEX, MODE, RAISE, STATUS,
                              TABLE_COLUMNS, WIDTH, decode_crop_batch, flip_batch, mix_raw_batch)
+from .settings import CROP_SETTINGS, FLIP_SETTINGS, make_record
 
 CENTER_CROP_RATIO = 224 / 256
 Size = Union[int, Tuple[int, int]]
@@ -98,6 +99,7 @@ class _CropDecoder(SimpleRGBImageDecoder):
         self.on_decode_error = on_decode_error
         self._policy = policy_code(on_decode_error)
         self.decode_report = DecodeReport()   # made once: compiled code holds its address
+        self.crop_record = np.zeros(1, CROP_SETTINGS)   # made once: compiled code holds its address
         self._scratch = _Scratch()
         self._scale = (1.0, 1.0)
         self._log_ratio = (0.0, 0.0)
@@ -131,13 +133,17 @@ class _CropDecoder(SimpleRGBImageDecoder):
         mem_read = self.memory_read
         out_height, out_width = self.output_size
         control_at = np.uint64(self.control.address)
-        seed, kind, max_dct = self.seed, np.int64(self.kind), np.int64(self.max_dct)
-        scale_low, scale_high = self._scale
-        log_ratio_low, log_ratio_high = self._log_ratio
-        center_ratio = float(self._center_ratio)
+        # Filled here, before FFCV compiles the pipeline (the subclass has set its ranges by now); only read
+        # while it runs.
+        self.crop_record[:] = make_record(
+            CROP_SETTINGS, seed=self.seed, kind=self.kind, scale_low=self._scale[0], scale_high=self._scale[1],
+            log_ratio_low=self._log_ratio[0], log_ratio_high=self._log_ratio[1], center_ratio=self._center_ratio,
+            max_dct=self.max_dct, policy=self._policy)
+        crop_at = np.uint64(self.crop_record.ctypes.data)
+        policy = np.int64(self._policy)
         scratch_at, scratch_bytes, slots = np.uint64(scratch_at), np.int64(scratch_bytes), np.int64(slots)
         imdecode_at, resize_at = np.uint64(functions["imdecode"]), np.uint64(functions["resize"])
-        policy, report_at = np.int64(self._policy), np.uint64(self.decode_report.address)
+        report_at = np.uint64(self.decode_report.address)
 
         def decode_crop_op(batch_indices, buffers, metadata, storage_state):
             destination, table = buffers
@@ -154,9 +160,8 @@ class _CropDecoder(SimpleRGBImageDecoder):
                 table[position, INDEX] = index
             out = destination[:count]
             failed = decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
-                                       scratch_bytes, slots, numba.get_num_threads(), control_at, seed, kind,
-                                       scale_low, scale_high, log_ratio_low, log_ratio_high, center_ratio, max_dct,
-                                       imdecode_at, resize_at, policy, report_at)
+                                       scratch_bytes, slots, numba.get_num_threads(), control_at, crop_at,
+                                       imdecode_at, resize_at, report_at)
             # The statuses came back in the table (FFCV's buffer); a failure the policy did not stand in for
             # (policy "raise", or no sample of the batch decoded) ends the batch here.
             if failed != 0 and (policy == RAISE or failed < 0):
@@ -230,6 +235,8 @@ class RandomFlip(Operation):
         self.control = control if control is not None else ControlBlock()
         self.seed = _seed(seed)
         self.probability = float(probability)
+        # The FLIP_SETTINGS record the compiled code reads: owned by this op, never replaced.
+        self.flip_record = make_record(FLIP_SETTINGS, seed=self.seed, probability=self.probability)
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, AllocationQuery]:
         if not previous_state.jit_mode or np.dtype(previous_state.dtype) != np.uint8 or len(previous_state.shape) != 3:
@@ -239,7 +246,7 @@ class RandomFlip(Operation):
 
     def generate_code(self):
         control_at = np.uint64(self.control.address)
-        seed, probability = self.seed, self.probability
+        flip_at = np.uint64(self.flip_record.ctypes.data)
 
         def flip_op(images, index_scratch, indices):
             count, height, width, channels = images.shape
@@ -247,7 +254,7 @@ class RandomFlip(Operation):
             for position in range(count):
                 sample_ids[position] = indices[position]
             flip_batch(images.ctypes.data, sample_ids.ctypes.data, count, height, width, channels, control_at,
-                       seed, probability)
+                       flip_at)
             return images
 
         flip_op.with_indices = True

@@ -55,10 +55,31 @@ FLOAT_FIELDS = (
     ("shift", np.float32, (3,)),
 )
 
+# How a crop decoder picks and decodes each sample's box (``decoders._CropDecoder``).
+CROP_FIELDS = (
+    ("seed", np.int64),
+    ("kind", np.int64),            # decode_kernels.CROP_RANDOM or CROP_CENTER
+    ("scale_low", np.float64),     # random boxes: area fraction range
+    ("scale_high", np.float64),
+    ("log_ratio_low", np.float64),  # random boxes: log aspect-ratio range
+    ("log_ratio_high", np.float64),
+    ("center_ratio", np.float64),  # centre boxes: the limiting side's share
+    ("max_dct", np.int64),         # largest DCT scaling denominator allowed (1: full-size decode)
+    ("policy", np.int64),          # decode_kernels.RAISE or STAND_IN_POLICY
+)
+# Which samples a ``RandomFlip`` flips.
+FLIP_FIELDS = (
+    ("seed", np.int64),
+    ("probability", np.float64),
+)
+
 MIX_SETTINGS = np.dtype(list(MIX_FIELDS), align=True)
+CROP_SETTINGS = np.dtype(list(CROP_FIELDS), align=True)
+FLIP_SETTINGS = np.dtype(list(FLIP_FIELDS), align=True)
 TARGET_SETTINGS = np.dtype(list(TARGET_FIELDS), align=True)
 FLOAT_SETTINGS = np.dtype(list(FLOAT_FIELDS), align=True)
-MIX_RECORD, TARGET_RECORD, FLOAT_RECORD = (from_dtype(d) for d in (MIX_SETTINGS, TARGET_SETTINGS, FLOAT_SETTINGS))
+MIX_RECORD, TARGET_RECORD, FLOAT_RECORD, CROP_RECORD, FLIP_RECORD = (
+    from_dtype(d) for d in (MIX_SETTINGS, TARGET_SETTINGS, FLOAT_SETTINGS, CROP_SETTINGS, FLIP_SETTINGS))
 
 
 def make_record(dtype: np.dtype, **values) -> np.ndarray:
@@ -103,6 +124,18 @@ def read_float_settings(address):
     return carray(record_pointer(address, FLOAT_RECORD), (1,))[0]
 
 
+@njit(cache=True, inline="always")
+def read_crop_settings(address):
+    """The ``CROP_SETTINGS`` record living at ``address``."""
+    return carray(record_pointer(address, CROP_RECORD), (1,))[0]
+
+
+@njit(cache=True, inline="always")
+def read_flip_settings(address):
+    """The ``FLIP_SETTINGS`` record living at ``address``."""
+    return carray(record_pointer(address, FLIP_RECORD), (1,))[0]
+
+
 # Every C entry point ffmix's operations call by address, and its parameters in order. ``*_at`` parameters
 # are addresses (see each module's ownership table); the others are int64 counts and sizes.
 ENTRY_POINTS = {
@@ -113,6 +146,10 @@ ENTRY_POINTS = {
     "mix_label_batch": ("labels_at", "out_at", "indices_at", "count", "control_at", "mix_at", "target_at"),
     "mix_raw_batch": ("sources_at", "indices_at", "count", "height", "width", "channels", "out_at", "control_at",
                       "mix_at"),
+    "decode_crop_batch": ("table_at", "count", "out_at", "out_height", "out_width", "scratch_at", "scratch_bytes",
+                          "slots", "workers", "control_at", "crop_at", "imdecode_at", "resize_at", "report_at"),
+    "stand_in_rows_batch": ("rows_at", "count", "report_at"),
+    "flip_batch": ("images_at", "indices_at", "count", "height", "width", "channels", "control_at", "flip_at"),
 }
 
 
