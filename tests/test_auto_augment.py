@@ -16,12 +16,13 @@ import torch
 from numba import njit
 from torchvision.transforms import v2 as tv2
 
-from ffmix.ops.auto_augment import AutoAugmentSettings, RandAugment, TrivialAugmentWide, augment_images
+from ffmix.ops.auto_augment import RandAugment, TrivialAugmentWide, augment_images
 from ffmix.ops.auto_augment_draws import (RAND_AUGMENT, TRIVIAL_AUGMENT, draw_sample_ops, is_signed,
                                           linspace_f32, op_magnitude)
 from ffmix.ops.auto_augment_kernels import IDENTITY, NUM_OPS, OP_NAMES, POINTWISE, POSTERIZE, apply_op
 from ffmix.ops.auto_augment_reference import augment_reference, tv_apply
 from ffmix.ops.auto_augment_reference import draw_sample_ops as draw_sample_ops_reference
+from ffmix.ops.settings import AUGMENT_SETTINGS, make_record, named_fields
 
 # op name -> (largest |difference| in levels, share of differing pixels) allowed against torchvision.
 PINNED = {name: (0, 0.0) for name in OP_NAMES}
@@ -162,16 +163,20 @@ def test_posterize_bins_cover_torchvisions_bit_counts():
 
 # -------------------------------------------------------------------------------------- the batch operation
 
-SETTINGS = [AutoAugmentSettings(seed=3, policy=RAND_AUGMENT, num_ops=2, magnitude_bin=9, num_bins=31, apply_prob=1.0,
-                                magnitude_std=0.0, max_bin=30, gray=0),
-            AutoAugmentSettings(seed=5, policy=RAND_AUGMENT, num_ops=3, magnitude_bin=27, num_bins=31,
-                                apply_prob=0.5, magnitude_std=1.5, max_bin=30, gray=0),
+def _settings(**fields):
+    return named_fields(make_record(AUGMENT_SETTINGS, **fields))
+
+
+SETTINGS = [_settings(seed=3, policy=RAND_AUGMENT, num_ops=2, magnitude_bin=9, num_bins=31, apply_prob=1.0,
+                      magnitude_std=0.0, max_bin=30, gray=0),
+            _settings(seed=5, policy=RAND_AUGMENT, num_ops=3, magnitude_bin=27, num_bins=31, apply_prob=0.5,
+                      magnitude_std=1.5, max_bin=30, gray=0),
             TrivialAugmentWide(seed=7).settings]
 
 
 def _run(images, indices, epoch, settings):
     out = images.copy()
-    augment_images(out, np.empty_like(out), np.asarray(indices, np.uint64), epoch, *settings.values())
+    augment_images(out, np.empty_like(out), np.asarray(indices, np.uint64), epoch, settings)
     return out
 
 
@@ -195,7 +200,7 @@ def test_a_samples_ops_depend_only_on_seed_epoch_and_index():
     singles = np.concatenate([_run(images[i:i + 1], indices[i:i + 1], 1, settings) for i in range(8)])
     np.testing.assert_array_equal(singles, whole)
     assert not np.array_equal(_run(images, indices, 2, settings), whole)          # epochs differ
-    other_seed = AutoAugmentSettings(**{**settings.__dict__, "seed": 4})
+    other_seed = _settings(**{**{name: settings[name] for name in AUGMENT_SETTINGS.names}, "seed": 4})
     assert not np.array_equal(_run(images, indices, 1, other_seed), whole)       # seeds differ
 
 

@@ -17,13 +17,14 @@ from ffmix.errors import FfmixError
 from ffmix.ops.augment_reference import sample_key
 from ffmix.ops.erasing import ERASE_STREAM, MODES, RandomErasing, draw_erasures, erase_images
 from ffmix.ops.erasing_reference import erase_reference, sample_erasures
+from ffmix.ops.settings import ERASE_SETTINGS
 
 BATCH = 16
 
 
 def _erase(images, indices, epoch, settings):
     out = images.copy()
-    erase_images(out, np.asarray(indices, np.uint64), epoch, *settings.values())
+    erase_images(out, np.asarray(indices, np.uint64), epoch, settings)
     return out
 
 
@@ -46,7 +47,8 @@ def test_draws_follow_timms_rules_over_many_samples():
     height, width, erased, counts = 24, 30, 0, []
     for index in range(4000):
         key = sample_key(1, 0, index, int(ERASE_STREAM))
-        boxes, used, colours, _ = draw_erasures(np.uint64(key), 3, height, width, *list(settings.values())[1:-1])
+        boxes, used, colours, _ = draw_erasures(np.uint64(key), 3, height, width, **{
+            name: settings[name] for name in ERASE_SETTINGS.names if name not in ("seed", "channels_last")})
         reference = sample_erasures(key, 3, height, width, settings)
         assert used == len(reference)
         erased += used > 0

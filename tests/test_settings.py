@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import gc
+import math
 
 import numpy as np
 import pytest
 from numba import njit
 
 from ffmix import FfmixError, Mixing
+from ffmix.ops.auto_augment import RandAugment, augment_batch
+from ffmix.ops.auto_augment_draws import RAND_AUGMENT, TRIVIAL_AUGMENT
 from ffmix.ops.batch import mix_label_batch, mix_normalize_batch
+from ffmix.ops.control import ControlBlock
+from ffmix.ops.erasing import MODES as ERASE_MODES
+from ffmix.ops.erasing import RandomErasing, erase_batch
 from ffmix.ops.mixing import FloatOutput, MixLabels
 from ffmix.ops.params import MODES
-from ffmix.ops.settings import (ENTRY_POINTS, FLOAT_SETTINGS, MIX_SETTINGS, TARGET_SETTINGS, entry_point,
-                                make_record, read_float_settings, read_mix_settings, read_target_settings)
+from ffmix.ops.settings import (AUGMENT_SETTINGS, ENTRY_POINTS, ERASE_SETTINGS, FLOAT_SETTINGS, MIX_SETTINGS,
+                                TARGET_SETTINGS, entry_point, make_record, read_augment_settings,
+                                read_erase_settings, read_float_settings, read_mix_settings, read_target_settings)
 
 # Every Mixing field that reaches the record, each a value no other field has.
 DISTINCT = dict(seed=7, mixup_alpha=0.3, cutmix_alpha=0.7, mix_prob=0.85, switch_prob=0.35, mode="pair",
@@ -45,6 +53,53 @@ def probe_target(address):
 def probe_float(address):
     s = read_float_settings(address)
     return s.out_channels, s.channels_last, s.scale[0], s.scale[1], s.scale[2], s.shift[0], s.shift[1], s.shift[2]
+
+
+@njit
+def probe_augment(address):
+    s = read_augment_settings(address)
+    return (s.seed, s.policy, s.num_ops, s.magnitude_bin, s.num_bins, s.apply_prob, s.magnitude_std, s.max_bin,
+            s.gray)
+
+
+@njit
+def probe_erase(address):
+    s = read_erase_settings(address)
+    return (s.seed, s.probability, s.mode, s.min_count, s.max_count, s.min_area, s.max_area, s.log_aspect_low,
+            s.log_aspect_high, s.channels_last)
+
+
+# The ops' constructor arguments, chosen so that every record field gets a value no other field has.
+AUGMENT_ARGUMENTS = dict(num_ops=3, magnitude=5, num_magnitude_bins=11, apply_prob=0.625, magnitude_std=1.5,
+                         max_magnitude=8, seed=7, grayscale=True)
+EXPECTED_AUGMENT = dict(seed=7, policy=RAND_AUGMENT, num_ops=3, magnitude_bin=5, num_bins=11, apply_prob=0.625,
+                        magnitude_std=1.5, max_bin=8, gray=1)
+ERASE_ARGUMENTS = dict(probability=0.625, mode="pixel", max_count=4, min_count=3, min_area=0.125, max_area=0.25,
+                       min_aspect=0.5, channels_last=True, seed=7)
+EXPECTED_ERASE = dict(seed=7, probability=0.625, mode=ERASE_MODES["pixel"], min_count=3, max_count=4, min_area=0.125,
+                      max_area=0.25, log_aspect_low=math.log(0.5), log_aspect_high=math.log(2.0), channels_last=1)
+
+
+def _closure_value(function, name):
+    """The value ``function`` (an op's ``generate_code`` result) captured under ``name``."""
+    return function.__closure__[function.__code__.co_freevars.index(name)].cell_contents
+
+
+@pytest.mark.parametrize("make_op, expected, probe, address_name", [
+    (lambda: RandAugment(**AUGMENT_ARGUMENTS), EXPECTED_AUGMENT, probe_augment, "augment_at"),
+    (lambda: RandomErasing(**ERASE_ARGUMENTS), EXPECTED_ERASE, probe_erase, "erase_at")], ids=["augment", "erase"])
+def test_every_augment_and_erase_field_is_read_under_its_own_name(make_op, expected, probe, address_name):
+    op = make_op()
+    assert set(expected) == set(op.record.dtype.names)
+    assert len(set(expected.values())) == len(expected)   # distinct, so a swap would show
+    assert {name: op.settings[name] for name in expected} == pytest.approx(expected)
+    # The address the op's compiled closure passes is the op's own record, readable after allocation churn.
+    address = int(_closure_value(op.generate_code(), address_name))
+    assert address == op.record.ctypes.data
+    churn = [np.full(1000, i, np.float64) for i in range(200)]
+    del churn
+    gc.collect()
+    assert dict(zip(op.record.dtype.names, probe(address))) == pytest.approx(expected)
 
 
 def test_every_mixing_field_is_read_under_its_own_name():
@@ -162,3 +217,59 @@ def test_each_float_field_changes_what_the_kernel_writes():
     for variant in (dataclasses.replace(base, mean=(0.4, 0.5, 0.7)), dataclasses.replace(base, std=(0.2, 0.25, 0.4)),
                     dataclasses.replace(base, channels_last=True), FloatOutput(mean=(0.4, 0.5), std=(0.2, 0.25))):
         assert not np.array_equal(convert(variant), reference), variant
+
+
+# The augment and erase records, each field changed alone; the ops' constructors couple some fields (the
+# aspect range is one argument), so these records are filled directly, by name.
+AUGMENT_BASE = dict(seed=3, policy=RAND_AUGMENT, num_ops=2, magnitude_bin=9, num_bins=31, apply_prob=0.5,
+                    magnitude_std=1.0, max_bin=20, gray=0)
+AUGMENT_CHANGES = dict(seed=4, policy=TRIVIAL_AUGMENT, num_ops=3, magnitude_bin=15, num_bins=21, apply_prob=0.9,
+                       magnitude_std=0.0, max_bin=9, gray=1)
+ERASE_BASE = dict(seed=5, probability=0.5, mode=ERASE_MODES["rand"], min_count=1, max_count=3, min_area=0.02,
+                  max_area=1 / 3, log_aspect_low=math.log(0.3), log_aspect_high=math.log(1 / 0.3), channels_last=0)
+ERASE_CHANGES = dict(seed=6, probability=0.9, mode=ERASE_MODES["pixel"], min_count=2, max_count=2, min_area=0.1,
+                     max_area=0.2, log_aspect_low=math.log(0.6), log_aspect_high=math.log(1.2), channels_last=1)
+
+
+def test_changes_cover_every_augment_and_erase_field():
+    assert set(AUGMENT_CHANGES) == set(AUGMENT_BASE) == set(AUGMENT_SETTINGS.names)
+    assert set(ERASE_CHANGES) == set(ERASE_BASE) == set(ERASE_SETTINGS.names)
+    assert all(AUGMENT_CHANGES[name] != AUGMENT_BASE[name] for name in AUGMENT_BASE)
+    assert all(ERASE_CHANGES[name] != ERASE_BASE[name] for name in ERASE_BASE)
+
+
+def augmented(record: np.ndarray, control: ControlBlock) -> np.ndarray:
+    """The RGB batch after ``augment_batch`` under ``record``, called through its C address."""
+    images = np.random.default_rng(2).integers(0, 256, (COUNT, 12, 15, 3), dtype=np.uint8)
+    scratch = np.empty_like(images)
+    status = c_entry(augment_batch)(images.ctypes.data, scratch.ctypes.data, INDICES.ctypes.data, COUNT, 12, 15, 3,
+                                    control.address, record.ctypes.data)
+    assert status == COUNT
+    return images
+
+
+def erased(record: np.ndarray, control: ControlBlock) -> np.ndarray:
+    """The float32 (COUNT, 3, 11, 13) batch after ``erase_batch`` under ``record``, called through its C address."""
+    images = np.random.default_rng(3).normal(size=(COUNT, 3, 11, 13)).astype(np.float32)
+    status = c_entry(erase_batch)(images.ctypes.data, INDICES.ctypes.data, COUNT, 3, 11, 13, control.address,
+                                  record.ctypes.data)
+    assert status == COUNT
+    return images
+
+
+@pytest.mark.parametrize("name", AUGMENT_SETTINGS.names)
+def test_each_augment_field_changes_what_the_entry_point_writes(name):
+    control = ControlBlock()
+    base = augmented(make_record(AUGMENT_SETTINGS, **AUGMENT_BASE), control)
+    np.testing.assert_array_equal(augmented(make_record(AUGMENT_SETTINGS, **AUGMENT_BASE), control), base)
+    changed = make_record(AUGMENT_SETTINGS, **{**AUGMENT_BASE, name: AUGMENT_CHANGES[name]})
+    assert not np.array_equal(augmented(changed, control), base)
+
+
+@pytest.mark.parametrize("name", ERASE_SETTINGS.names)
+def test_each_erase_field_changes_what_the_entry_point_writes(name):
+    control = ControlBlock()
+    base = erased(make_record(ERASE_SETTINGS, **ERASE_BASE), control)
+    np.testing.assert_array_equal(erased(make_record(ERASE_SETTINGS, **ERASE_BASE), control), base)
+    changed = make_record(ERASE_SETTINGS, **{**ERASE_BASE, name: ERASE_CHANGES[name]})
+    assert not np.array_equal(erased(changed, control), base)

@@ -84,7 +84,7 @@ def run_augment_ops(*, quick: bool, threads: int, runs: int, min_run_s: float, p
 
     def ffmix_rand(k):
         np.copyto(out, images)
-        return augment_images(out, scratch, indices, k, *settings.values())
+        return augment_images(out, scratch, indices, k, settings)
 
     progress.set_postfix_str("augment ops RandAugment(2, 9)")
     timings = time_calls({"ffmix": ffmix_rand, "tv_image": lambda k: [tv_rand(image) for image in singles],

@@ -25,22 +25,22 @@ indices_at   the batch's sample indices as uint64             FFCV's preallocate
                                                               filled by the closure
 control_at   the epoch (``control.ControlBlock``)             the ``ControlBlock`` passed in, held by the op
                                                               (``self.control``, set in ``__init__``)
+augment_at   the op's settings (``settings.AUGMENT_SETTINGS``) the op (``self.record``, made in ``__init__``,
+                                                              never replaced; written once, then only read)
 ===========  ===============================================  =============================================
 
-The settings (``AutoAugmentSettings``) and the image size travel by value.
+The image size travels by value; the parameters and their order come from ``settings.ENTRY_POINTS``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, fields
 from typing import Optional, Tuple
 
 import numpy as np
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
-from numba import carray, cfunc, njit, prange, types
-from numba.np.ufunc import parallel as _parallel
+from numba import carray, njit, prange
 
 from ..errors import FfmixError
 from .augment import sample_key
@@ -48,83 +48,47 @@ from .auto_augment_draws import (AUTO_AUGMENT_STREAM, RAND_AUGMENT, TRIVIAL_AUGM
                                  signed_magnitude)
 from .auto_augment_kernels import IDENTITY, POINTWISE, apply_op
 from .control import EPOCH, ControlBlock, as_pointer, read_control
-
-# A cached cfunc holding parallel code needs Numba's thread pool started before it is loaded.
-_parallel._launch_threads()
-
-_address, _i64, _f64 = types.uintp, types.int64, types.float64
-# The settings the entry point takes, by name and in this order; ``AutoAugmentSettings`` has the same fields in
-# the same order (checked at import), and the closure unpacks ``values()`` into the same names.
-SETTINGS_TYPES = (("seed", _i64), ("policy", _i64), ("num_ops", _i64), ("magnitude_bin", _i64),
-                  ("num_bins", _i64), ("apply_prob", _f64), ("magnitude_std", _f64), ("max_bin", _i64),
-                  ("gray", _i64))
-
-
-@dataclass(frozen=True)
-class AutoAugmentSettings:
-    """Everything the compiled code needs besides the epoch, as plain values.
-
-    policy: ``RAND_AUGMENT`` or ``TRIVIAL_AUGMENT``; num_ops: op slots per image (TrivialAugment: 1);
-    magnitude_bin / num_bins: torchvision's ``magnitude`` and ``num_magnitude_bins``; apply_prob: chance each
-    slot applies; magnitude_std: timm's magnitude noise in bins (0 none, inf uniform); max_bin: its upper clip;
-    gray: 1 for grayscale files (three equal channels), so the ops act as on 1-channel images.
-    """
-
-    seed: int
-    policy: int
-    num_ops: int
-    magnitude_bin: int
-    num_bins: int
-    apply_prob: float
-    magnitude_std: float
-    max_bin: int
-    gray: int
-
-    def values(self) -> tuple:
-        """The values in ``SETTINGS_TYPES`` order, as the entry point's types."""
-        return tuple(np.int64(v) if kind == _i64 else float(v)
-                     for v, (_, kind) in zip(astuple(self), SETTINGS_TYPES))
-
-
-assert tuple(f.name for f in fields(AutoAugmentSettings)) == tuple(name for name, _ in SETTINGS_TYPES)
-
+from .settings import AUGMENT_SETTINGS, entry_point, make_record, named_fields, read_augment_settings
 
 @njit(cache=True, parallel=True, nogil=True)
-def augment_images(images, scratch, indices, epoch, seed, policy, num_ops, magnitude_bin, num_bins, apply_prob,
-                   magnitude_std, max_bin, gray):
-    """Augment uint8 (N, H, W, C) ``images`` in place; ``scratch`` (same shape) is overwritten.
+def augment_images(images, scratch, indices, epoch, settings):
+    """Augment uint8 (N, H, W, C) ``images`` in place under ``settings`` (an ``AUGMENT_SETTINGS`` record);
+    ``scratch`` (same shape) is overwritten. NumPy reference: ``auto_augment_reference.augment_reference``.
 
     Sample ``i`` draws its ops from the stream of (seed, epoch, indices[i]) and applies them in order, each to
     the previous result (pointwise ops in place, the others from a scratch copy)."""
     n, height, width, _ = images.shape
+    # Every field read by name here, outside the loop: Numba cannot hand a record to a prange body.
+    seed, policy, num_ops = settings.seed, settings.policy, settings.num_ops
+    magnitude_bin, num_bins, max_bin = settings.magnitude_bin, settings.num_bins, settings.max_bin
+    apply_prob, magnitude_std, gray = settings.apply_prob, settings.magnitude_std, settings.gray != 0
     for i in prange(n):
         key = sample_key(seed, epoch, indices[i], AUTO_AUGMENT_STREAM)
-        ops, bins, negated = draw_sample_ops(key, policy, num_ops, magnitude_bin, num_bins, apply_prob,
-                                             magnitude_std, max_bin)
+        ops, bins, negated = draw_sample_ops(key, policy=policy, num_ops=num_ops, magnitude_bin=magnitude_bin,
+                                             num_bins=num_bins, apply_prob=apply_prob, magnitude_std=magnitude_std,
+                                             max_bin=max_bin)
         for slot in range(num_ops):
             op = ops[slot]
             if op == IDENTITY:
                 continue
             magnitude = signed_magnitude(policy, op, bins[slot], num_bins, negated[slot], height, width)
             if op in POINTWISE:
-                apply_op(images[i], images[i], op, magnitude, gray != 0)
+                apply_op(images[i], images[i], op, magnitude, gray)
             else:   # geometric ops and Sharpness read neighbours: from a copy
                 scratch[i, :, :, :] = images[i]
-                apply_op(scratch[i], images[i], op, magnitude, gray != 0)
+                apply_op(scratch[i], images[i], op, magnitude, gray)
     return images
 
 
-@cfunc(_i64(_address, _address, _address, _i64, _i64, _i64, _i64, _address, *(t for _, t in SETTINGS_TYPES)),
-       cache=True, nogil=True)
-def augment_batch(images_at, scratch_at, indices_at, count, height, width, channels, control_at, seed, policy,
-                  num_ops, magnitude_bin, num_bins, apply_prob, magnitude_std, max_bin, gray):
-    """Augment, in place, the uint8 (count, H, W, C) batch with the ops the committed epoch's draws pick."""
+@entry_point
+def augment_batch(images_at, scratch_at, indices_at, count, height, width, channels, control_at, augment_at):
+    """Augment, in place, the uint8 (count, H, W, C) batch with the ops the committed epoch's draws pick under
+    the ``AUGMENT_SETTINGS`` record at ``augment_at``."""
     control = read_control(control_at)
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     scratch = carray(as_pointer(scratch_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    augment_images(images, scratch, indices, control[EPOCH], seed, policy, num_ops, magnitude_bin, num_bins,
-                   apply_prob, magnitude_std, max_bin, gray)
+    augment_images(images, scratch, indices, control[EPOCH], read_augment_settings(augment_at))
     return count
 
 
@@ -141,13 +105,20 @@ class AutoAugment(Operation):
     flip), before mixing and ``ToTensor``. It augments the decoded uint8 (H, W, C) images in place.
 
     Everything the compiled code needs is fixed in ``__init__``: ``declare_state_and_memory`` only declares, and
-    ``generate_code`` captures values and the address of ``self.control``'s block.
+    ``generate_code`` captures the addresses of ``self.control``'s block and of ``self.record``.
+    ``fields``: every ``AUGMENT_SETTINGS`` field by name (a missing or unknown one raises TypeError).
     """
 
-    def __init__(self, settings: AutoAugmentSettings, control: Optional[ControlBlock]):
+    def __init__(self, control: Optional[ControlBlock], **fields):
         super().__init__()
-        self.settings = settings
+        # The AUGMENT_SETTINGS record the compiled code reads: owned by this op, never replaced.
+        self.record = make_record(AUGMENT_SETTINGS, **fields)
         self.control = control if control is not None else ControlBlock()
+
+    @property
+    def settings(self) -> np.record:
+        """The settings record, fields readable by name (``op.settings.num_ops``); a view of ``self.record``."""
+        return named_fields(self.record)
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Tuple[AllocationQuery, ...]]:
         shape = previous_state.shape
@@ -160,8 +131,7 @@ class AutoAugment(Operation):
 
     def generate_code(self):
         control_at = np.uint64(self.control.address)
-        (seed, policy, num_ops, magnitude_bin, num_bins, apply_prob, magnitude_std, max_bin,
-         gray) = self.settings.values()
+        augment_at = np.uint64(self.record.ctypes.data)
 
         def auto_augment_op(images, buffers, indices):
             scratch, index_scratch = buffers
@@ -170,8 +140,7 @@ class AutoAugment(Operation):
             for position in range(count):
                 sample_ids[position] = indices[position]
             augment_batch(images.ctypes.data, scratch.ctypes.data, sample_ids.ctypes.data, count, height, width,
-                          channels, control_at, seed, policy, num_ops, magnitude_bin, num_bins, apply_prob,
-                          magnitude_std, max_bin, gray)
+                          channels, control_at, augment_at)
             return images
 
         auto_augment_op.with_indices = True
@@ -200,11 +169,10 @@ class RandAugment(AutoAugment):
             raise FfmixError(f"apply_prob must be in [0, 1], got {apply_prob!r}")
         if not (isinstance(magnitude_std, (int, float)) and magnitude_std >= 0 and not math.isnan(magnitude_std)):
             raise FfmixError(f"magnitude_std must be >= 0 (math.inf: uniform), got {magnitude_std!r}")
-        settings = AutoAugmentSettings(
-            seed=_check_int("seed", seed, 0), policy=RAND_AUGMENT, num_ops=_check_int("num_ops", num_ops, 0),
-            magnitude_bin=magnitude, num_bins=num_bins, apply_prob=float(apply_prob),
-            magnitude_std=float(magnitude_std), max_bin=max_bin, gray=int(bool(grayscale)))
-        super().__init__(settings, control)
+        super().__init__(control, seed=_check_int("seed", seed, 0), policy=RAND_AUGMENT,
+                         num_ops=_check_int("num_ops", num_ops, 0), magnitude_bin=magnitude, num_bins=num_bins,
+                         apply_prob=float(apply_prob), magnitude_std=float(magnitude_std), max_bin=max_bin,
+                         gray=int(bool(grayscale)))
 
 
 class TrivialAugmentWide(AutoAugment):
@@ -214,7 +182,6 @@ class TrivialAugmentWide(AutoAugment):
     def __init__(self, num_magnitude_bins: int = 31, *, control: Optional[ControlBlock] = None, seed: int = 0,
                  grayscale: bool = False):
         num_bins = _check_int("num_magnitude_bins", num_magnitude_bins, 2)
-        settings = AutoAugmentSettings(seed=_check_int("seed", seed, 0), policy=TRIVIAL_AUGMENT, num_ops=1,
-                                       magnitude_bin=0, num_bins=num_bins, apply_prob=1.0, magnitude_std=0.0,
-                                       max_bin=num_bins - 1, gray=int(bool(grayscale)))
-        super().__init__(settings, control)
+        super().__init__(control, seed=_check_int("seed", seed, 0), policy=TRIVIAL_AUGMENT, num_ops=1,
+                         magnitude_bin=0, num_bins=num_bins, apply_prob=1.0, magnitude_std=0.0,
+                         max_bin=num_bins - 1, gray=int(bool(grayscale)))

@@ -17,6 +17,7 @@ from torchvision.transforms.v2 import functional as F
 from .augment_reference import Stream, sample_key
 from .auto_augment_draws import AUTO_AUGMENT_STREAM, TRIVIAL_AUGMENT, signed_magnitude
 from .auto_augment_kernels import IDENTITY, NUM_OPS, OP_NAMES
+from .settings import python_values
 
 _NEAREST = InterpolationMode.NEAREST
 
@@ -77,8 +78,10 @@ def draw_sample_ops(key: int, policy: int, num_ops: int, magnitude_bin: int, num
 
 
 def augment_reference(images: np.ndarray, indices, epoch: int, settings) -> np.ndarray:
-    """uint8 (N, H, W, C) ``images`` augmented as the FFCV op does, with ``settings`` an ``AutoAugmentSettings``;
-    a new array. (Color ops of ``settings.gray`` images are not modelled: torchvision sees three channels.)"""
+    """uint8 (N, H, W, C) ``images`` augmented as the FFCV op does, with ``settings`` an ``AUGMENT_SETTINGS``
+    record (``op.settings``); a new array. (Color ops of ``settings.gray`` images are not modelled: torchvision
+    sees three channels.)"""
+    settings = python_values(settings)
     out = images.copy()
     height, width = images.shape[1:3]
     for position, index in enumerate(indices):

@@ -23,70 +23,41 @@ indices_at   the batch's sample indices as uint64             FFCV's preallocate
                                                               filled by the closure
 control_at   the epoch (``control.ControlBlock``)             the ``ControlBlock`` passed in, held by the op
                                                               (``self.control``, set in ``__init__``)
+erase_at     the op's settings (``settings.ERASE_SETTINGS``)  the op (``self.record``, made in ``__init__``,
+                                                              never replaced; written once, then only read)
 ===========  ===============================================  =============================================
 
-The settings (``ErasingSettings``) travel by value.
+The batch's shape travels by value; the parameters and their order come from ``settings.ENTRY_POINTS``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, fields
 from typing import Optional, Tuple
 
 import numpy as np
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
-from numba import carray, cfunc, njit, prange, types
-from numba.np.ufunc import parallel as _parallel
+from numba import carray, njit, prange
 
 from ..errors import FfmixError
 from .augment import sample_key
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .rng import next_u64, standard_normal, uniform
-
-_parallel._launch_threads()   # a cached cfunc holding parallel code needs Numba's threads started first
+from .settings import ERASE_SETTINGS, entry_point, make_record, named_fields, read_erase_settings
 
 ERASE_STREAM = np.uint64(0x2545F4914F6CDD1D)
 MODES = {"const": 0, "rand": 1, "pixel": 2}
 MODE_CONST, MODE_RAND, MODE_PIXEL = 0, 1, 2
 TRIES = 10
 
-_address, _i64, _f64 = types.uintp, types.int64, types.float64
-SETTINGS_TYPES = (("seed", _i64), ("probability", _f64), ("mode", _i64), ("min_count", _i64), ("max_count", _i64),
-                  ("min_area", _f64), ("max_area", _f64), ("log_aspect_low", _f64), ("log_aspect_high", _f64),
-                  ("channels_last", _i64))
-
-
-@dataclass(frozen=True)
-class ErasingSettings:
-    """The values the compiled code needs besides the epoch (``SETTINGS_TYPES`` order)."""
-
-    seed: int
-    probability: float
-    mode: int
-    min_count: int
-    max_count: int
-    min_area: float
-    max_area: float
-    log_aspect_low: float
-    log_aspect_high: float
-    channels_last: int
-
-    def values(self) -> tuple:
-        return tuple(np.int64(v) if kind == _i64 else float(v)
-                     for v, (_, kind) in zip(astuple(self), SETTINGS_TYPES))
-
-
-assert tuple(f.name for f in fields(ErasingSettings)) == tuple(name for name, _ in SETTINGS_TYPES)
-
-
 @njit(cache=True)
 def draw_erasures(key, channels, height, width, probability, mode, min_count, max_count, min_area, max_area,
                   log_aspect_low, log_aspect_high):
-    """One sample's boxes, int64 (max_count, 4) rows ``(top, left, h, w)`` (unused rows 0), the number used,
-    float32 (max_count, channels) colours ("rand"; else 0) and uint64 (max_count,) keys of each box's pixel
-    noise ("pixel": ``box_noise`` expands them)."""
+    """One sample's boxes (the settings as ``ERASE_SETTINGS`` names them; ``erase_images`` passes them by
+    keyword): int64 (max_count, 4) rows ``(top, left, h, w)`` (unused rows 0), the number used, float32
+    (max_count, channels) colours ("rand"; else 0) and uint64 (max_count,) keys of each box's pixel noise
+    ("pixel": ``box_noise`` expands them). NumPy reference: ``erasing_reference.sample_erasures``."""
     boxes = np.zeros((max_count, 4), np.int64)
     colours = np.zeros((max_count, channels), np.float32)
     noise_keys = np.zeros(max_count, np.uint64)
@@ -153,34 +124,39 @@ def erase_boxes(image, boxes, used, colours, noise_keys, mode, channels_last):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def erase_images(images, indices, epoch, seed, probability, mode, min_count, max_count, min_area, max_area,
-                 log_aspect_low, log_aspect_high, channels_last):
-    """Erase boxes of the float32 (N, C, H, W) (or (N, H, W, C)) batch in place; sample ``i``'s boxes come
-    from the stream of (seed, epoch, indices[i])."""
+def erase_images(images, indices, epoch, settings):
+    """Erase boxes of the float32 (N, C, H, W) (or (N, H, W, C)) batch in place under ``settings`` (an
+    ``ERASE_SETTINGS`` record); sample ``i``'s boxes come from the stream of (seed, epoch, indices[i]).
+    NumPy reference: ``erasing_reference.erase_reference``."""
     n = images.shape[0]
+    # Every field read by name here, outside the loop: Numba cannot hand a record to a prange body.
+    seed, probability, mode = settings.seed, settings.probability, settings.mode
+    min_count, max_count = settings.min_count, settings.max_count
+    min_area, max_area = settings.min_area, settings.max_area
+    channels_last = settings.channels_last != 0
+    log_aspect_low, log_aspect_high = settings.log_aspect_low, settings.log_aspect_high
     if channels_last:
         height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     else:
         channels, height, width = images.shape[1], images.shape[2], images.shape[3]
     for i in prange(n):
         key = sample_key(seed, epoch, indices[i], ERASE_STREAM)
-        boxes, used, colours, noise_keys = draw_erasures(key, channels, height, width, probability, mode, min_count,
-                                                         max_count, min_area, max_area, log_aspect_low,
-                                                         log_aspect_high)
-        erase_boxes(images[i], boxes, used, colours, noise_keys, mode, channels_last != 0)
+        boxes, used, colours, noise_keys = draw_erasures(
+            key, channels, height, width, probability=probability, mode=mode, min_count=min_count,
+            max_count=max_count, min_area=min_area, max_area=max_area, log_aspect_low=log_aspect_low,
+            log_aspect_high=log_aspect_high)
+        erase_boxes(images[i], boxes, used, colours, noise_keys, mode, channels_last)
     return images
 
 
-@cfunc(_i64(_address, _address, _i64, _i64, _i64, _i64, _address, *(t for _, t in SETTINGS_TYPES)), cache=True,
-       nogil=True)
-def erase_batch(images_at, indices_at, count, dim_1, dim_2, dim_3, control_at, seed, probability, mode, min_count,
-                max_count, min_area, max_area, log_aspect_low, log_aspect_high, channels_last):
-    """Erase, in place, the float32 (count, dim_1, dim_2, dim_3) batch as the committed epoch's draws say."""
+@entry_point
+def erase_batch(images_at, indices_at, count, dim_1, dim_2, dim_3, control_at, erase_at):
+    """Erase, in place, the float32 (count, dim_1, dim_2, dim_3) batch as the committed epoch's draws under the
+    ``ERASE_SETTINGS`` record at ``erase_at`` say."""
     control = read_control(control_at)
     images = carray(as_pointer(images_at), (count, dim_1, dim_2, dim_3), np.float32)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    erase_images(images, indices, control[EPOCH], seed, probability, mode, min_count, max_count, min_area, max_area,
-                 log_aspect_low, log_aspect_high, channels_last)
+    erase_images(images, indices, control[EPOCH], read_erase_settings(erase_at))
     return count
 
 
@@ -213,12 +189,18 @@ class RandomErasing(Operation):
         if not 0.0 < min_area <= max_area <= 1.0 or not 0.0 < min_aspect <= 1.0:
             raise FfmixError(f"need 0 < min_area <= max_area <= 1 and 0 < min_aspect <= 1, got min_area={min_area}, "
                              f"max_area={max_area}, min_aspect={min_aspect}")
-        self.settings = ErasingSettings(
-            seed=int(seed), probability=float(probability), mode=MODES[mode], min_count=int(min_count),
-            max_count=int(max_count), min_area=float(min_area), max_area=float(max_area),
+        # The ERASE_SETTINGS record the compiled code reads: owned by this op, never replaced.
+        self.record = make_record(
+            ERASE_SETTINGS, seed=int(seed), probability=float(probability), mode=MODES[mode],
+            min_count=int(min_count), max_count=int(max_count), min_area=float(min_area), max_area=float(max_area),
             log_aspect_low=math.log(min_aspect), log_aspect_high=math.log(1.0 / min_aspect),
             channels_last=int(bool(channels_last)))
         self.control = control if control is not None else ControlBlock()
+
+    @property
+    def settings(self) -> np.record:
+        """The settings record, fields readable by name (``op.settings.mode``); a view of ``self.record``."""
+        return named_fields(self.record)
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, AllocationQuery]:
         if (not previous_state.jit_mode or np.dtype(previous_state.dtype) != np.float32
@@ -229,17 +211,15 @@ class RandomErasing(Operation):
 
     def generate_code(self):
         control_at = np.uint64(self.control.address)
-        (seed, probability, mode, min_count, max_count, min_area, max_area, log_aspect_low, log_aspect_high,
-         channels_last) = self.settings.values()
+        erase_at = np.uint64(self.record.ctypes.data)
 
         def random_erasing_op(images, index_scratch, indices):
             count, dim_1, dim_2, dim_3 = images.shape
             sample_ids = index_scratch[:count, 0]
             for position in range(count):
                 sample_ids[position] = indices[position]
-            erase_batch(images.ctypes.data, sample_ids.ctypes.data, count, dim_1, dim_2, dim_3, control_at, seed,
-                        probability, mode, min_count, max_count, min_area, max_area, log_aspect_low,
-                        log_aspect_high, channels_last)
+            erase_batch(images.ctypes.data, sample_ids.ctypes.data, count, dim_1, dim_2, dim_3, control_at,
+                        erase_at)
             return images
 
         random_erasing_op.with_indices = True

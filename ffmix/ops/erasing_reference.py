@@ -8,6 +8,7 @@ import numpy as np
 
 from .augment_reference import Stream, sample_key
 from .erasing import ERASE_STREAM, MODE_PIXEL, MODE_RAND, TRIES
+from .settings import python_values
 
 
 def normal(stream: Stream) -> float:
@@ -27,7 +28,9 @@ def normal_pairs(stream: Stream, count: int) -> np.ndarray:
 
 
 def sample_erasures(key: int, channels: int, height: int, width: int, settings):
-    """A list of ``(top, left, h, w, values)`` with ``values`` float32 (channels, h, w)."""
+    """A list of ``(top, left, h, w, values)`` with ``values`` float32 (channels, h, w); ``settings``: an
+    ``ERASE_SETTINGS`` record (``op.settings``)."""
+    settings = python_values(settings)
     stream = Stream(key)
     if stream.uniform() >= settings.probability:
         return []
@@ -56,6 +59,7 @@ def sample_erasures(key: int, channels: int, height: int, width: int, settings):
 def erase_reference(images: np.ndarray, indices, epoch: int, settings) -> np.ndarray:
     """float32 (N, C, H, W) (or (N, H, W, C) with ``settings.channels_last``) ``images`` erased as the FFCV op
     does; a new array."""
+    settings = python_values(settings)
     out = images.copy()
     planar = out if not settings.channels_last else out.transpose(0, 3, 1, 2)   # a view: writes reach ``out``
     channels, height, width = planar.shape[1:]

@@ -3,13 +3,14 @@
 Why records? The mixing settings used to travel as a 10-tuple unpacked by position in several places and
 through argument lists up to 27 long; two swapped floats there would compile and be silently wrong. Now each
 group of settings is one NumPy structured record, filled by name from its Python object
-(``Mixing.settings_record``, ``MixLabels``, ``FloatOutput.settings_record``) and read by name in the kernels
-(``settings.mixup_alpha``). Adding an option is: a field here, the line that fills it, the line that reads it.
+(``Mixing.settings_record``, ``MixLabels``, ``FloatOutput.settings_record``, ``AutoAugment``,
+``RandomErasing``) and read by name in the kernels (``settings.mixup_alpha``). Adding an option is: a field
+here, the line that fills it, the line that reads it.
 
 Who owns a record's memory? The Python object that filled it, for as long as a compiled pipeline can run:
 the ``Mixing`` (its mixing record, made in ``__post_init__``, never replaced; frozen, so never stale) or the
-FFCV operation (its output record, made in ``__init__``, never replaced). The records are written once,
-before any pipeline is compiled, and only read afterwards.
+FFCV operation (its output, augment or erase record, made in ``__init__``, never replaced). The records are
+written once, before any pipeline is compiled, and only read afterwards.
 
 The C entry points' parameters come from ``ENTRY_POINTS``: ``entry_point`` checks that the decorated
 function's parameter names are the table's, and derives its Numba signature from the names (``*_at`` is an
@@ -18,6 +19,7 @@ address, everything else an int64), so a signature cannot drift from its functio
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 
 import numpy as np
 from numba import carray, cfunc, from_dtype, njit, types
@@ -72,14 +74,42 @@ FLIP_FIELDS = (
     ("seed", np.int64),
     ("probability", np.float64),
 )
+# RandAugment / TrivialAugmentWide (``auto_augment.py``): torchvision's op choice and magnitude, timm's extras.
+AUGMENT_FIELDS = (
+    ("seed", np.int64),
+    ("policy", np.int64),          # auto_augment_draws.RAND_AUGMENT or TRIVIAL_AUGMENT
+    ("num_ops", np.int64),         # op slots per image (TrivialAugment: 1)
+    ("magnitude_bin", np.int64),   # torchvision's ``magnitude``
+    ("num_bins", np.int64),        # torchvision's ``num_magnitude_bins``
+    ("apply_prob", np.float64),    # chance each slot applies (timm's ``p``)
+    ("magnitude_std", np.float64),  # timm's magnitude noise in bins (0: none, inf: uniform)
+    ("max_bin", np.int64),         # the noisy magnitude's upper clip
+    ("gray", np.int64),            # 1: a grayscale file's three equal channels (ops act as on one channel)
+)
+# RandomErasing (``erasing.py``), as timm's ``_erase`` draws it.
+ERASE_FIELDS = (
+    ("seed", np.int64),
+    ("probability", np.float64),   # chance a sample is erased
+    ("mode", np.int64),            # erasing.MODES: const, rand, pixel
+    ("min_count", np.int64),       # boxes per erased sample, uniform in [min_count, max_count]
+    ("max_count", np.int64),
+    ("min_area", np.float64),      # box area as a fraction of the image, split over the boxes
+    ("max_area", np.float64),
+    ("log_aspect_low", np.float64),   # log aspect ratio range
+    ("log_aspect_high", np.float64),
+    ("channels_last", np.int64),   # 1: the float images are (H, W, C)
+)
 
 MIX_SETTINGS = np.dtype(list(MIX_FIELDS), align=True)
 CROP_SETTINGS = np.dtype(list(CROP_FIELDS), align=True)
 FLIP_SETTINGS = np.dtype(list(FLIP_FIELDS), align=True)
 TARGET_SETTINGS = np.dtype(list(TARGET_FIELDS), align=True)
 FLOAT_SETTINGS = np.dtype(list(FLOAT_FIELDS), align=True)
-MIX_RECORD, TARGET_RECORD, FLOAT_RECORD, CROP_RECORD, FLIP_RECORD = (
-    from_dtype(d) for d in (MIX_SETTINGS, TARGET_SETTINGS, FLOAT_SETTINGS, CROP_SETTINGS, FLIP_SETTINGS))
+AUGMENT_SETTINGS = np.dtype(list(AUGMENT_FIELDS), align=True)
+ERASE_SETTINGS = np.dtype(list(ERASE_FIELDS), align=True)
+MIX_RECORD, TARGET_RECORD, FLOAT_RECORD, CROP_RECORD, FLIP_RECORD, AUGMENT_RECORD, ERASE_RECORD = (
+    from_dtype(d) for d in (MIX_SETTINGS, TARGET_SETTINGS, FLOAT_SETTINGS, CROP_SETTINGS, FLIP_SETTINGS,
+                            AUGMENT_SETTINGS, ERASE_SETTINGS))
 
 
 def make_record(dtype: np.dtype, **values) -> np.ndarray:
@@ -94,6 +124,22 @@ def make_record(dtype: np.dtype, **values) -> np.ndarray:
     for name, value in values.items():
         record[0][name] = value
     return record
+
+
+def named_fields(record: np.ndarray) -> np.record:
+    """The one element of ``record`` (from ``make_record``) with its fields readable as attributes
+    (``settings.seed``); a view of the same memory, so it shows what the compiled code reads. Jitted kernels
+    take it as a Numba record, the same type the ``read_..._settings`` functions return."""
+    return record.view(np.recarray)[0]
+
+
+def python_values(settings) -> SimpleNamespace:
+    """A record's fields as Python ints and floats, by name: for the pure-Python references, where NumPy's
+    int64 arithmetic would overflow (``np.int64 + 2**64 - 1``) instead of growing as Python's does.
+    Values already converted are returned as they are."""
+    if isinstance(settings, SimpleNamespace):
+        return settings
+    return SimpleNamespace(**{name: settings[name].item() for name in settings.dtype.names})
 
 
 @intrinsic
@@ -136,6 +182,18 @@ def read_flip_settings(address):
     return carray(record_pointer(address, FLIP_RECORD), (1,))[0]
 
 
+@njit(cache=True, inline="always")
+def read_augment_settings(address):
+    """The ``AUGMENT_SETTINGS`` record living at ``address``."""
+    return carray(record_pointer(address, AUGMENT_RECORD), (1,))[0]
+
+
+@njit(cache=True, inline="always")
+def read_erase_settings(address):
+    """The ``ERASE_SETTINGS`` record living at ``address``."""
+    return carray(record_pointer(address, ERASE_RECORD), (1,))[0]
+
+
 # Every C entry point ffmix's operations call by address, and its parameters in order. ``*_at`` parameters
 # are addresses (see each module's ownership table); the others are int64 counts and sizes.
 ENTRY_POINTS = {
@@ -150,6 +208,9 @@ ENTRY_POINTS = {
                           "slots", "workers", "control_at", "crop_at", "imdecode_at", "resize_at", "report_at"),
     "stand_in_rows_batch": ("rows_at", "count", "report_at"),
     "flip_batch": ("images_at", "indices_at", "count", "height", "width", "channels", "control_at", "flip_at"),
+    "augment_batch": ("images_at", "scratch_at", "indices_at", "count", "height", "width", "channels", "control_at",
+                      "augment_at"),
+    "erase_batch": ("images_at", "indices_at", "count", "dim_1", "dim_2", "dim_3", "control_at", "erase_at"),
 }
 
 
