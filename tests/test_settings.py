@@ -25,9 +25,10 @@ from ffmix.ops.erasing import MODES as ERASE_MODES
 from ffmix.ops.erasing import RandomErasing, erase_batch
 from ffmix.ops.mixing import FloatOutput, MixLabels
 from ffmix.ops.params import MODES
-from ffmix.ops.settings import (AUGMENT_SETTINGS, ENTRY_POINTS, ERASE_SETTINGS, FLOAT_SETTINGS, MIX_SETTINGS,
-                                TARGET_SETTINGS, entry_point, make_record, read_augment_settings,
-                                read_erase_settings, read_float_settings, read_mix_settings, read_target_settings)
+from ffmix.ops.settings import (AUGMENT_SETTINGS, CROP_SETTINGS, ENTRY_POINTS, ERASE_SETTINGS, FLIP_SETTINGS,
+                                FLOAT_SETTINGS, MIX_SETTINGS, TARGET_SETTINGS, entry_point, make_record,
+                                read_augment_settings, read_crop_settings, read_erase_settings, read_flip_settings,
+                                read_float_settings, read_mix_settings, read_target_settings)
 
 # Every Mixing field that reaches the record, each a value no other field has.
 DISTINCT = dict(seed=7, mixup_alpha=0.3, cutmix_alpha=0.7, mix_prob=0.85, switch_prob=0.35, mode="pair",
@@ -273,3 +274,57 @@ def test_each_erase_field_changes_what_the_entry_point_writes(name):
     np.testing.assert_array_equal(erased(make_record(ERASE_SETTINGS, **ERASE_BASE), control), base)
     changed = make_record(ERASE_SETTINGS, **{**ERASE_BASE, name: ERASE_CHANGES[name]})
     assert not np.array_equal(erased(changed, control), base)
+
+
+# ------------------------------------------------------------------------------- crop decoders and flips
+
+@njit
+def probe_crop(address):
+    s = read_crop_settings(address)
+    return (s.seed, s.kind, s.scale_low, s.scale_high, s.log_ratio_low, s.log_ratio_high, s.center_ratio,
+            s.max_dct, s.policy)
+
+
+@njit
+def probe_flip(address):
+    s = read_flip_settings(address)
+    return s.seed, s.probability
+
+
+def test_every_crop_and_flip_field_is_read_under_its_own_name():
+    import math
+
+    from ffmix.ops.decode_kernels import CROP_RANDOM, STAND_IN_POLICY
+    from ffmix.ops.decoders import RandomFlip, RandomResizedCropDecoder
+
+    decoder = RandomResizedCropDecoder((24, 20), seed=11, scale=(0.3, 0.9), ratio=(0.6, 1.7), dct_scaling=True,
+                                       on_decode_error="skip")
+    decoder.decode_report.has_label_side = True   # as make_loader's stand-in pipeline sets it
+    decoder.metadata = np.zeros(0, [("mode", "<u1"), ("height", "<u4"), ("width", "<u4"), ("data_ptr", "<u8")])
+    decoder.generate_code()                        # fills the record, as FFCV's compile does
+    expected = (11, CROP_RANDOM, 0.3, 0.9, math.log(0.6), math.log(1.7), decoder._center_ratio, 8, STAND_IN_POLICY)
+    assert set(CROP_SETTINGS.names) == {"seed", "kind", "scale_low", "scale_high", "log_ratio_low", "log_ratio_high",
+                                        "center_ratio", "max_dct", "policy"}
+    assert probe_crop(decoder.crop_record.ctypes.data) == pytest.approx(expected)
+    flip = RandomFlip(seed=13, probability=0.3)
+    assert probe_flip(flip.flip_record.ctypes.data) == pytest.approx((13, 0.3))
+
+
+@pytest.mark.parametrize("name, value", [("seed", 14), ("probability", 0.7)])
+def test_each_flip_field_changes_what_the_kernel_writes(name, value):
+    from ffmix.ops.control import ControlBlock
+    from ffmix.ops.decode_kernels import flip_batch
+
+    images = np.random.default_rng(2).integers(0, 256, (COUNT, 6, 9, 3), dtype=np.uint8)
+    control = ControlBlock()
+
+    def flipped(**fields) -> np.ndarray:
+        record = make_record(FLIP_SETTINGS, **{"seed": 13, "probability": 0.3, **fields})
+        out = images.copy()
+        c_entry(flip_batch)(out.ctypes.data, INDICES.ctypes.data, COUNT, 6, 9, 3, control.address,
+                            record.ctypes.data)
+        return out
+
+    base = flipped()
+    assert not np.array_equal(base, images)
+    assert not np.array_equal(flipped(**{name: value}), base)
