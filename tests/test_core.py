@@ -9,7 +9,6 @@ Numpy recycles freed small buffers by size, so churn of small float32 arrays ove
 from __future__ import annotations
 
 import gc
-import os
 import subprocess
 import sys
 import threading
