@@ -132,7 +132,7 @@ def _settings(args) -> Dict[str, object]:
     if quick and args.section == "all":
         # start-up needs fresh processes that import torch and compile FFCV's pipelines: tens of seconds
         # (collate: its own quick run, `ffmix bench collate --quick`, keeps this one as short as it was)
-        settings["sections"] = ["ops", "e2e", "scaling"]
+        settings["sections"] = ["ops", "augment_ops", "e2e", "scaling"]
     return settings
 
 
