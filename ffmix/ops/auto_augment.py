@@ -47,6 +47,7 @@ from .augment import sample_key
 from .auto_augment_draws import (AUTO_AUGMENT_STREAM, RAND_AUGMENT, TRIVIAL_AUGMENT, draw_sample_ops,
                                  signed_magnitude)
 from .auto_augment_kernels import IDENTITY, POINTWISE, apply_op
+from .batch import copy_indices
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .settings import AUGMENT_SETTINGS, entry_point, make_record, named_fields, read_augment_settings
 
@@ -136,9 +137,7 @@ class AutoAugment(Operation):
         def auto_augment_op(images, buffers, indices):
             scratch, index_scratch = buffers
             count, height, width, channels = images.shape
-            sample_ids = index_scratch[:count, 0]
-            for position in range(count):
-                sample_ids[position] = indices[position]
+            sample_ids = copy_indices(indices, index_scratch)
             augment_batch(images.ctypes.data, scratch.ctypes.data, sample_ids.ctypes.data, count, height, width,
                           channels, control_at, augment_at)
             return images

@@ -18,7 +18,7 @@ images_at     the decoded uint8 batch (the decoder's output)   FFCV's preallocat
 out_at        the op's output slot (uint8, float32 images,      FFCV's preallocated buffers (the op's
               or float32 targets)                              AllocationQuery)
 indices_at    the batch's sample indices as uint64             FFCV's preallocated buffers (index scratch
-                                                               query): ``_copy_indices`` fills it, because a
+                                                               query): ``copy_indices`` fills it, because a
                                                                temporary array could be freed before the call
 labels_at     the batch's labels as contiguous int64           FFCV's preallocated buffers (label scratch)
 control_at    epoch and on/off (``control.ControlBlock``)      the ``ControlBlock`` of the ``Mixing``, made in
@@ -48,6 +48,20 @@ from .settings import entry_point, read_float_settings, read_mix_settings, read_
 
 
 MIXED, UNCHANGED, BAD_LABEL = 1, 0, -1
+
+
+@njit(cache=True, nogil=True)
+def copy_indices(indices, scratch):
+    """The batch's sample indices as contiguous uint64, in FFCV-owned memory.
+
+    The C entry points take addresses, and Numba frees a temporary array right after its last use, which
+    would be before the call; FFCV's preallocated buffers stay alive, so inputs are copied there.
+    """
+    count = indices.shape[0]
+    sample_ids = scratch[:count, 0]
+    for position in range(count):
+        sample_ids[position] = indices[position]
+    return sample_ids
 
 
 @njit(cache=True, nogil=True)

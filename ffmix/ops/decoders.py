@@ -36,6 +36,7 @@ from ffcv.pipeline.state import State
 
 from ..errors import FfmixError
 from ..ffcv_compat import JPEG_MODE, RAW_MODE, libffcv_functions
+from .batch import copy_indices
 from .control import ControlBlock
 from .decode_errors import DecodeFailure, DecodeReport, StandInRows, policy_code
 from .decode_kernels import (CROP_CENTER, CROP_RANDOM, DATA_AT, DATA_BYTES, HEIGHT, INDEX, MODE, RAISE, STATUS,
@@ -250,9 +251,7 @@ class RandomFlip(Operation):
 
         def flip_op(images, index_scratch, indices):
             count, height, width, channels = images.shape
-            sample_ids = index_scratch[:count, 0]
-            for position in range(count):
-                sample_ids[position] = indices[position]
+            sample_ids = copy_indices(indices, index_scratch)
             flip_batch(images.ctypes.data, sample_ids.ctypes.data, count, height, width, channels, control_at,
                        flip_at)
             return images

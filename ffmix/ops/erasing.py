@@ -42,6 +42,7 @@ from numba import carray, njit, prange
 
 from ..errors import FfmixError
 from .augment import sample_key
+from .batch import copy_indices
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .rng import next_u64, standard_normal, uniform
 from .settings import ERASE_SETTINGS, entry_point, make_record, named_fields, read_erase_settings
@@ -215,9 +216,7 @@ class RandomErasing(Operation):
 
         def random_erasing_op(images, index_scratch, indices):
             count, dim_1, dim_2, dim_3 = images.shape
-            sample_ids = index_scratch[:count, 0]
-            for position in range(count):
-                sample_ids[position] = indices[position]
+            sample_ids = copy_indices(indices, index_scratch)
             erase_batch(images.ctypes.data, sample_ids.ctypes.data, count, dim_1, dim_2, dim_3, control_at,
                         erase_at)
             return images

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
 
 import numpy as np
-from numba import njit
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
 from ..errors import FfmixError
-from .batch import BAD_LABEL, MIXED, mix_image_batch, mix_label_batch, mix_normalize_batch
+from .batch import BAD_LABEL, MIXED, copy_indices, mix_image_batch, mix_label_batch, mix_normalize_batch
 from .control import ControlBlock
 from .params import MODES
 from .settings import FLOAT_SETTINGS, MIX_SETTINGS, TARGET_SETTINGS, make_record
@@ -267,20 +266,6 @@ def _index_scratch() -> AllocationQuery:
     return AllocationQuery((1,), np.dtype(np.uint64))
 
 
-@njit(cache=True, nogil=True)
-def _copy_indices(indices, scratch):
-    """The batch's sample indices as contiguous uint64, in FFCV-owned memory.
-
-    The C entry points take addresses, and Numba frees a temporary array right after its last use, which
-    would be before the call; FFCV's preallocated buffers stay alive, so inputs are copied there.
-    """
-    count = indices.shape[0]
-    sample_ids = scratch[:count, 0]
-    for position in range(count):
-        sample_ids[position] = indices[position]
-    return sample_ids
-
-
 class MixImages(Operation):
     """FFCV operation: mixes a decoded uint8 image batch; see ``Mixing``.
 
@@ -327,7 +312,7 @@ class MixImages(Operation):
             out, index_scratch = buffers
             count, height, width, channels = images.shape
             mixed = out[:count]
-            sample_ids = _copy_indices(indices, index_scratch)
+            sample_ids = copy_indices(indices, index_scratch)
             status = mix_image_batch(images.ctypes.data, mixed.ctypes.data, sample_ids.ctypes.data, count, height,
                                      width, channels, control_at, mix_at)
             return mixed if status == MIXED else images
@@ -344,7 +329,7 @@ class MixImages(Operation):
             out, index_scratch = buffers
             count, height, width, channels = images.shape
             converted = out[:count]
-            sample_ids = _copy_indices(indices, index_scratch)
+            sample_ids = copy_indices(indices, index_scratch)
             mix_normalize_batch(images.ctypes.data, converted.ctypes.data, sample_ids.ctypes.data, count, height,
                                 width, channels, control_at, mix_at, float_at)
             return converted
@@ -389,7 +374,7 @@ class MixLabels(Operation):
             for position in range(count):
                 flat_labels[position] = labels[position, 0]
             targets = out[:count]
-            sample_ids = _copy_indices(indices, index_scratch)
+            sample_ids = copy_indices(indices, index_scratch)
             status = mix_label_batch(flat_labels.ctypes.data, targets.ctypes.data, sample_ids.ctypes.data, count,
                                      control_at, mix_at, target_at)
             if status == BAD_LABEL:
