@@ -16,9 +16,10 @@ $(DATA)/fmnist-%.beton:
 	$(PY) -m ffmix.cli convert $(FMNIST) $@ --format idx --split $* --force
 
 # Fashion-MNIST on the CPU with MixUp + CutMix (mixing off for the last two epochs, a common recipe; flips
-# in training and at test time), then the test accuracy: 93.04% after 258-310 s of training on 2 idle cores
-# of a 2-core AMD EPYC (README, Train). The default width (48) reaches 93.58% in 10 epochs but takes 584 s,
-# over twice as long. The quick bench is its end-to-end part (the whole quick bench adds a minute).
+# in training and at test time), then the test accuracy: 92.99% after 123 s of training on a 2-core AMD EPYC
+# (2026-12-02; 93.04% after 258-310 s on a slower one, docs/train.md). The default width (48) reaches 93.58% in
+# 10 epochs but takes over twice as long. The quick bench is its end-to-end part (the whole quick bench adds a
+# minute).
 # runs/demo is replaced on each run.
 DEMO_RECIPE := --train $(DATA)/fmnist-train.beton --val $(DATA)/fmnist-test.beton --width 24 \
 	--epochs 11 --mixup-alpha 0.2 --cutmix-alpha 1.0 --mix-off-epoch 10 --hflip --tta
