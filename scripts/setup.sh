@@ -36,3 +36,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     pip_quiet install -e '.[test]'
     touch "$stamp"
 fi
+
+# ffmix's kernels are C entry points compiled by Numba with cache=True: compile them once here (about a minute on
+# 2 cores; the cache lives beside the sources), so the first loader, demo or test run does not pay for it. Numba
+# recompiles by itself any kernel whose source changed later.
+if ! ls ffmix/ops/__pycache__/*.nbi >/dev/null 2>&1; then
+    echo "setup: compiling ffmix's kernels (first run: about a minute)"
+    .venv/bin/python -c "import ffmix.ops.batch, ffmix.ops.decode_kernels, ffmix.ops.auto_augment, ffmix.ops.erasing"
+fi
