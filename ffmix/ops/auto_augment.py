@@ -47,7 +47,7 @@ from .augment import sample_key
 from .auto_augment_draws import (AUTO_AUGMENT_STREAM, RAND_AUGMENT, TRIVIAL_AUGMENT, draw_sample_ops,
                                  signed_magnitude)
 from .auto_augment_kernels import IDENTITY, POINTWISE, apply_op
-from .batch import copy_indices
+from .batch import copy_indices, index_scratch
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .settings import AUGMENT_SETTINGS, entry_point, make_record, named_fields, read_augment_settings
 
@@ -128,7 +128,7 @@ class AutoAugment(Operation):
             raise FfmixError(f"{type(self).__name__} needs decoded uint8 (H, W, 3) images: place it after the "
                              f"decoder, before mixing and ToTensor (it got {previous_state.dtype} {shape})")
         return previous_state, (AllocationQuery(tuple(shape), np.dtype(np.uint8)),
-                                AllocationQuery((1,), np.dtype(np.uint64)))
+                                index_scratch())
 
     def generate_code(self):
         control_at = np.uint64(self.control.address)

@@ -38,6 +38,7 @@ and sizes travel by value. Parameters and their order come from ``settings.ENTRY
 from __future__ import annotations
 
 import numpy as np
+from ffcv.pipeline.allocation_query import AllocationQuery
 from numba import carray, njit
 
 from .control import ENABLED, EPOCH, as_pointer, read_control
@@ -48,6 +49,11 @@ from .settings import entry_point, read_float_settings, read_mix_settings, read_
 
 
 MIXED, UNCHANGED, BAD_LABEL = 1, 0, -1
+
+
+def index_scratch() -> AllocationQuery:
+    """The FFCV buffer ``copy_indices`` fills: one uint64 per sample of the batch."""
+    return AllocationQuery((1,), np.dtype(np.uint64))
 
 
 @njit(cache=True, nogil=True)

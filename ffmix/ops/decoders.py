@@ -36,7 +36,7 @@ from ffcv.pipeline.state import State
 
 from ..errors import FfmixError
 from ..ffcv_compat import JPEG_MODE, RAW_MODE, libffcv_functions
-from .batch import copy_indices
+from .batch import copy_indices, index_scratch
 from .control import ControlBlock
 from .decode_errors import DecodeFailure, DecodeReport, StandInRows, policy_code
 from .decode_kernels import (CROP_CENTER, CROP_RANDOM, DATA_AT, DATA_BYTES, HEIGHT, INDEX, MODE, RAISE, STATUS,
@@ -220,10 +220,6 @@ class CenterCropDecoder(_CropDecoder):
         self._center_ratio = self.ratio
 
 
-def _index_scratch() -> AllocationQuery:
-    return AllocationQuery((1,), np.dtype(np.uint64))
-
-
 class RandomFlip(Operation):
     """Flip each uint8 (H, W, C) image left-right with chance ``probability``, in place, reproducibly: the
     choice for sample ``i`` in epoch ``e`` is a function of (seed, e, i). Place it right after a decoder
@@ -243,7 +239,7 @@ class RandomFlip(Operation):
         if not previous_state.jit_mode or np.dtype(previous_state.dtype) != np.uint8 or len(previous_state.shape) != 3:
             raise FfmixError("RandomFlip needs decoded uint8 (H, W, C) images: place it right after the decoder, "
                              f"before ToTensor (it got {previous_state.dtype} {previous_state.shape})")
-        return previous_state, _index_scratch()
+        return previous_state, index_scratch()
 
     def generate_code(self):
         control_at = np.uint64(self.control.address)
@@ -291,7 +287,7 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
                              f"{shape[0]}x{shape[1]}; build one Mixing per image size")
         uint8 = np.dtype(np.uint8)
         return (replace(previous_state, jit_mode=True, shape=shape, dtype=uint8),
-                (AllocationQuery(shape, uint8), _index_scratch(), _index_scratch()))
+                (AllocationQuery(shape, uint8), index_scratch(), index_scratch()))
 
     def generate_code(self):
         height, width = self._image_shape()

@@ -42,7 +42,7 @@ from numba import carray, njit, prange
 
 from ..errors import FfmixError
 from .augment import sample_key
-from .batch import copy_indices
+from .batch import copy_indices, index_scratch
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .rng import next_u64, standard_normal, uniform
 from .settings import ERASE_SETTINGS, entry_point, make_record, named_fields, read_erase_settings
@@ -208,7 +208,7 @@ class RandomErasing(Operation):
                 or len(previous_state.shape) != 3):
             raise FfmixError("RandomErasing needs the float32 images of the mixing op's float output: place it "
                              f"right after it, before ToTensor (it got {previous_state.dtype} {previous_state.shape})")
-        return previous_state, AllocationQuery((1,), np.dtype(np.uint64))
+        return previous_state, index_scratch()
 
     def generate_code(self):
         control_at = np.uint64(self.control.address)

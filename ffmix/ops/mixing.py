@@ -24,7 +24,8 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
 from ..errors import FfmixError
-from .batch import BAD_LABEL, MIXED, copy_indices, mix_image_batch, mix_label_batch, mix_normalize_batch
+from .batch import (BAD_LABEL, MIXED, copy_indices, index_scratch, mix_image_batch, mix_label_batch,
+                    mix_normalize_batch)
 from .control import ControlBlock
 from .params import MODES
 from .settings import FLOAT_SETTINGS, MIX_SETTINGS, TARGET_SETTINGS, make_record
@@ -262,10 +263,6 @@ class FloatOutput:
                 tuple(float(v) for v in np.float32(shift)) + tuple(padding))
 
 
-def _index_scratch() -> AllocationQuery:
-    return AllocationQuery((1,), np.dtype(np.uint64))
-
-
 class MixImages(Operation):
     """FFCV operation: mixes a decoded uint8 image batch; see ``Mixing``.
 
@@ -291,7 +288,7 @@ class MixImages(Operation):
             raise FfmixError(f"this Mixing was built for {expected[0]}x{expected[1]} images but the image "
                              f"pipeline gives {shape[0]}x{shape[1]}; build one Mixing per image size")
         if self.float_output is None:
-            return previous_state, (AllocationQuery(shape, np.dtype(np.uint8)), _index_scratch())
+            return previous_state, (AllocationQuery(shape, np.dtype(np.uint8)), index_scratch())
         height, width, channels = shape
         out_channels = self.float_output.out_channels
         if not 1 <= out_channels <= channels:
@@ -300,7 +297,7 @@ class MixImages(Operation):
                      else (out_channels, height, width))
         float32 = np.dtype(np.float32)
         return (replace(previous_state, shape=out_shape, dtype=float32),
-                (AllocationQuery(out_shape, float32), _index_scratch()))
+                (AllocationQuery(out_shape, float32), index_scratch()))
 
     def generate_code(self):
         if self.float_output is not None:
@@ -359,7 +356,7 @@ class MixLabels(Operation):
                              "IntDecoder, before ToTensor")
         width = self.num_classes if self.targets == "soft" else 3
         return (replace(previous_state, shape=(width,), dtype=np.dtype(np.float32)),
-                (AllocationQuery((width,), np.dtype(np.float32)), _index_scratch(),
+                (AllocationQuery((width,), np.dtype(np.float32)), index_scratch(),
                  AllocationQuery((1,), np.dtype(np.int64))))
 
     def generate_code(self):
