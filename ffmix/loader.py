@@ -264,8 +264,9 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
         raise FfmixError(f"batch_size={batch_size} is larger than the {available} samples to read from {path}, "
                          "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
 
+    all_raw = _all_raw(reader)   # every image stored raw: decoded by a copy (and mixed in it, when allowed)
     decoder = _image_decoder(meta, mixing.image_size, crop, shuffled=(order != "sequential"), mixing=mixing,
-                             jpeg=not _all_raw(reader), on_decode_error=on_decode_error)
+                             jpeg=not all_raw, on_decode_error=on_decode_error)
     augment = None if auto_augment is None else parse_auto_augment(
         auto_augment, control=mixing.control, seed=mixing.seed, grayscale=meta.channels == 1)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
@@ -277,7 +278,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     if device.type == "cuda":
         label_pipeline.append(ToDevice(device, non_blocking=True))
     image_pipeline, finish_images = _image_path(decoder, mixing, meta.channels, device, dtype, mean, std,
-                                                channels_last, hflip, raw=_all_raw(reader), augment=augment,
+                                                channels_last, hflip, raw=all_raw, augment=augment,
                                                 erasing=erasing)
 
     pipelines = {IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline}
