@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from augment_ops import kernel_apply
 
 from ffmix import RandAugment, TrivialAugmentWide, make_loader
 from ffmix.convert import convert_arrays
@@ -59,7 +60,8 @@ def test_augmented_batches_equal_the_reference_under_churn(files, raw, config):
     for epoch in range(2):
         for position, (images, _) in enumerate(loader):
             indices = np.arange(position * BATCH, (position + 1) * BATCH)
-            np.testing.assert_array_equal(_nhwc(images), augment_reference(raw[position], indices, epoch, settings))
+            np.testing.assert_array_equal(_nhwc(images), augment_reference(raw[position], indices, epoch, settings,
+                                                                               apply=kernel_apply))
             _churn(keep)
 
 
@@ -85,7 +87,7 @@ def test_float_output_and_grayscale_files(files, raw):
     settings = parse_auto_augment("trivial", seed=4).settings
     for position, (images, _) in enumerate(floats):
         indices = np.arange(position * BATCH, (position + 1) * BATCH)
-        expected = augment_reference(raw[position], indices, 0, settings)
+        expected = augment_reference(raw[position], indices, 0, settings, apply=kernel_apply)
         assert torch.equal(images, torch.from_numpy(expected).permute(0, 3, 1, 2).float())
     gray = _uint8(files["gray"], order="sequential", auto_augment="rand-m9-inc1-p1")
     for images, _ in gray:

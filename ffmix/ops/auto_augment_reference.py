@@ -77,10 +77,14 @@ def draw_sample_ops(key: int, policy: int, num_ops: int, magnitude_bin: int, num
     return ops, bins, negated
 
 
-def augment_reference(images: np.ndarray, indices, epoch: int, settings) -> np.ndarray:
+def augment_reference(images: np.ndarray, indices, epoch: int, settings, apply=tv_apply) -> np.ndarray:
     """uint8 (N, H, W, C) ``images`` augmented as the FFCV op does, with ``settings`` an ``AUGMENT_SETTINGS``
     record (``op.settings``); a new array. (Color ops of ``settings.gray`` images are not modelled: torchvision
-    sees three channels.)"""
+    sees three channels.) ``apply(image (C, H, W) uint8 tensor, op name, magnitude)`` applies one op:
+    torchvision's by default. A test of the draws and their wiring passes ffmix's own per-op kernel instead,
+    because torchvision's nearest-neighbour sampling positions come from a float32 matrix product whose
+    rounding depends on the CPU's BLAS: at positions exactly half-way between two pixels (ties) the chosen
+    pixel differs between machines (tests/test_auto_augment.py pins that to ties only)."""
     settings = python_values(settings)
     out = images.copy()
     height, width = images.shape[1:3]
@@ -92,6 +96,6 @@ def augment_reference(images: np.ndarray, indices, epoch: int, settings) -> np.n
         image = torch.from_numpy(out[position]).permute(2, 0, 1).contiguous()
         for op, chosen, negative in zip(ops, bins, negated):
             magnitude = signed_magnitude(settings.policy, op, chosen, settings.num_bins, negative, height, width)
-            image = tv_apply(image, OP_NAMES[op], magnitude)
+            image = apply(image, OP_NAMES[op], magnitude)
         out[position] = image.permute(1, 2, 0).numpy()
     return out
