@@ -30,13 +30,14 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from typing import Optional, Sequence, Tuple
 
 import numba
 import numpy as np
 import torch
 
-from .errors import FfmixError
+from .errors import FfmixError, FfmixWarning
 from .ops.kernels import (mix_images_planar, mix_normalize, mix_normalize_planar, mix_planes, pair_targets,
                           soft_targets)
 from .ops.mixing import FloatOutput, Mixing, check_targets
@@ -197,6 +198,11 @@ class MixCollate:
         else:
             count, height, width, channels = images.shape
         key = self._key(epoch, indices, count)
+        if enabled and self.mixing.active and count == 1 and not self._warned_single:
+            self._warned_single = True   # once per collate and process: a DataLoader's last batch repeats each epoch
+            warnings.warn(FfmixWarning("MixCollate got a batch of one image, which comes back unmixed (an image's "
+                                       "partner is another image of its batch); use drop_last=True or another "
+                                       "batch_size"), stacklevel=2)
         if enabled and self.mixing.active:
             partner, weight, box, lam = draw_mix_params(key, count, self.mixing.settings_record((height, width))[0])
         else:
@@ -216,7 +222,7 @@ class MixCollate:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_threads_for", "_calls", "_calls_epoch", "_in_worker"):   # per process, rebuilt there
+        for name in ("_threads_for", "_calls", "_calls_epoch", "_in_worker", "_warned_single"):   # per process, rebuilt there
             state.pop(name, None)
         return state
 
@@ -229,6 +235,7 @@ class MixCollate:
         self._calls = 0               # batches collated here in ``_calls_epoch``: the key of index-less batches
         self._calls_epoch = -1
         self._in_worker = False
+        self._warned_single = False   # about a batch of one image (it cannot mix), in this process
 
     # --------------------------------------------------------------------------------------- per batch
 

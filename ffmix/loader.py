@@ -263,6 +263,10 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     if batch_size > available and drop_last:
         raise FfmixError(f"batch_size={batch_size} is larger than the {available} samples to read from {path}, "
                          "so drop_last=True would give no batch; lower batch_size or pass drop_last=False")
+    if mixing.active and not drop_last and not distributed and batch_size > 1 and available % batch_size == 1:
+        warnings.warn(FfmixWarning(f"the last batch of each epoch holds one image ({available} samples, "
+                                   f"batch_size={batch_size}) and comes back unmixed: an image's partner is another "
+                                   "image of its batch; pass drop_last=True or another batch_size"), stacklevel=2)
 
     all_raw = _all_raw(reader)   # every image stored raw: decoded by a copy (and mixed in it, when allowed)
     decoder = _image_decoder(meta, mixing.image_size, crop, shuffled=(order != "sequential"), mixing=mixing,

@@ -7,6 +7,7 @@ import gc
 import json
 import pickle
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -572,3 +573,19 @@ def test_bench_ceiling_check_accepts_its_batch_and_names_what_a_wrong_one_holds(
     assert not short["ok"] and short["problems"] == ["expected a (4, 1) tensor in a 1-tuple, got (3, 1)"]
     assert check_output("ceiling", [torch.zeros(4, 1)], **shape)["problems"] == [
         "expected a (4, 1) tensor in a 1-tuple, got list"]
+
+
+def test_a_batch_of_one_warns_once_that_it_cannot_mix():
+    collate = MixCollate(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=3, seed=0, label_smoothing=0.0)
+    image = np.full((4, 4, 3), 9, np.uint8)
+    with pytest.warns(Warning, match="batch of one image"):
+        images, targets = collate([(image, 2)])
+    np.testing.assert_array_equal(images[0].permute(1, 2, 0).numpy(), image)   # unmixed, as the warning says
+    assert targets[0].tolist() == [0.0, 0.0, 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        collate([(image, 2)])                      # once per collate and process
+        collate([(image, 2), (image, 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MixCollate(mixup_alpha=0.0, cutmix_alpha=0.0, num_classes=3)([(image, 2)])   # nothing to mix: silent

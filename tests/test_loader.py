@@ -10,6 +10,7 @@ import gc
 import os
 import shutil
 import threading
+import warnings
 
 import numpy as np
 import psutil
@@ -318,3 +319,14 @@ def test_a_batch_of_one_asked_to_mix_is_said(files):
         make_loader(files["noise"], batch_size=1, mixup_alpha=0.4).close()
     with make_loader(files["noise"], batch_size=1, targets="label") as plain:  # unmixed: fine
         assert len(plain) == 200
+
+
+def test_a_last_batch_of_one_image_is_announced(files):
+    """200 samples: batch_size=199 leaves one image alone in the last batch, where it cannot be mixed."""
+    with pytest.warns(Warning, match="last batch of each epoch holds one image"):
+        make_loader(files["noise"], batch_size=199, mixup_alpha=0.5, drop_last=False, num_workers=1).close()
+    for options in (dict(batch_size=199, drop_last=True, mixup_alpha=0.5), dict(batch_size=100, drop_last=False,
+                    mixup_alpha=0.5), dict(batch_size=199, drop_last=False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            make_loader(files["noise"], num_workers=1, **options).close()
