@@ -162,3 +162,17 @@ def test_device_erasing_is_the_same_for_one_and_two_workers_and_replays(beton, d
     assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, second))
     loader.set_epoch(0)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, _epoch(loader)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_loader_erases_as_the_device_path_on_the_cpu(beton, monkeypatch):
+    """The same writer on CUDA tensors (int64 wrap-around, float64 log/cos/sin there) and the draw table crossing
+    the bus: the batches equal the device path run on the CPU."""
+    on_gpu = _epoch(_loader(beton, device="cuda", re_prob=0.5, re_mode="pixel", re_count=2))
+    monkeypatch.setattr(loader_module, "fused_on_cpu", lambda device, dtype: False)
+    on_cpu = _epoch(_loader(beton, re_prob=0.5, re_mode="pixel", re_count=2))
+    for (gpu_images, gpu_targets), (cpu_images, cpu_targets) in zip(on_gpu, on_cpu):
+        assert gpu_images.device.type == "cuda"
+        np.testing.assert_allclose(gpu_images.cpu().numpy(), cpu_images.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(gpu_targets.cpu().numpy(), cpu_targets.numpy(), rtol=1e-6, atol=1e-6)
