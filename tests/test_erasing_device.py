@@ -164,6 +164,34 @@ def test_device_erasing_is_the_same_for_one_and_two_workers_and_replays(beton, d
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, _epoch(loader)))
 
 
+@pytest.fixture(scope="module")
+def jpeg_beton(tmp_path_factory):
+    path = tmp_path_factory.mktemp("erasing_device_jpeg") / "photos.beton"
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8) for h, w in rng.integers(20, 40, (48, 2))]
+    convert_arrays(images, rng.integers(0, 4, 48), path, write_mode="jpg")
+    return path
+
+
+def test_device_erasing_follows_crops_flips_and_a_new_image_size(jpeg_beton, device_path):
+    """The draw table branches off the mixing op here (flips before it) and is drawn for the size of the
+    rebuilt pipeline after ``set_image_size``."""
+    options = dict(image_size=16, hflip=True, num_workers=2)
+    plain_loader, erased_loader = _loader(jpeg_beton, **options), _loader(jpeg_beton, re_prob=0.7, re_mode="rand",
+                                                                          re_count=2, **options)
+    settings = RandomErasing(0.7, mode="rand", max_count=2, seed=2).settings
+    for epoch, size in ((0, (16, 16)), (1, (20, 18))):
+        if epoch:
+            plain_loader.set_image_size(size)
+            erased_loader.set_image_size(size)
+        order = plain_loader.ffcv_loader.epoch_order()
+        for position, ((images, targets), (plain_images, plain_targets)) in enumerate(
+                zip(_epoch(erased_loader), _epoch(plain_loader))):
+            assert images.shape[2:] == size and torch.equal(targets, plain_targets)
+            expected = erase_reference(plain_images.numpy(), _batch_indices(order, position), epoch, settings)
+            np.testing.assert_allclose(images.numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_the_loader_erases_as_the_device_path_on_the_cpu(beton, monkeypatch):
