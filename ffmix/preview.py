@@ -9,7 +9,7 @@ The batch comes from ``make_loader`` exactly as training would get it (same seed
 RandAugment, mixing and erasing), but as raw pixels (``normalize=False``, uint8), so the images look as stored.
 RandomErasing writes normalised values (as timm, after normalisation), so with ``--re-prob`` the batch is made
 normalised (float32) and mapped back to pixels, ``x * std + mean`` times 255, rounded and clipped to 0..255:
-erased boxes show their values where they fall in 0..255 ("pixel" noise saturates often). ``--stages`` shows
+erased values outside 0..255 (normal values beyond about ±2.2 std for colour, ±1 for grayscale) saturate. ``--stages`` shows
 the same samples in one row per step: the decoded crop (and flip), after RandAugment, after MixUp/CutMix, after
 RandomErasing (rows for steps that are off are left out); the mixing and erasing rows are made the same way,
 so they differ only in the erased boxes.
