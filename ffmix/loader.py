@@ -388,14 +388,14 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
         scale, shift = (1.0 / (255.0 * std_t)).to(dtype), (-mean_t / std_t).to(dtype)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    erase_mode = None if erasing is None else int(erasing.settings.mode)
+    erase_settings = None if erasing is None else erasing.settings
 
     def finish_on_device(images, draws=None):
         images = images[:, :channels].to(dtype, memory_format=memory_format)
         if scale is not None:
             images = images.mul_(scale).add_(shift)
         if draws is not None:   # after normalisation, as timm's PrefetchLoader erases
-            images = erase_on_device(images, draws, erase_mode)
+            images = erase_on_device(images, draws, erase_settings)
         return images
     return pipeline, finish_on_device
 

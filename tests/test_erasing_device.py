@@ -14,7 +14,7 @@ from ffmix import make_loader
 from ffmix.convert import convert_arrays
 from ffmix.ops.augment_reference import Stream, sample_key
 from ffmix.ops.erasing import ERASE_STREAM, MODES, RandomErasing, erase_images
-from ffmix.ops.erasing_device import box_normals, erase_on_device
+from ffmix.ops.erasing_device import box_noise_rows, erase_on_device, noise_length
 from ffmix.ops.erasing_draws import (HEIGHT, LEFT, NOISE_KEY, SLOT_FIXED, TOP, USED, WIDTH, draw_table, slot_start,
                                      table_columns)
 from ffmix.ops.erasing_reference import erase_reference, normal_pairs, sample_erasures
@@ -47,15 +47,24 @@ def test_draw_table_holds_the_reference_boxes_and_colours(mode):
             assert not row[slot_start(len(reference), channels):].any()   # unused slots stay 0
 
 
-def test_box_normals_follow_the_stream_at_any_position():
-    """The counter-based formula against the sequential Python stream, for positions up to a large box."""
+def test_box_noise_follows_the_sequential_stream():
+    """The counter-based formula against the Python stream, odd and even lengths, any 64-bit key."""
     rng = np.random.default_rng(1)
-    for _ in range(20):
-        key = int(rng.integers(0, 2 ** 63)) * 2 + int(rng.integers(0, 2))   # any 64 bits
-        expected = normal_pairs(Stream(key), 3001)
-        signed = key - (1 << 64) if key >= 1 << 63 else key
-        got = box_normals(torch.tensor(signed), torch.arange(3001)).numpy()
-        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    keys = [int(rng.integers(0, 2 ** 63)) * 2 + int(rng.integers(0, 2)) for _ in range(20)]
+    signed = torch.tensor([key - (1 << 64) if key >= 1 << 63 else key for key in keys])
+    for length in (1, 2, 3001):
+        got = box_noise_rows(signed, length).numpy()
+        for row, key in zip(got, keys):
+            np.testing.assert_allclose(row, normal_pairs(Stream(key), length), rtol=1e-6, atol=1e-6)
+
+
+def test_noise_length_covers_every_box_drawn():
+    for max_area, height, width in ((1 / 3, 17, 23), (0.9, 9, 10), (1.0, 5, 31)):
+        settings = RandomErasing(1.0, mode="pixel", max_area=max_area, min_aspect=0.1, seed=8).settings
+        table = _table(range(3000), 0, 1, height, width, settings)
+        areas = table[:, slot_start(0, 1) + HEIGHT] * table[:, slot_start(0, 1) + WIDTH]
+        assert areas.max() <= noise_length(1, height, width, max_area)
+        assert noise_length(3, height, width, max_area) == 3 * noise_length(1, height, width, max_area)
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -68,7 +77,7 @@ def test_device_writer_matches_the_reference_and_the_cpu_kernel(mode, max_count,
     for epoch, indices in ((0, rng.permutation(1000)[:40]), (7, np.arange(40))):
         table = torch.from_numpy(_table(indices, epoch, 3, 11, 13, settings))
         on_device = torch.from_numpy(images.copy()).contiguous(memory_format=memory_format)
-        got = erase_on_device(on_device, table, MODES[mode]).numpy()
+        got = erase_on_device(on_device, table, settings).numpy()
         expected = erase_reference(images, indices, epoch, settings)
         cpu_kernel = images.copy()
         erase_images(cpu_kernel, np.asarray(indices, np.uint64), epoch, settings)
@@ -81,7 +90,7 @@ def test_device_writer_keeps_half_precision_and_erases_grayscale():
     settings = RandomErasing(1.0, mode="pixel", max_count=2, seed=3).settings
     images = np.random.default_rng(2).normal(size=(12, 1, 9, 10)).astype(np.float32)
     table = torch.from_numpy(_table(range(12), 1, 1, 9, 10, settings))
-    got = erase_on_device(torch.from_numpy(images).to(torch.bfloat16), table, MODES["pixel"])
+    got = erase_on_device(torch.from_numpy(images).to(torch.bfloat16), table, settings)
     assert got.dtype == torch.bfloat16
     expected = torch.from_numpy(erase_reference(images, range(12), 1, settings)).to(torch.bfloat16)
     assert torch.equal(got, expected)
