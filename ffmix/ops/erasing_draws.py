@@ -143,6 +143,8 @@ class EraseDraws(Operation):
         if len(previous_state.shape) != 3:
             raise FfmixError("EraseDraws branches off an image operation of (H, W, C) images; got "
                              f"{previous_state.dtype} {previous_state.shape}")
+        # the size the draws are for: the images this op branches off (again after a rebuild), read by
+        # generate_code, which FFCV calls after this
         self.image_size = tuple(int(v) for v in previous_state.shape[:2])
         int64 = np.dtype(np.int64)
         return (replace(previous_state, jit_mode=True, shape=(self.columns,), dtype=int64),
