@@ -81,7 +81,8 @@ def noise_length(channels: int, height: int, width: int, max_area: float) -> int
 def erase_on_device(images: torch.Tensor, table: torch.Tensor, settings) -> torch.Tensor:
     """Erase, in place, the normalised float (N, C, H, W) ``images`` (any memory format, any device) as the draw
     ``table`` (int64 (N, columns), on the same device) says; ``settings``: the ``ERASE_SETTINGS`` record it was
-    drawn under (its mode and largest area). Returns ``images``."""
+    drawn under (its mode and largest area). Returns ``images``. Reference: ``erasing_reference.erase_reference``
+    (and the CPU kernel, ``erasing.erase_images``)."""
     mode, max_area = int(settings["mode"]), float(settings["max_area"])
     count, channels, height, width = images.shape
     max_count = (table.shape[1] - 1) // (SLOT_FIXED + channels)

@@ -69,8 +69,8 @@ def slot_start(slot: int, channels: int) -> int:
 @njit(cache=True, parallel=True, nogil=True)
 def draw_table(table, indices, epoch, channels, height, width, settings):
     """Fill the int64 table (see the module docstring) of the samples ``indices`` of ``epoch`` for images of
-    ``channels`` x ``height`` x ``width`` under ``settings`` (an ``ERASE_SETTINGS`` record). NumPy reference:
-    ``erasing_reference.sample_erasures`` (``draw_table_reference`` in the tests lays it out)."""
+    ``channels`` x ``height`` x ``width`` under ``settings`` (an ``ERASE_SETTINGS`` record). Python reference:
+    ``erasing_reference.sample_erasures`` (``tests/test_erasing_device.py`` compares every row with it)."""
     seed, probability, mode = settings.seed, settings.probability, settings.mode
     min_count, max_count = settings.min_count, settings.max_count
     min_area, max_area = settings.min_area, settings.max_area
