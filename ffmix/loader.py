@@ -16,6 +16,7 @@ import torch
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import OrderOption
+from ffcv.pipeline import PipelineSpec
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
 from .epochs import ResilientLoader
@@ -31,12 +32,15 @@ from .ops.decoders import (CENTER_CROP_RATIO, CenterCropDecoder, MixingRawDecode
 from .ops.auto_augment_config import parse_auto_augment
 from .ops.decode_errors import DecodeFailure, StandInTargets, describe, policy_code
 from .ops.erasing import RandomErasing
+from .ops.erasing_device import erase_on_device
+from .ops.erasing_draws import EraseDraws
 from .ops.mixing import TARGET_KINDS, FloatOutput, Mixing, check_targets
 
 ORDERS = {"random": OrderOption.RANDOM, "sequential": OrderOption.SEQUENTIAL,
           "quasi_random": OrderOption.QUASI_RANDOM}
 CROPS = ("auto", "random", "center")
 STAND_IN_OUTPUT = "stand_ins"   # the Loader output naming each batch's stand-ins (on_decode_error="skip")
+ERASE_DRAWS_OUTPUT = "erase_draws"   # the Loader output carrying each batch's erasing draws (erasing on the device)
 
 
 class MixLoader:
@@ -61,8 +65,8 @@ class MixLoader:
     """
 
     def __init__(self, ffcv_loader: ResilientLoader, mixing: Mixing, meta: DatasetMeta, *, targets: str,
-                 finish_images: Callable[[torch.Tensor], torch.Tensor], device: torch.device, path=None,
-                 decoder=None, stand_ins: Optional[StandInTargets] = None):
+                 finish_images: Callable[..., torch.Tensor], device: torch.device, path=None,
+                 decoder=None, stand_ins: Optional[StandInTargets] = None, extra_outputs: Sequence[str] = ()):
         self.ffcv_loader = ffcv_loader
         self.mixing = mixing
         self.meta = meta
@@ -75,6 +79,7 @@ class MixLoader:
         self.decode_stand_ins = 0
         self._decoder = decoder
         self._stand_ins = stand_ins
+        self._extra_outputs = tuple(extra_outputs)   # the names of the Loader's outputs after images and labels
         self._pending_size: Optional[Tuple[int, int]] = None
         mixing.manage(self)
 
@@ -156,10 +161,12 @@ class MixLoader:
 
     def _batches(self, epoch, number: int) -> Iterator[Tuple[torch.Tensor, object]]:
         try:
-            for images, labels, *stand_in_rows in epoch:
-                if stand_in_rows:
-                    labels = self._stand_ins.apply(labels, stand_in_rows[0])
-                yield self._finish_images(images), self._finish_targets(labels)
+            for images, labels, *extras in epoch:
+                extra = dict(zip(self._extra_outputs, extras))
+                if STAND_IN_OUTPUT in extra:
+                    labels = self._stand_ins.apply(labels, extra[STAND_IN_OUTPUT])
+                yield (self._finish_images(images, extra.get(ERASE_DRAWS_OUTPUT)),
+                       self._finish_targets(labels))
         except RuntimeError as exc:   # the pipeline thread's failure, handed over by the epoch thread
             if isinstance(exc.__cause__, DecodeFailure):
                 raise FfmixError(describe(exc.__cause__, self.path)) from exc.__cause__
@@ -228,7 +235,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     TrivialAugmentWide on the uint8 images after the crop and flip, before mixing, seeded the same way
     (``ffmix.ops.auto_augment_config`` says how each option is read; docs/auto_augment.md).
     re_prob, re_mode ("const" | "rand" | "pixel"), re_count: timm's RandomErasing of the normalised images after
-    mixing (targets untouched), seeded the same way; float output on the CPU only (docs/random_erasing.md).
+    mixing (targets untouched), seeded the same way; any float output: fused into the normalising pass on the
+    CPU, a batched op after normalisation on a GPU (docs/random_erasing.md); not for uint8 output.
     device, dtype, normalize, mean, std, channels_last: how images arrive. With ``normalize=False,
     dtype=torch.uint8`` they are the raw mixed pixels, in channels-last memory as decoded (``.contiguous()``
     copies them to NCHW order). Float images on the CPU are mixed, converted and normalised in one Numba
@@ -274,7 +282,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     augment = None if auto_augment is None else parse_auto_augment(
         auto_augment, control=mixing.control, seed=mixing.seed, grayscale=meta.channels == 1)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
-    erasing = _erasing(re_prob, re_mode, re_count, mixing, device, dtype, channels_last)
+    erasing = _erasing(re_prob, re_mode, re_count, mixing, dtype, channels_last)
     label_pipeline = [IntDecoder()]
     if targets != "label":
         label_pipeline.append(mixing.label_op(meta.num_classes, targets))
@@ -286,6 +294,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                                                 erasing=erasing)
 
     pipelines = {IMAGE_FIELD: image_pipeline, LABEL_FIELD: label_pipeline}
+    if erasing is not None and not fused_on_cpu(device, dtype):
+        pipelines[ERASE_DRAWS_OUTPUT] = _erase_draws_pipeline(image_pipeline, erasing, meta.channels, device)
     stand_ins = None
     if on_decode_error == "skip" and hasattr(decoder, "stand_in_pipeline"):
         # a third output: each batch's stand-ins, so the consumer gives them their donors' labels
@@ -298,7 +308,8 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                                   drop_last=drop_last, batches_ahead=batches_ahead, os_cache=os_cache,
                                   pipelines=pipelines)
     return MixLoader(ffcv_loader, mixing, meta, targets=targets, finish_images=finish_images, device=device,
-                     path=os.fspath(path), decoder=decoder, stand_ins=stand_ins)
+                     path=os.fspath(path), decoder=decoder, stand_ins=stand_ins,
+                     extra_outputs=[name for name in pipelines if name not in (IMAGE_FIELD, LABEL_FIELD)])
 
 
 def _output_size(meta: DatasetMeta, image_size) -> Optional[Tuple[int, int]]:
@@ -341,21 +352,23 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
     - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy); images of
       one size stored ``raw`` (all of them) without flips are mixed by the decoder as it copies them out of
       the file (``MixingRawDecoder``: one pass over memory instead of two);
-    - float on a GPU: uint8 crosses the bus (4x fewer bytes than float32), then converts there.
+    - float on a GPU: uint8 crosses the bus (4x fewer bytes than float32), then converts there; ``erasing``
+      then runs there too, after normalisation, from the batch's draw table (``_erase_draws_pipeline``).
+    The returned step takes the images and the draw table (None without erasing on the device).
     """
     pipeline = [decoder]
     if hflip:
         pipeline.append(RandomFlip(control=mixing.control, seed=mixing.seed))
     if augment is not None:
         pipeline.append(augment)
-    if dtype.is_floating_point and device.type == "cpu":
+    if fused_on_cpu(device, dtype):
         float_output = FloatOutput(mean=mean, std=std, channels=channels, channels_last=channels_last)
         pipeline.append(mixing.image_op(float_output))
         if erasing is not None:   # after mixing, on the normalised floats, as timm erases
             pipeline.append(erasing)
         pipeline.append(ToTensor())
 
-        def finish(images):
+        def finish(images, draws=None):
             if channels_last:
                 images = images.permute(0, 3, 1, 2)
             return images if dtype == torch.float32 else images.to(dtype)
@@ -370,7 +383,7 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
         pipeline.append(ToDevice(device, non_blocking=True))
     pipeline.append(ToTorchImage(channels_last=True))
     if not dtype.is_floating_point:
-        return pipeline, (lambda images: images[:, :channels])
+        return pipeline, (lambda images, draws=None: images[:, :channels])
 
     scale = shift = None
     if mean is not None:
@@ -379,10 +392,34 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
         scale, shift = (1.0 / (255.0 * std_t)).to(dtype), (-mean_t / std_t).to(dtype)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def finish_on_device(images):
+    erase_settings = None if erasing is None else erasing.settings
+
+    def finish_on_device(images, draws=None):
         images = images[:, :channels].to(dtype, memory_format=memory_format)
-        return images if scale is None else images.mul_(scale).add_(shift)
+        if scale is not None:
+            images = images.mul_(scale).add_(shift)
+        if draws is not None:   # after normalisation, as timm's PrefetchLoader erases
+            images = erase_on_device(images, draws, erase_settings)
+        return images
     return pipeline, finish_on_device
+
+
+def fused_on_cpu(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the images are mixed, converted, normalised (and erased) in one Numba pass on the CPU; otherwise
+    uint8 batches are handed over and finished by torch on ``device`` (``_image_path``). The tests switch this
+    off to run the device path on CPU tensors."""
+    return dtype.is_floating_point and device.type == "cpu"
+
+
+def _erase_draws_pipeline(image_pipeline, erasing: RandomErasing, channels: int, device: torch.device):
+    """The extra Loader output carrying each batch's erasing draws to the device: it branches off the last
+    image operation (its images give the size) and crosses the bus as the images do."""
+    last_image_op = next(op for op in reversed(image_pipeline)
+                         if not isinstance(op, (ToTensor, ToDevice, ToTorchImage)))
+    transforms = [EraseDraws.like(erasing, channels), ToTensor()]
+    if device.type == "cuda":
+        transforms.append(ToDevice(device, non_blocking=True))
+    return PipelineSpec(last_image_op, transforms=transforms)
 
 
 def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num_workers, batches_ahead, dtype):
@@ -418,17 +455,18 @@ def _check_options(*, batch_size, targets, mixing, crop, order, distributed, num
 
 
 
-def _erasing(re_prob, re_mode, re_count, mixing: Mixing, device: torch.device, dtype: torch.dtype,
+def _erasing(re_prob, re_mode, re_count, mixing: Mixing, dtype: torch.dtype,
              channels_last: bool) -> Optional[RandomErasing]:
-    """The RandomErasing op for ``re_prob`` > 0 (None for 0); refused where the images are not written as floats
-    on the CPU, the one path where ffmix erases."""
+    """The RandomErasing op for ``re_prob`` > 0 (None for 0): placed in the CPU float pass, or the source of the
+    draws erased on the device (``_image_path``); refused for uint8 output, which has no normalised space."""
     erasing = RandomErasing(re_prob, mode=re_mode, max_count=re_count, channels_last=channels_last,
                             control=mixing.control, seed=mixing.seed)
     if re_prob == 0:
         return None
-    if device.type != "cpu" or not dtype.is_floating_point:
-        raise FfmixError(f"re_prob={re_prob}: ffmix erases the normalised float images on the CPU path only "
-                         f"(device='cpu' and a float dtype); got device={device}, dtype={dtype}")
+    if not dtype.is_floating_point:
+        raise FfmixError(f"re_prob={re_prob}: RandomErasing writes normalised values, so it needs float output "
+                         f"(a float dtype, normalised on the CPU or the GPU); got dtype={dtype}: pass a float "
+                         "dtype, or re_prob=0")
     return erasing
 
 

@@ -111,6 +111,6 @@ def test_same_erasures_for_one_and_two_workers(beton):
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
-def test_erasing_is_refused_off_the_cpu_float_path(beton):
-    with pytest.raises(FfmixError, match="CPU path only"):
+def test_erasing_is_refused_for_uint8_output(beton):
+    with pytest.raises(FfmixError, match="needs float output"):
         make_loader(beton, batch_size=BATCH, dtype=torch.uint8, normalize=False, re_prob=0.25)

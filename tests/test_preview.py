@@ -9,7 +9,7 @@ from PIL import Image
 import datagen
 from ffmix import cli
 from ffmix.convert import convert_arrays
-from ffmix.preview import CAPTION_PX, PAD_PX, caption, grid_layout, mixed_batch, title_px, top_two
+from ffmix.preview import CAPTION_PX, PAD_PX, ROW_LABEL_PX, caption, grid_layout, mixed_batch, title_px, top_two
 
 NAMES = ["T-shirt", "Trouser", "Pullover", "Dress"]
 
@@ -149,3 +149,98 @@ def test_a_long_title_on_a_narrow_grid_stays_above_the_tiles(tmp_path, monkeypat
         assert image.size == (width, height)
     monkeypatch.undo()
     plt.close(figure)
+
+
+# ------------------------------------------------------------------------------- the recipe, step by step
+
+STAGE_COUNT, STAGE_PX = 5, 24
+
+
+@pytest.fixture(scope="module")
+def jpeg_beton(tmp_path_factory):
+    """Colour JPEGs of varying sizes (they need --image-size)."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(30, 60, (20, 2))
+    images = [datagen.smooth_images(1, int(h), int(w), seed=k)[0] for k, (h, w) in enumerate(sizes)]
+    path = tmp_path_factory.mktemp("preview_jpeg") / "photos.beton"
+    convert_arrays(images, datagen.labels_for(20, 3), path, write_mode="jpg", class_names=["cat", "dog", "eel"],
+                   force=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stages_run(jpeg_beton, tmp_path_factory):
+    """One `ffmix preview --stages` run: its PNG, output and the rows it drew."""
+    import ffmix.preview as preview
+    out = tmp_path_factory.mktemp("stages") / "recipe.png"
+    drawn = []
+    real = preview.stage_batches
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(preview, "stage_batches", lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
+        code = cli.main(["preview", str(jpeg_beton), "--out", str(out), "--image-size", str(STAGE_PX), "--hflip",
+                         "--auto-augment", "rand-m9-mstd0.5-inc1", "--re-prob", "1", "--re-mode", "pixel",
+                         "--mode", "elem", "--stages", "--count", str(STAGE_COUNT)])
+    assert code == 0
+    rows, meta = drawn[0]
+    return out, rows, meta
+
+
+def test_stages_grid_has_one_row_per_step_and_one_column_per_sample(stages_run):
+    out, rows, _ = stages_run
+    assert [stage for stage, _, _ in rows] == ["crop", "augment", "mix", "erase"]
+    assert all(images.shape == (STAGE_COUNT, STAGE_PX, STAGE_PX, 3) for _, images, _ in rows)
+    with Image.open(out) as image:
+        size = image.size
+        pixels = np.asarray(image.convert("L")).astype(int)
+    layouts = [grid_layout(4 * STAGE_COUNT, STAGE_PX, STAGE_PX, 128, columns=STAGE_COUNT, title_lines=n,
+                           row_label_px=ROW_LABEL_PX) for n in range(2, 6)]
+    matching = [layout for layout in layouts if layout[3:] == size]
+    assert matching, (size, layouts)
+    columns, grid_rows, scale, width, height = matching[0]
+    assert (columns, grid_rows) == (STAGE_COUNT, 4)
+    tile = STAGE_PX * scale
+    grid_top = height - PAD_PX - 4 * (ROW_LABEL_PX + tile + CAPTION_PX + PAD_PX)
+    for row in range(4):
+        top = grid_top + row * (ROW_LABEL_PX + tile + CAPTION_PX + PAD_PX) + ROW_LABEL_PX
+        for column in range(STAGE_COUNT):
+            left = PAD_PX + column * (tile + PAD_PX)
+            inner = pixels[top + 2:top + tile - 2, left + 2:left + tile - 2]
+            assert (inner < 250).mean() > 0.5, (row, column)        # a picture there
+            gap = pixels[top:top + tile, left + tile + 1:left + tile + PAD_PX - 1]
+            assert (gap >= 250).all(), (row, column)                 # white padding between tiles
+
+
+def test_each_step_changes_what_it_should(stages_run):
+    _, rows, _ = stages_run
+    (_, crop, crop_targets), (_, augmented, _), (_, mixed, mix_targets), (_, erased, erase_targets) = rows
+    assert any((a != b).any() for a, b in zip(crop, augmented)), "RandAugment changed some images"
+    assert np.isin(crop_targets, (0.0, 1.0)).all()                  # unmixed rows: one class each
+    assert (mix_targets.max(axis=1) < 1.0).any(), "mixing mixed some images"
+    np.testing.assert_array_equal(erase_targets, mix_targets)        # erasing leaves targets alone
+    for before, after in zip(mixed, erased):                         # re_prob=1: every tile erased, one box
+        changed = (before != after).any(axis=2)
+        assert changed.any()
+        ys, xs = np.nonzero(changed)
+        box_area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        assert box_area <= 0.45 * STAGE_PX * STAGE_PX                 # at most a third of the image (+ rounding)
+        assert changed.sum() > 0.5 * box_area                         # a filled box, not scattered changes
+
+
+def test_preview_help_explains_the_recipe_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["preview", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--stages", "--auto-augment", "--re-prob", "--re-mode", "--re-count", "--crop", "--hflip"):
+        assert option in text
+    assert "rand-m9-mstd0.5-inc1" in text and "clipped to 0..255" in text and "normalised space" in text
+
+
+def test_erasing_preview_without_stages_and_stages_refuse_columns(gray_beton, tmp_path, capsys):
+    out = tmp_path / "erased.png"
+    code = cli.main(["preview", str(gray_beton), "--out", str(out), "--count", "4", "--re-prob", "1"])
+    assert code == 0, capsys.readouterr().err
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+    assert cli.main(["preview", str(gray_beton), "--out", str(out), "--stages", "--columns", "3"]) == 1
+    assert "--columns" in capsys.readouterr().err

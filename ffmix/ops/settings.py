@@ -211,6 +211,8 @@ ENTRY_POINTS = {
     "augment_batch": ("images_at", "scratch_at", "indices_at", "count", "height", "width", "channels", "control_at",
                       "augment_at"),
     "erase_batch": ("images_at", "indices_at", "count", "dim_1", "dim_2", "dim_3", "control_at", "erase_at"),
+    "erase_draws_batch": ("table_at", "indices_at", "count", "columns", "channels", "height", "width", "control_at",
+                          "erase_at"),
 }
 
 

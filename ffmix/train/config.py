@@ -143,7 +143,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "torchvision's ops on the uint8 images before mixing, seeded by (seed, epoch, image); "
         "docs/auto_augment.md"))
     model.add_argument("--re-prob", type=float, default=0.0, help=(
-        "RandomErasing: chance an image gets erased boxes, after mixing, on the normalised images (CPU only); "
+        "RandomErasing: chance an image gets erased boxes, after mixing, on the normalised images (CPU or GPU); "
         "targets untouched, as in timm"))
     model.add_argument("--re-mode", default="const", choices=CHOICES["re_mode"],
                        help="erased values: const 0 (the mean colour), rand normal per box and channel, pixel per pixel")
