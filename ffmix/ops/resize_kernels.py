@@ -105,51 +105,85 @@ def fill_axis_taps(lo, length, size, out_size, one, taps, starts, weights):
 
 
 # ------------------------------------------------------------------------------------------ passes
+#
+# All sums are int32 (np.int32 on every operand, shifts by constants): int64 lanes halve what a vector holds,
+# and a shift by a variable kept LLVM from narrowing them (the vertical pass ran 5-7x slower).
 
 @njit(cache=True, nogil=True, inline="always")
-def _horizontal(source, source_offset, starts, weights, taps, out, out_offset, count, half, shift):
-    """``out[out_offset + 3 o + c] = (sum_k weights[o, k] * source[source_offset + 3 (starts[o] + k) + c]
-    + half) >> shift`` for ``count`` outputs: the gather pass, with a literal stride of 3."""
-    if taps == 2:
-        for o in range(count):
-            p = source_offset + CHANNELS * starts[o]
-            w0, w1 = np.int32(weights[2 * o]), np.int32(weights[2 * o + 1])
-            q = out_offset + CHANNELS * o
-            out[q] = (w0 * np.int32(source[p]) + w1 * np.int32(source[p + 3]) + half) >> shift
-            out[q + 1] = (w0 * np.int32(source[p + 1]) + w1 * np.int32(source[p + 4]) + half) >> shift
-            out[q + 2] = (w0 * np.int32(source[p + 2]) + w1 * np.int32(source[p + 5]) + half) >> shift
-        return
-    for o in range(count):
-        p = source_offset + CHANNELS * starts[o]
-        red = green = blue = np.int32(half)
-        for k in range(taps):
-            weight = np.int32(weights[o * taps + k])
-            red += weight * np.int32(source[p])
-            green += weight * np.int32(source[p + 1])
-            blue += weight * np.int32(source[p + 2])
-            p += CHANNELS
-        q = out_offset + CHANNELS * o
-        out[q], out[q + 1], out[q + 2] = red >> shift, green >> shift, blue >> shift
+def _store_sum(out, q, value):
+    """The horizontal pass of the horizontal-first order: keep the full int32 sum."""
+    out[q] = value
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _vertical(rows, weights, taps, accumulator, out, half, shift):
-    """``out[x] = (sum_k weights[k] * rows[k][x] + half) >> shift`` along whole rows (vectorises)."""
-    count = out.shape[0]
+def _store_rounded(out, q, value):
+    """The horizontal pass of the vertical-first order: the last pass, so round (half up) to uint8."""
+    out[q] = np.uint8((value + np.int32(HALF)) >> np.int32(SHIFT))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _horizontal(row, starts, weights, taps, out, out_offset, count, store):
+    """``store(out, out_offset + 3 o + c, sum_k weights[o * taps + k] * row[3 (starts[o] + k) + c])`` for the
+    ``count`` outputs of one row: a gather, so scalar; the taps are unrolled for 1 to 4 (a loop over them
+    cost twice as much), with a literal stride of 3 and int32 sums."""
     if taps == 1:
-        weight, row = np.int32(weights[0]), rows[0]
-        for x in range(count):
-            out[x] = (weight * np.int32(row[x]) + half) >> shift
-        return
+        for o in range(count):
+            p, q, w0 = CHANNELS * starts[o], out_offset + CHANNELS * o, np.int32(weights[o])
+            for c in range(CHANNELS):
+                store(out, q + c, w0 * np.int32(row[p + c]))
+    elif taps == 2:
+        for o in range(count):
+            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
+            w0, w1 = np.int32(weights[2 * o]), np.int32(weights[2 * o + 1])
+            for c in range(CHANNELS):
+                store(out, q + c, w0 * np.int32(row[p + c]) + w1 * np.int32(row[p + 3 + c]))
+    elif taps == 3:
+        for o in range(count):
+            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
+            w0, w1, w2 = np.int32(weights[3 * o]), np.int32(weights[3 * o + 1]), np.int32(weights[3 * o + 2])
+            for c in range(CHANNELS):
+                store(out, q + c, w0 * np.int32(row[p + c]) + w1 * np.int32(row[p + 3 + c])
+                      + w2 * np.int32(row[p + 6 + c]))
+    elif taps == 4:
+        for o in range(count):
+            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
+            w0, w1 = np.int32(weights[4 * o]), np.int32(weights[4 * o + 1])
+            w2, w3 = np.int32(weights[4 * o + 2]), np.int32(weights[4 * o + 3])
+            for c in range(CHANNELS):
+                store(out, q + c, w0 * np.int32(row[p + c]) + w1 * np.int32(row[p + 3 + c])
+                      + w2 * np.int32(row[p + 6 + c]) + w3 * np.int32(row[p + 9 + c]))
+    else:
+        for o in range(count):
+            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
+            red = green = blue = np.int32(0)
+            for k in range(taps):
+                weight = np.int32(weights[o * taps + k])
+                red += weight * np.int32(row[p])
+                green += weight * np.int32(row[p + 1])
+                blue += weight * np.int32(row[p + 2])
+                p += CHANNELS
+            store(out, q, np.int32(red))
+            store(out, q + 1, np.int32(green))
+            store(out, q + 2, np.int32(blue))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _vertical(rows, weights, taps, sums):
+    """int32 ``sums[x] = sum_k weights[k] * rows[k][x]`` along whole rows: contiguous, so it vectorises."""
     weight, row = np.int32(weights[0]), rows[0]
-    for x in range(count):
-        accumulator[x] = weight * np.int32(row[x])
+    for x in range(sums.shape[0]):
+        sums[x] = weight * np.int32(row[x])
     for k in range(1, taps):
         weight, row = np.int32(weights[k]), rows[k]
-        for x in range(count):
-            accumulator[x] += weight * np.int32(row[x])
-    for x in range(count):
-        out[x] = (accumulator[x] + half) >> shift
+        for x in range(sums.shape[0]):
+            sums[x] += weight * np.int32(row[x])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _round_row(sums, out):
+    """uint8 ``out[x] = (sums[x] + HALF) >> SHIFT``: round half up, once, at the end."""
+    for x in range(out.shape[0]):
+        out[x] = np.uint8((sums[x] + np.int32(HALF)) >> np.int32(SHIFT))
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -167,11 +201,11 @@ def resize_work_bytes(max_height, max_width, out_height, out_width):
 
 @njit(cache=True, nogil=True, inline="always")
 def _work_ints(out_height, out_width, taps_x, taps_y, span):
-    """int32 slots: the tap tables, then the ring (horizontal first) or the column span (vertical first),
-    then the accumulator row."""
+    """int32 slots: the tap tables, then the ring and a row of sums (horizontal first) or the sums over the
+    touched columns (vertical first)."""
     tables = out_width * (1 + taps_x) + out_height * (1 + taps_y)
-    rows = max(taps_y * out_width, span) * CHANNELS
-    return tables + rows + max(out_width, span) * CHANNELS
+    rows = max((taps_y + 1) * out_width, span) * CHANNELS
+    return tables + rows
 
 
 @njit(cache=True, nogil=True)
@@ -210,43 +244,46 @@ def resize_box(source_at, source_row_bytes, height, width, top, left, box_height
     out = carray(as_pointer(out_at), (out_height * out_width * CHANNELS,), np.uint8)
     rows_touched = y_starts[out_height - 1] + taps_y - y_starts[0]
     if rows_touched <= out_height:
-        _horizontal_first(source, source_row_bytes, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
+        _horizontal_first(source, source_row_bytes, width, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
                           out_height, out_width, rest)
     else:
+        for o in range(out_width):
+            x_starts[o] -= first_column
         _vertical_first(source, source_row_bytes, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
                         out_height, out_width, first_column, span, rest)
     return RESIZED
 
 
 @njit(cache=True, nogil=True)
-def _horizontal_first(source, row_bytes, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
+def _horizontal_first(source, row_bytes, width, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
                       out_height, out_width, rest):
     """Each touched source row through the horizontal pass once, into a ring of ``taps_y`` rows; each output
     row from its ring rows."""
     row_length = out_width * CHANNELS
     ring = rest[:taps_y * row_length].reshape(taps_y, row_length)
-    accumulator = rest[taps_y * row_length:taps_y * row_length + row_length]
+    sums = rest[taps_y * row_length:(taps_y + 1) * row_length]
     rows = [ring[0]] * taps_y
     ready = y_starts[0]                   # the first source row not yet in the ring
     for y in range(out_height):
         start = y_starts[y]
         for r in range(max(ready, start), start + taps_y):
-            _horizontal(source, r * row_bytes, x_starts, x_weights, taps_x, ring[r % taps_y], 0, out_width, 0, 0)
+            at = r * row_bytes
+            _horizontal(source[at:at + CHANNELS * width], x_starts, x_weights, taps_x, ring[r % taps_y], 0,
+                        out_width, _store_sum)
         ready = start + taps_y
         for k in range(taps_y):
             rows[k] = ring[(start + k) % taps_y]
-        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, accumulator,
-                  out[y * row_length:(y + 1) * row_length], HALF, SHIFT)
+        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums)
+        _round_row(sums, out[y * row_length:(y + 1) * row_length])
 
 
 @njit(cache=True, nogil=True)
 def _vertical_first(source, row_bytes, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
                     out_height, out_width, first_column, span, rest):
     """Per output row: the vertical pass over the box's touched columns, then the horizontal pass of that one
-    row into the output."""
+    row into the output. ``x_starts`` count from ``first_column`` here."""
     span_length = span * CHANNELS
-    combined = rest[:span_length]
-    accumulator = rest[span_length:2 * span_length]
+    sums = rest[:span_length]
     row_length = out_width * CHANNELS
     column_offset = first_column * CHANNELS
     rows = [source[0:span_length]] * taps_y
@@ -255,9 +292,8 @@ def _vertical_first(source, row_bytes, x_starts, x_weights, taps_x, y_starts, y_
         for k in range(taps_y):
             at = (start + k) * row_bytes + column_offset
             rows[k] = source[at:at + span_length]
-        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, accumulator, combined, 0, 0)
-        _horizontal(combined, -column_offset, x_starts, x_weights, taps_x, out, y * row_length, out_width, HALF,
-                    SHIFT)
+        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums)
+        _horizontal(sums, x_starts, x_weights, taps_x, out, y * row_length, out_width, _store_rounded)
 
 
 def resize_array(image: np.ndarray, top: float, left: float, box_height: float, box_width: float,
