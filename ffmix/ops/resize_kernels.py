@@ -53,12 +53,17 @@ def _footprint(lo, scale, o, size):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _covered(x, a, b, one, pixel):
-    """``one`` times the share of ``[a, b)`` left of ``x``, rounded; an empty footprint (float underflow of a
-    tiny box) is all on its ``pixel``."""
+def _covered(x, a, b, per_length, one, pixel):
+    """``one`` times the share of ``[a, b)`` left of ``x``, rounded (``per_length`` is ``one / (b - a)``); an
+    empty footprint (float underflow of a tiny box) is all on its ``pixel``."""
     if b <= a:
         return one if x > pixel else 0
-    return np.int64(np.floor(one * (min(max(x, a), b) - a) / (b - a) + 0.5))
+    return np.int64(np.floor((min(max(x, a), b) - a) * per_length + 0.5))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _per_length(a, b, one):
+    return one / (b - a) if b > a else 0.0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -66,10 +71,11 @@ def _used_pixels(a, b, one, size):
     """The first and last source pixel whose rounded weight in ``[a, b)`` is not 0."""
     pixel = min(np.int64(np.floor(a)), size - 1)
     end = min(max(np.int64(np.ceil(b)), pixel + 1), size)
+    per_length = _per_length(a, b, one)
     first, last = end, pixel
     previous = 0
     for i in range(pixel, end):
-        current = _covered(np.float64(i + 1), a, b, one, pixel)
+        current = _covered(np.float64(i + 1), a, b, per_length, one, pixel)
         if current > previous:
             first, last = min(first, i), i
         previous = current
@@ -90,18 +96,21 @@ def axis_tap_count(lo, length, size, out_size, one):
 
 @njit(cache=True, nogil=True)
 def fill_axis_taps(lo, length, size, out_size, one, taps, starts, weights):
-    """Each output's first tap (int32 ``starts[o]``, never past ``size - taps``) and its ``taps`` weights
+    """Each output's first tap (``starts[o]``, never past ``size - taps``) and its ``taps`` weights
     (int32 ``weights[o * taps + k]`` for source pixel ``starts[o] + k``), summing to exactly ``one``."""
     scale = length / out_size
     for o in range(out_size):
         a, b = _footprint(lo, scale, o, size)
         first, _ = _used_pixels(a, b, one, size)
         pixel = min(np.int64(np.floor(a)), size - 1)
+        per_length = _per_length(a, b, one)
         start = min(first, size - taps)
         starts[o] = start
+        left_share = _covered(np.float64(start), a, b, per_length, one, pixel)
         for k in range(taps):
-            i = np.float64(start + k)
-            weights[o * taps + k] = _covered(i + 1.0, a, b, one, pixel) - _covered(i, a, b, one, pixel)
+            right_share = _covered(np.float64(start + k + 1), a, b, per_length, one, pixel)
+            weights[o * taps + k] = right_share - left_share
+            left_share = right_share
 
 
 # ------------------------------------------------------------------------------------------ passes
@@ -168,22 +177,31 @@ def _horizontal(row, starts, weights, taps, out, out_offset, count, store):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _vertical(rows, weights, taps, sums):
-    """int32 ``sums[x] = sum_k weights[k] * rows[k][x]`` along whole rows: contiguous, so it vectorises."""
-    weight, row = np.int32(weights[0]), rows[0]
-    for x in range(sums.shape[0]):
-        sums[x] = weight * np.int32(row[x])
-    for k in range(1, taps):
-        weight, row = np.int32(weights[k]), rows[k]
-        for x in range(sums.shape[0]):
-            sums[x] += weight * np.int32(row[x])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _round_row(sums, out):
-    """uint8 ``out[x] = (sums[x] + HALF) >> SHIFT``: round half up, once, at the end."""
-    for x in range(out.shape[0]):
-        out[x] = np.uint8((sums[x] + np.int32(HALF)) >> np.int32(SHIFT))
+def _vertical(rows, weights, taps, sums, out, store):
+    """``store(out, x, sum_k weights[k] * rows[k][x])`` along whole rows: contiguous, so it vectorises. One pass
+    for up to 3 taps; more accumulate in the int32 ``sums`` first (which may be ``out`` when storing sums)."""
+    count = out.shape[0]
+    w0, r0 = np.int32(weights[0]), rows[0]
+    if taps == 1:
+        for x in range(count):
+            store(out, x, w0 * np.int32(r0[x]))
+    elif taps == 2:
+        w1, r1 = np.int32(weights[1]), rows[1]
+        for x in range(count):
+            store(out, x, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]))
+    elif taps == 3:
+        w1, r1, w2, r2 = np.int32(weights[1]), rows[1], np.int32(weights[2]), rows[2]
+        for x in range(count):
+            store(out, x, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]) + w2 * np.int32(r2[x]))
+    else:
+        for x in range(count):
+            sums[x] = w0 * np.int32(r0[x])
+        for k in range(1, taps):
+            weight, row = np.int32(weights[k]), rows[k]
+            for x in range(count):
+                sums[x] += weight * np.int32(row[x])
+        for x in range(count):
+            store(out, x, sums[x])
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -273,8 +291,8 @@ def _horizontal_first(source, row_bytes, width, x_starts, x_weights, taps_x, y_s
         ready = start + taps_y
         for k in range(taps_y):
             rows[k] = ring[(start + k) % taps_y]
-        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums)
-        _round_row(sums, out[y * row_length:(y + 1) * row_length])
+        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums,
+                  out[y * row_length:(y + 1) * row_length], _store_rounded)
 
 
 @njit(cache=True, nogil=True)
@@ -292,7 +310,7 @@ def _vertical_first(source, row_bytes, x_starts, x_weights, taps_x, y_starts, y_
         for k in range(taps_y):
             at = (start + k) * row_bytes + column_offset
             rows[k] = source[at:at + span_length]
-        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums)
+        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums, sums, _store_sum)
         _horizontal(sums, x_starts, x_weights, taps_x, out, y * row_length, out_width, _store_rounded)
 
 
