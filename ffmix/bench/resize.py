@@ -4,8 +4,9 @@ Images are photographs 300-500 px on the longer side (``photos.photo_image``; ra
 scikit-image is missing, which the JSON says); boxes are torchvision's random-resized-crop draws (area 8-100 %,
 W / H in [3/4, 4/3], integer sides, as FFCV's decoder gives them) resized to each output size. OpenCV
 resizes the cropped view (``cv2.setNumThreads(1)``), as libffcv's ``resize`` does; ffmix's kernel gets the
-same integer box. Both run over the same images in alternating order, repeat after repeat; the figure is the
-median repeat's ms per image, and the ratio is OpenCV's time over ffmix's.
+same integer box. Both run over the same images in alternating order, repeat after repeat; the figures are the
+median repeat's ms per image, by the wall clock and by the thread's CPU time (steadier on a shared machine:
+time spent waiting for a core is not counted), and the ratio is OpenCV's time over ffmix's.
 
     python -m ffmix.bench.resize --json docs/bench/<date>-<machine>-resize.json
 """
@@ -94,17 +95,21 @@ def bench_size(cases: List[Case], size: int, repeats: int) -> Dict[str, object]:
     work = np.empty(resize_work_bytes(largest, largest, size, size), np.uint8)
     run_ffmix(cases[:1], out, work)                      # compile / load from Numba's cache
     run_opencv(cases[:1], out)
-    timings = {"ffmix": [], "opencv": []}
+    wall = {"ffmix": [], "opencv": []}
+    cpu = {"ffmix": [], "opencv": []}
     for repeat in range(repeats):
         order = ("ffmix", "opencv") if repeat % 2 == 0 else ("opencv", "ffmix")
         for name in order:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             run_ffmix(cases, out, work) if name == "ffmix" else run_opencv(cases, out)
-            timings[name].append((time.perf_counter() - start) / len(cases) * 1e3)
-    ffmix_ms, opencv_ms = float(np.median(timings["ffmix"])), float(np.median(timings["opencv"]))
-    return {"size": size, "ffmix_ms_per_image": round(ffmix_ms, 4), "opencv_ms_per_image": round(opencv_ms, 4),
-            "opencv_over_ffmix": round(opencv_ms / ffmix_ms, 2), "boxes": shape_counts(cases, size)}
-
+            wall[name].append((time.perf_counter() - start) / len(cases) * 1e3)
+            cpu[name].append((time.thread_time() - start_cpu) / len(cases) * 1e3)
+    row = {"size": size, "boxes": shape_counts(cases, size)}
+    for clock, timings in (("wall", wall), ("cpu", cpu)):
+        ffmix_ms, opencv_ms = float(np.median(timings["ffmix"])), float(np.median(timings["opencv"]))
+        row[clock] = {"ffmix_ms_per_image": round(ffmix_ms, 4), "opencv_ms_per_image": round(opencv_ms, 4),
+                      "opencv_over_ffmix": round(opencv_ms / ffmix_ms, 2)}
+    return row
 
 def main(argv=None) -> Dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,9 +128,12 @@ def main(argv=None) -> Dict[str, object]:
                          "side_range": SIDE_RANGE, "threads": 1},
               "results": results}
     for row in results:
-        print(f"{row['size']:>4} px: ffmix {row['ffmix_ms_per_image']:.3f} ms/image, OpenCV INTER_AREA "
-              f"{row['opencv_ms_per_image']:.3f} ms/image, OpenCV / ffmix {row['opencv_over_ffmix']:.2f}  "
-              f"{row['boxes']}")
+        for clock in ("wall", "cpu"):
+            times = row[clock]
+            print(f"{row['size']:>4} px, {clock:>4}: ffmix {times['ffmix_ms_per_image']:.3f} ms/image, OpenCV "
+                  f"INTER_AREA {times['opencv_ms_per_image']:.3f} ms/image, OpenCV / ffmix "
+                  f"{times['opencv_over_ffmix']:.2f}")
+        print(f"      boxes: {row['boxes']}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)

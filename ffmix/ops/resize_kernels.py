@@ -119,80 +119,94 @@ def fill_axis_taps(lo, length, size, out_size, one, taps, starts, weights):
 # and a shift by a variable kept LLVM from narrowing them (the vertical pass ran 5-7x slower).
 
 @njit(cache=True, nogil=True, inline="always")
-def _store_sum(out, q, value):
-    """The horizontal pass of the horizontal-first order: keep the full int32 sum."""
+def _store_sum(out, q, unused, value):
+    """Keep the full int32 sum (a pass before the last)."""
     out[q] = value
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _store_rounded(out, q, value):
-    """The horizontal pass of the vertical-first order: the last pass, so round (half up) to uint8."""
+def _store_rounded(out, q, unused, value):
+    """The last pass: round (half up) to uint8."""
     out[q] = np.uint8((value + np.int32(HALF)) >> np.int32(SHIFT))
 
 
+_LOW = np.int64(0xFFFFFFFF)
+_HALF_PAIR = np.int64(HALF | (HALF << 32))
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _horizontal(row, starts, weights, taps, out, out_offset, count, store):
-    """``store(out, out_offset + 3 o + c, sum_k weights[o * taps + k] * row[3 (starts[o] + k) + c])`` for the
+def _store_rounded_pair(upper, q, lower, value):
+    """The last pass of two rows at once: ``value`` holds the upper row's sum in its low 32 bits and the
+    lower row's above (both below 2**31, so neither carries into the other); round each to uint8."""
+    value = value + _HALF_PAIR
+    upper[q] = np.uint8((value & _LOW) >> np.int64(SHIFT))
+    lower[q] = np.uint8(value >> np.int64(32 + SHIFT))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _horizontal(row, starts, weights, taps, out, out_offset, count, store, other=None):
+    """``store(out, out_offset + 3 o + c, other, sum_k weights[o * taps + k] * row[3 (starts[o] + k) + c])`` for the
     ``count`` outputs of one row: a gather, so scalar; the taps are unrolled for 1 to 4 (a loop over them
-    cost twice as much), with a literal stride of 3 and int32 sums."""
+    cost twice as much), with a literal stride of 3. ``row`` may hold two rows' sums packed in int64 (see
+    ``_vertical_first``): one multiply then weighs both. ``other`` goes to ``store``."""
     if taps == 1:
         for o in range(count):
-            p, q, w0 = CHANNELS * starts[o], out_offset + CHANNELS * o, np.int32(weights[o])
+            p, q, w0 = CHANNELS * starts[o], out_offset + CHANNELS * o, weights[o]
             for c in range(CHANNELS):
-                store(out, q + c, w0 * np.int32(row[p + c]))
+                store(out, q + c, other, w0 * row[p + c])
     elif taps == 2:
         for o in range(count):
             p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
-            w0, w1 = np.int32(weights[2 * o]), np.int32(weights[2 * o + 1])
+            w0, w1 = weights[2 * o], weights[2 * o + 1]
             for c in range(CHANNELS):
-                store(out, q + c, w0 * np.int32(row[p + c]) + w1 * np.int32(row[p + 3 + c]))
+                store(out, q + c, other, w0 * row[p + c] + w1 * row[p + 3 + c])
     elif taps == 3:
         for o in range(count):
             p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
-            w0, w1, w2 = np.int32(weights[3 * o]), np.int32(weights[3 * o + 1]), np.int32(weights[3 * o + 2])
+            w0, w1, w2 = weights[3 * o], weights[3 * o + 1], weights[3 * o + 2]
             for c in range(CHANNELS):
-                store(out, q + c, w0 * np.int32(row[p + c]) + w1 * np.int32(row[p + 3 + c])
-                      + w2 * np.int32(row[p + 6 + c]))
+                store(out, q + c, other, w0 * row[p + c] + w1 * row[p + 3 + c]
+                      + w2 * row[p + 6 + c])
     elif taps == 4:
         for o in range(count):
             p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
-            w0, w1 = np.int32(weights[4 * o]), np.int32(weights[4 * o + 1])
-            w2, w3 = np.int32(weights[4 * o + 2]), np.int32(weights[4 * o + 3])
+            w0, w1 = weights[4 * o], weights[4 * o + 1]
+            w2, w3 = weights[4 * o + 2], weights[4 * o + 3]
             for c in range(CHANNELS):
-                store(out, q + c, w0 * np.int32(row[p + c]) + w1 * np.int32(row[p + 3 + c])
-                      + w2 * np.int32(row[p + 6 + c]) + w3 * np.int32(row[p + 9 + c]))
+                store(out, q + c, other, w0 * row[p + c] + w1 * row[p + 3 + c]
+                      + w2 * row[p + 6 + c] + w3 * row[p + 9 + c])
     else:
         for o in range(count):
             p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
-            red = green = blue = np.int32(0)
+            red = green = blue = 0 * row[0]
             for k in range(taps):
-                weight = np.int32(weights[o * taps + k])
-                red += weight * np.int32(row[p])
-                green += weight * np.int32(row[p + 1])
-                blue += weight * np.int32(row[p + 2])
+                weight = weights[o * taps + k]
+                red += weight * row[p]
+                green += weight * row[p + 1]
+                blue += weight * row[p + 2]
                 p += CHANNELS
-            store(out, q, np.int32(red))
-            store(out, q + 1, np.int32(green))
-            store(out, q + 2, np.int32(blue))
+            store(out, q, other, red)
+            store(out, q + 1, other, green)
+            store(out, q + 2, other, blue)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _vertical(rows, weights, taps, sums, out, store):
-    """``store(out, x, sum_k weights[k] * rows[k][x])`` along whole rows: contiguous, so it vectorises. One pass
+    """``store(out, x, None, sum_k weights[k] * rows[k][x])`` along whole rows: contiguous, so it vectorises. One pass
     for up to 3 taps; more accumulate in the int32 ``sums`` first (which may be ``out`` when storing sums)."""
     count = out.shape[0]
     w0, r0 = np.int32(weights[0]), rows[0]
     if taps == 1:
         for x in range(count):
-            store(out, x, w0 * np.int32(r0[x]))
+            store(out, x, None, w0 * np.int32(r0[x]))
     elif taps == 2:
         w1, r1 = np.int32(weights[1]), rows[1]
         for x in range(count):
-            store(out, x, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]))
+            store(out, x, None, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]))
     elif taps == 3:
         w1, r1, w2, r2 = np.int32(weights[1]), rows[1], np.int32(weights[2]), rows[2]
         for x in range(count):
-            store(out, x, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]) + w2 * np.int32(r2[x]))
+            store(out, x, None, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]) + w2 * np.int32(r2[x]))
     else:
         for x in range(count):
             sums[x] = w0 * np.int32(r0[x])
@@ -201,7 +215,7 @@ def _vertical(rows, weights, taps, sums, out, store):
             for x in range(count):
                 sums[x] += weight * np.int32(row[x])
         for x in range(count):
-            store(out, x, sums[x])
+            store(out, x, None, sums[x])
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -219,10 +233,10 @@ def resize_work_bytes(max_height, max_width, out_height, out_width):
 
 @njit(cache=True, nogil=True, inline="always")
 def _work_ints(out_height, out_width, taps_x, taps_y, span):
-    """int32 slots: the tap tables, then the ring and a row of sums (horizontal first) or the sums over the
-    touched columns (vertical first)."""
+    """int32 slots: the tap tables, then the ring and a row of sums (horizontal first), or two rows of sums
+    over the touched columns and their int64 packing, 8-byte aligned (vertical first)."""
     tables = out_width * (1 + taps_x) + out_height * (1 + taps_y)
-    rows = max((taps_y + 1) * out_width, span) * CHANNELS
+    rows = max((taps_y + 1) * out_width * CHANNELS, 4 * span * CHANNELS + 2)
     return tables + rows
 
 
@@ -267,8 +281,11 @@ def resize_box(source_at, source_row_bytes, height, width, top, left, box_height
     else:
         for o in range(out_width):
             x_starts[o] -= first_column
+        used = work.shape[0] - rest.shape[0] + 2 * span * CHANNELS
+        packed_at = (np.int64(work_at) + 4 * used + 7) & ~np.int64(7)
+        packed = carray(as_pointer(packed_at), (span * CHANNELS,), np.int64)
         _vertical_first(source, source_row_bytes, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
-                        out_height, out_width, first_column, span, rest)
+                        out_height, out_width, first_column, span, rest, packed)
     return RESIZED
 
 
@@ -297,22 +314,27 @@ def _horizontal_first(source, row_bytes, width, x_starts, x_weights, taps_x, y_s
 
 @njit(cache=True, nogil=True)
 def _vertical_first(source, row_bytes, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
-                    out_height, out_width, first_column, span, rest):
-    """Per output row: the vertical pass over the box's touched columns, then the horizontal pass of that one
-    row into the output. ``x_starts`` count from ``first_column`` here."""
+                    out_height, out_width, first_column, span, rest, packed):
+    """Per pair of output rows: the vertical pass of each over the box's touched columns, both packed into one
+    int64 per value (``packed``), then one horizontal pass for the pair. ``x_starts`` count from
+    ``first_column`` here. An odd last row is paired with itself."""
     span_length = span * CHANNELS
-    sums = rest[:span_length]
+    sums_upper, sums_lower = rest[:span_length], rest[span_length:2 * span_length]
     row_length = out_width * CHANNELS
     column_offset = first_column * CHANNELS
     rows = [source[0:span_length]] * taps_y
-    for y in range(out_height):
-        start = y_starts[y]
-        for k in range(taps_y):
-            at = (start + k) * row_bytes + column_offset
-            rows[k] = source[at:at + span_length]
-        _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums, sums, _store_sum)
-        _horizontal(sums, x_starts, x_weights, taps_x, out, y * row_length, out_width, _store_rounded)
-
+    for upper in range(0, out_height, 2):
+        lower = min(upper + 1, out_height - 1)
+        for y, sums in ((upper, sums_upper), (lower, sums_lower)):
+            start = y_starts[y]
+            for k in range(taps_y):
+                at = (start + k) * row_bytes + column_offset
+                rows[k] = source[at:at + span_length]
+            _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums, sums, _store_sum)
+        for x in range(span_length):
+            packed[x] = np.int64(sums_upper[x]) | (np.int64(sums_lower[x]) << np.int64(32))
+        _horizontal(packed, x_starts, x_weights, taps_x, out[upper * row_length:(upper + 1) * row_length], 0,
+                    out_width, _store_rounded_pair, out[lower * row_length:(lower + 1) * row_length])
 
 def resize_array(image: np.ndarray, top: float, left: float, box_height: float, box_width: float,
                  out_height: int, out_width: int, out: np.ndarray = None, work: np.ndarray = None) -> np.ndarray:
