@@ -15,11 +15,14 @@ How it is fast (OpenCV's INTER_AREA takes its slow general path at non-integer r
 * Two passes, rounding once: horizontal weights sum to ``ONE_X`` (2**12), vertical to ``ONE_Y`` (2**11);
   255 * 2**23 + 2**22 fits an int32, so every sum is int32 and the last shift rounds half up.
 * The vertical pass runs along whole rows (contiguous, one weight per row: it vectorises); the horizontal pass
-  is a gather with a literal stride of 3 (scalar: LLVM emits no gathers for it) and costs most. Vertical
-  first (the usual order): two output rows' vertical sums are packed into one int64 per value (low and high
-  32 bits, each below 2**31 so neither carries), so each horizontal multiply weighs both rows (1.3x faster
-  than one row at a time). Horizontal first, when the box has under half as many rows as the output: each
-  touched source row through the horizontal pass once, kept in a ring of as many rows as the vertical taps.
+  is a gather with a literal stride of 3 (scalar: LLVM emits no gathers for it) and costs most, so each of
+  its multiplies weighs several rows at once, packed into one int64 per value (SWAR):
+  - horizontal first, when the box touches at most 3/4 as many rows as the output has: three source rows
+    per pass, 21 bits apart (a row's sums stay below 255 * 2**12 < 2**20), into a ring of ``taps_y + 2``
+    rows, each touched source row once; then each output row from its ring rows;
+  - vertical first otherwise: two output rows' vertical sums, 32 bits apart (each below 2**31), then one
+    horizontal pass for the pair that rounds each half into its output row.
+  Measured (one core, 224 x 224 output): 1.2-1.4x faster than one row per pass.
 * The taps tables cost about 10 us per call (both axes at 224).
 
 No allocation: the caller gives scratch memory (``work_at``, ``work_bytes``); ``resize_work_bytes`` says how
@@ -133,6 +136,15 @@ def _store_rounded(out, q, unused, value):
 
 
 _LOW = np.int64(0xFFFFFFFF)
+_LOW21 = np.int64((1 << 21) - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_sum_triple(first, q, others, value):
+    """Three rows' int32 sums packed 21 bits apart in ``value``, each into its ring row."""
+    first[q] = value & _LOW21
+    others[0][q] = (value >> np.int64(21)) & _LOW21
+    others[1][q] = value >> np.int64(42)
 _HALF_PAIR = np.int64(HALF | (HALF << 32))
 
 
@@ -235,11 +247,12 @@ def resize_work_bytes(max_height, max_width, out_height, out_width):
 
 @njit(cache=True, nogil=True, inline="always")
 def _work_ints(out_height, out_width, taps_x, taps_y, span):
-    """int32 slots: the tap tables, then the ring and a row of sums (horizontal first), or two rows of sums
-    over the touched columns and their int64 packing, 8-byte aligned (vertical first)."""
+    """int32 slots: the tap tables; the int64 packed rows over the touched columns, 8-byte aligned; then the
+    ring and a row of sums (horizontal first) or two rows of sums over the touched columns (vertical first)."""
     tables = out_width * (1 + taps_x) + out_height * (1 + taps_y)
-    rows = max((taps_y + 1) * out_width * CHANNELS, 4 * span * CHANNELS + 2)
-    return tables + rows
+    packed = 2 * span * CHANNELS + 2
+    rows = max((taps_y + 3) * out_width, 2 * span) * CHANNELS
+    return tables + packed + rows
 
 
 @njit(cache=True, nogil=True)
@@ -277,41 +290,58 @@ def resize_box(source_at, source_row_bytes, height, width, top, left, box_height
     source = carray(as_pointer(source_at), (height * source_row_bytes,), np.uint8)
     out = carray(as_pointer(out_at), (out_height * out_width * CHANNELS,), np.uint8)
     rows_touched = y_starts[out_height - 1] + taps_y - y_starts[0]
-    # The horizontal pass costs most; vertical-first runs it on two output rows per multiply, so it wins unless
-    # the box has under half as many rows as the output (measured: 60 -> 224 rows, or 90 x 300 -> 224 x 224).
-    if 2 * rows_touched <= out_height:
-        _horizontal_first(source, source_row_bytes, width, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
-                          out_height, out_width, rest)
+    for o in range(out_width):
+        x_starts[o] -= first_column
+    tables = work.shape[0] - rest.shape[0]
+    packed_at = (np.int64(work_at) + 4 * tables + 7) & ~np.int64(7)
+    packed = carray(as_pointer(packed_at), (span * CHANNELS,), np.int64)
+    rest = rest[2 * span * CHANNELS + 2:]
+    # The horizontal pass costs most: horizontal-first weighs three source rows per multiply, vertical-first
+    # two output rows (with a cheaper store); measured, horizontal-first wins up to about 3/4 as many rows
+    # touched as output rows (150 -> 224 rows: 0.086 vs 0.093 ms; 224 -> 224: 0.095 vs 0.078 ms).
+    if 4 * rows_touched <= 3 * out_height:
+        _horizontal_first(source, source_row_bytes, height, x_starts, x_weights, taps_x, y_starts, y_weights,
+                          taps_y, out, out_height, out_width, first_column, span, rest, packed)
     else:
-        for o in range(out_width):
-            x_starts[o] -= first_column
-        used = work.shape[0] - rest.shape[0] + 2 * span * CHANNELS
-        packed_at = (np.int64(work_at) + 4 * used + 7) & ~np.int64(7)
-        packed = carray(as_pointer(packed_at), (span * CHANNELS,), np.int64)
         _vertical_first(source, source_row_bytes, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
                         out_height, out_width, first_column, span, rest, packed)
     return RESIZED
 
 
 @njit(cache=True, nogil=True)
-def _horizontal_first(source, row_bytes, width, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
-                      out_height, out_width, rest):
-    """Each touched source row through the horizontal pass once, into a ring of ``taps_y`` rows; each output
-    row from its ring rows."""
+def _horizontal_first(source, row_bytes, height, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
+                      out_height, out_width, first_column, span, rest, packed):
+    """Three source rows at a time packed into one int64 per value (21 bits each: a row's horizontal sums stay
+    below 255 * 2**12 < 2**20, so none carries), through one horizontal pass into a ring of ``taps_y + 2``
+    rows; each output row from its ring rows. Each touched source row is weighed once. ``x_starts`` count from
+    ``first_column`` here."""
     row_length = out_width * CHANNELS
-    ring = rest[:taps_y * row_length].reshape(taps_y, row_length)
-    sums = rest[taps_y * row_length:(taps_y + 1) * row_length]
+    slots = taps_y + 2
+    ring = rest[:slots * row_length].reshape(slots, row_length)
+    sums = rest[slots * row_length:(slots + 1) * row_length]
     rows = [ring[0]] * taps_y
+    span_length = span * CHANNELS
+    column_offset = first_column * CHANNELS
     ready = y_starts[0]                   # the first source row not yet in the ring
     for y in range(out_height):
         start = y_starts[y]
-        for r in range(max(ready, start), start + taps_y):
-            at = r * row_bytes
-            _horizontal(source[at:at + CHANNELS * width], x_starts, x_weights, taps_x, ring[r % taps_y], 0,
-                        out_width, _store_sum)
-        ready = start + taps_y
+        ready = max(ready, start)
+        while ready < start + taps_y:
+            # rows past the image's last are copies of it, in slots no output reads
+            first = ready * row_bytes + column_offset
+            second = min(ready + 1, height - 1) * row_bytes + column_offset
+            third = min(ready + 2, height - 1) * row_bytes + column_offset
+            row_a = source[first:first + span_length]
+            row_b = source[second:second + span_length]
+            row_c = source[third:third + span_length]
+            for x in range(span_length):
+                packed[x] = (np.int64(row_a[x]) | (np.int64(row_b[x]) << np.int64(21))
+                             | (np.int64(row_c[x]) << np.int64(42)))
+            _horizontal(packed, x_starts, x_weights, taps_x, ring[ready % slots], 0, out_width, _store_sum_triple,
+                        (ring[(ready + 1) % slots], ring[(ready + 2) % slots]))
+            ready += 3
         for k in range(taps_y):
-            rows[k] = ring[(start + k) % taps_y]
+            rows[k] = ring[(start + k) % slots]
         _vertical(rows, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums,
                   out[y * row_length:(y + 1) * row_length], _store_rounded)
 
