@@ -115,13 +115,40 @@ def run_opencv(cases: List[Case], out: np.ndarray) -> None:
         cv2.resize(image[top:top + box_height, left:left + box_width], size, dst=out, interpolation=cv2.INTER_AREA)
 
 
+def box_class(box_height: int, box_width: int, size: int) -> str:
+    """Whether the box shrinks in both axes (OpenCV's area path), grows in both, or one of each (OpenCV's
+    linear path for both)."""
+    shrink = (box_height >= size) + (box_width >= size)
+    return "down_both" if shrink == 2 else "up_both" if shrink == 0 else "mixed"
+
+
 def shape_counts(cases: List[Case], size: int) -> Dict[str, int]:
-    """How many boxes shrink in both axes, grow in both, or one of each."""
     counts = {"down_both": 0, "up_both": 0, "mixed": 0}
     for _, _, _, box_height, box_width in cases:
-        shrink = (box_height >= size) + (box_width >= size)
-        counts["down_both" if shrink == 2 else "up_both" if shrink == 0 else "mixed"] += 1
+        counts[box_class(box_height, box_width, size)] += 1
     return counts
+
+
+def by_class(cases: List[Case], out: np.ndarray, work: np.ndarray, resize_at: int, repeats: int) -> Dict:
+    """CPU ms per image of the compiled loops for each class of box alone (interleaved, median)."""
+    size = out.shape[0]
+    rows = {}
+    for name in ("down_both", "up_both", "mixed"):
+        table = case_table([case for case in cases if box_class(case[3], case[4], size) == name])
+        if not len(table):
+            continue
+        ffmix_ms, libffcv_ms = [], []
+        for _ in range(repeats):
+            for run, times in ((lambda: run_ffmix_compiled(table, out, work), ffmix_ms),
+                               (lambda: run_libffcv(table, out, resize_at), libffcv_ms)):
+                start = time.process_time()
+                run()
+                times.append((time.process_time() - start) / len(table) * 1e3)
+        ffmix_median, libffcv_median = float(np.median(ffmix_ms)), float(np.median(libffcv_ms))
+        rows[name] = {"boxes": len(table), "ffmix_ms_per_image": round(ffmix_median, 4),
+                      "libffcv_ms_per_image": round(libffcv_median, 4),
+                      "libffcv_over_ffmix": round(libffcv_median / ffmix_median, 2)}
+    return rows
 
 
 def bench_size(cases: List[Case], size: int, repeats: int) -> Dict[str, object]:
@@ -154,7 +181,10 @@ def bench_size(cases: List[Case], size: int, repeats: int) -> Dict[str, object]:
         row[clock] = {f"{name}_ms_per_image": round(value, 4) for name, value in ms.items()}
         row[clock]["opencv_over_ffmix"] = round(ms["opencv"] / ms["ffmix"], 2)
         row[clock]["libffcv_over_ffmix_compiled"] = round(ms["libffcv_compiled"] / ms["ffmix_compiled"], 2)
+    row["cpu_by_class"] = by_class(cases, out, work, resize_at, repeats)
     return row
+
+
 
 def main(argv=None) -> Dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -180,7 +210,9 @@ def main(argv=None) -> Dict[str, object]:
                   f"from compiled code: ffmix {times['ffmix_compiled_ms_per_image']:.3f}, libffcv "
                   f"{times['libffcv_compiled_ms_per_image']:.3f} ms/image "
                   f"({times['libffcv_over_ffmix_compiled']:.2f}x)")
-        print(f"      boxes: {row['boxes']}")
+        for name, times in row["cpu_by_class"].items():
+            print(f"      {name:>9} ({times['boxes']} boxes), cpu, compiled: ffmix {times['ffmix_ms_per_image']:.3f}, "
+                  f"libffcv {times['libffcv_ms_per_image']:.3f} ms/image ({times['libffcv_over_ffmix']:.2f}x)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
