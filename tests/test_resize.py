@@ -188,3 +188,36 @@ def test_agrees_with_opencv_inter_area(kind):
     max_bound, mean_bound, far_bound = CV2_BOUNDS[kind]
     print(f"{kind}: max {worst}, mean {mean:.4f}, share > 1: {far:.4%}")
     assert worst <= max_bound and mean <= mean_bound and far <= far_bound, (worst, mean, far)
+
+
+def test_kernel_allocates_nothing():
+    """No Numba heap allocation inside resize_box (NRT statistics, in a fresh process that enables them)."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from numba.core.runtime import rtsys
+from ffmix.ops.resize_kernels import resize_box, resize_work_bytes
+image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+out = np.empty((224, 224, 3), np.uint8)
+work = np.empty(resize_work_bytes(300, 400, 224, 224), np.uint8)
+boxes = [(1.5, 2.5, 100.0, 120.0), (1.5, 2.5, 290.0, 390.0), (0.0, 0.0, 300.0, 400.0), (3.0, 4.0, 9.0, 9.5)]
+def run(box):
+    return resize_box(image.ctypes.data, 1200, 300, 400, *box, out.ctypes.data, 224, 224, work.ctypes.data,
+                      work.nbytes)
+for box in boxes:
+    assert run(box) == 0
+before = rtsys.get_allocation_stats()
+for box in boxes:
+    run(box)
+after = rtsys.get_allocation_stats()
+print(after.alloc - before.alloc, after.mi_alloc - before.mi_alloc)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = dict(os.environ, NUMBA_NRT_STATS="1", PYTHONPATH=root)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "0"]
