@@ -88,25 +88,28 @@ def _used_pixels(a, b, one, size):
 
 
 @njit(cache=True, nogil=True)
-def axis_tap_count(lo, length, size, out_size, one):
-    """The most source pixels any output of the axis weighs (the taps every output gets)."""
+def axis_tap_count(lo, length, size, out_size, one, starts):
+    """The most source pixels any output of the axis weighs (the taps every output gets); each output's first
+    weighed pixel into ``starts`` (for ``fill_axis_taps``)."""
     scale = length / out_size
     taps = 1
     for o in range(out_size):
         a, b = _footprint(lo, scale, o, size)
         first, last = _used_pixels(a, b, one, size)
+        starts[o] = first
         taps = max(taps, last - first + 1)
     return taps
 
 
 @njit(cache=True, nogil=True)
 def fill_axis_taps(lo, length, size, out_size, one, taps, starts, weights):
-    """Each output's first tap (``starts[o]``, never past ``size - taps``) and its ``taps`` weights
-    (int32 ``weights[o * taps + k]`` for source pixel ``starts[o] + k``), summing to exactly ``one``."""
+    """Each output's first tap (``starts[o]``, which holds its first weighed pixel from ``axis_tap_count``;
+    never past ``size - taps``) and its ``taps`` weights (int32 ``weights[o * taps + k]`` for source pixel
+    ``starts[o] + k``), summing to exactly ``one``."""
     scale = length / out_size
     for o in range(out_size):
         a, b = _footprint(lo, scale, o, size)
-        first, _ = _used_pixels(a, b, one, size)
+        first = np.int64(starts[o])
         pixel = min(np.int64(np.floor(a)), size - 1)
         per_length = _per_length(a, b, one)
         start = min(first, size - taps)
@@ -211,7 +214,7 @@ def _vertical(matrix, start, modulo, lo, hi, weights, taps, sums, out, store):
     taps; more accumulate in the int32 ``sums`` first (which may be ``out`` when storing sums)."""
     count = out.shape[0]
     w0, r0 = np.int32(weights[0]), matrix[start % modulo, lo:hi]
-    if taps == 1:
+    if taps == 1 or (taps == 2 and weights[1] == 0):   # enlarging: most rows lie within one source row
         for x in range(count):
             store(out, x, None, w0 * np.int32(r0[x]))
     elif taps == 2:
@@ -274,15 +277,17 @@ def resize_box(source_at, source_row_bytes, height, width, top, left, box_height
     if not (box_fits_image(top, left, box_height, box_width, height, width) and out_height > 0
             and out_width > 0 and source_row_bytes >= CHANNELS * width):
         return BAD_BOX
-    taps_x = axis_tap_count(left, box_width, width, out_width, ONE_X)
-    taps_y = axis_tap_count(top, box_height, height, out_height, ONE_Y)
     work = carray(as_pointer(work_at), (work_bytes // 4,), np.int32)
-    x_starts, rest = work[:out_width], work[out_width:]
-    x_weights, rest = rest[:out_width * taps_x], rest[out_width * taps_x:]
-    y_starts, rest = rest[:out_height], rest[out_height:]
-    y_weights, rest = rest[:out_height * taps_y], rest[out_height * taps_y:]
+    if work.shape[0] < out_width + out_height:
+        return SHORT_WORK
+    x_starts, y_starts = work[:out_width], work[out_width:out_width + out_height]
+    taps_x = axis_tap_count(left, box_width, width, out_width, ONE_X, x_starts)
+    taps_y = axis_tap_count(top, box_height, height, out_height, ONE_Y, y_starts)
     if work_bytes < 4 * (out_width * (1 + taps_x) + out_height * (1 + taps_y)):
         return SHORT_WORK             # the tap tables themselves do not fit
+    rest = work[out_width + out_height:]
+    x_weights, rest = rest[:out_width * taps_x], rest[out_width * taps_x:]
+    y_weights, rest = rest[:out_height * taps_y], rest[out_height * taps_y:]
     fill_axis_taps(left, box_width, width, out_width, ONE_X, taps_x, x_starts, x_weights)
     fill_axis_taps(top, box_height, height, out_height, ONE_Y, taps_y, y_starts, y_weights)
     first_column = x_starts[0]
