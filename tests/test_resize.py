@@ -221,3 +221,28 @@ print(after.alloc - before.alloc, after.mi_alloc - before.mi_alloc)
                             cwd=root, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "0"]
+
+
+def test_callable_from_parallel_compiled_code():
+    """The decoders call resize_box from a prange loop, one scratch buffer per worker: same pixels as one by
+    one from Python."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def resize_all(sources, boxes, out, work, work_bytes):
+        for i in prange(sources.shape[0]):
+            resize_box(sources[i, 0], sources[i, 1], sources[i, 2], sources[i, 3], boxes[i, 0], boxes[i, 1],
+                       boxes[i, 2], boxes[i, 3], np.int64(out[i].ctypes.data), out.shape[1], out.shape[2],
+                       np.int64(work[i].ctypes.data), work_bytes)
+
+    rng = np.random.default_rng(10)
+    images = [random_image(rng, int(rng.integers(20, 90)), int(rng.integers(20, 90)), smooth=True)
+              for _ in range(12)]
+    boxes = [random_box(rng, *image.shape[:2], "fractional") for image in images]
+    sources = np.array([(image.ctypes.data, image.strides[0], *image.shape[:2]) for image in images], np.int64)
+    work_bytes = resize_work_bytes(90, 90, 40, 50)
+    out = np.zeros((len(images), 40, 50, 3), np.uint8)
+    resize_all(sources, np.array(boxes, np.float64), out, np.zeros((len(images), work_bytes), np.uint8),
+               work_bytes)
+    for image, box, got in zip(images, boxes, out):
+        assert (got == resize_array(image, *box, 40, 50)).all()
