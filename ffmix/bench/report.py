@@ -182,6 +182,12 @@ def targets_text(targets: List[dict]) -> str:
     return f"Targets{quick}\n" + table(["target", "measured", "needed", ""], body, "lrrl")
 
 
+def not_measured_text(absent: List[dict]) -> str:
+    """The targets a run could not evaluate (a row missing: an optional peer not installed, or left out)."""
+    body = [[t["target"], "not measured", t["why"]] for t in absent]
+    return "Targets not measured (neither met nor missed)\n" + table(["target", "", "why"], body, "lll")
+
+
 def render(report: dict) -> str:
     parts = [header_text(report["machine"], report["config"], report.get("command"))]
     for name, line in report.get("datasets", {}).items():
@@ -196,6 +202,8 @@ def render(report: dict) -> str:
         parts.append(f"{name}: skipped ({why})")
     if report.get("targets"):
         parts.append(targets_text(report["targets"]))
+    if report.get("targets_not_measured"):
+        parts.append(not_measured_text(report["targets_not_measured"]))
     laps = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("section_seconds", {}).items())
     parts.append(f"total {report['seconds']:.0f} s" + (f" ({laps})" if laps else ""))
     return "\n\n".join(parts)
