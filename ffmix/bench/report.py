@@ -49,7 +49,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
 def check_text(row: dict) -> str:
     check = row.get("check") or {}
     if check.get("ok", True):
-        return "ok, values checked" if check.get("values") == "checked" else "ok"
+        values = check.get("values")
+        return "ok" if values in (None, "not checked") else "ok, values checked" if values == "checked" else \
+            f"ok, {values}"
     return "FAIL: " + "; ".join(check.get("problems", []))
 
 
