@@ -8,7 +8,9 @@ builder, when no builder below fits).
 
 Every pipeline gets the same recipe (``MIXUP_ALPHA`` ... ``LABEL_SMOOTHING``) and delivers ``(images (N, C, H,
 W), float32 soft targets (N, num_classes))``; the images are float32 normalised with
-``ffmix.normalization``'s statistics, or raw uint8 for the records whose ``output`` says so.
+``ffmix.normalization``'s statistics, or raw uint8 for the records whose ``output`` says so. The one exception
+is a limit (``limit=True``: the photo sets' full-size decode-only bound), timed beside the loaders but delivering
+only what it decoded.
 """
 from __future__ import annotations
 
