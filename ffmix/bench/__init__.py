@@ -214,9 +214,10 @@ def run(args: argparse.Namespace) -> int:
     section_s: Dict[str, float] = {}
     if "e2e" in settings["sections"]:
         for key in settings["pipelines"]:
-            needs = registry.PIPELINES[key].requires
-            if not registry.PIPELINES[key].available():
-                plan.skipped[f"e2e {key}"] = f"{needs} is not installed (pip install {needs}, or ffmix's bench extra)"
+            pipeline = registry.PIPELINES[key]
+            wanted_here = any(pipeline.runs_on(name) for name in settings["datasets"])
+            if wanted_here and not pipeline.available():
+                plan.skipped[f"e2e {key}"] = f"{pipeline.requires} is not installed ({pipeline.install_hint})"
     if quick and args.section == "all":
         plan.skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
         plan.skipped["collate"] = "not part of --quick; run `ffmix bench collate --quick`"

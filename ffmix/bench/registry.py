@@ -57,6 +57,7 @@ class Pipeline:
     gpu_output: Optional[str] = None
     family: str = "other"        # the plot's colour family: ffmix, ffcv, timm, other or limit
     limit: bool = False
+    install: Optional[str] = None   # how to get ``requires`` where the bench extra does not bring it
 
     def __post_init__(self):
         for dtype in (self.output, self.gpu_output or self.output):
@@ -72,6 +73,10 @@ class Pipeline:
     def runs_on(self, dataset_name: str) -> bool:
         """Whether this pipeline has a row on ``dataset_name`` (a probe twin counts as its dataset)."""
         return self.datasets is None or dataset_name.replace("-probe", "") in self.datasets
+
+    @property
+    def install_hint(self) -> str:
+        return self.install or f"pip install {self.requires}, or ffmix's bench extra"
 
     def available(self) -> bool:
         if self.requires is None:
@@ -246,6 +251,7 @@ _ENTRIES = (
              note="torchvision's ImageNet training recipe; the flip is the one step ffmix's rows here do not take"),
     Pipeline("dali_decode", "NVIDIA DALI CPU: decoders.image_random_crop + resize, uint8 (no mixing)", build_dali,
              output="uint8", mixed=False, datasets=PHOTOS, requires="nvidia.dali",
+             install="pip install nvidia-dali-cuda130, or ffmix's dali extra; runs on the CPU without a GPU",
              note="DALI has no MixUp/CutMix operator: decode (of the crop's region only), crop and resize, "
                   "unmixed; device_id=None (CPU only)"),
     Pipeline("decode_limit", "limit: full-size JPEG decode only, same files and threads (libjpeg-turbo via "

@@ -213,7 +213,7 @@ def _run_recipe(plan: Plan, progress) -> Optional[List[dict]]:
         return None
     for key, pipeline in recipe.PIPELINES.items():
         if not pipeline.available():
-            plan.skipped[f"recipe {key}"] = f"{pipeline.requires} is not installed"
+            plan.skipped[f"recipe {key}"] = f"{pipeline.requires} is not installed ({pipeline.install_hint})"
     dataset = plan.datasets[recipe.DATASET]
     return recipe.run_recipe(dataset, batch_size=plan.batch_size_for(dataset.spec), workers=plan.workers,
                              runs=plan.runs, min_run_s=plan.settings["min_run_s"], device=plan.device,
