@@ -317,7 +317,12 @@ def test_registry_says_where_each_pipeline_runs():
     timm = registry.PIPELINES["timm_fast_collate"]
     assert (timm.output_on(torch.device("cpu")), timm.output_on(torch.device("cuda"))) == ("uint8", "float32")
     unmixed = {k for k in every if not registry.PIPELINES[k].mixed}
-    assert unmixed == {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", "ffcv_decode", "ffmix_decode"}
+    assert unmixed == {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", "ffcv_decode", "ffmix_decode", "dali_decode",
+                       "decode_limit"}
+    photos = set(registry.pipelines_for("photos", every))
+    assert {"ffmix_uint8", "ffmix_uint8_off", "ffcv_decode", "dl_recipe", "decode_limit"} <= photos
+    assert not {"dl_recipe", "decode_limit", "dali_decode"} & (jpeg | rgb)
+    assert [k for k in every if registry.PIPELINES[k].limit] == ["decode_limit"]
     with pytest.raises(ValueError, match="output"):
         registry.Pipeline("bad", "bad", build=lambda *a, **k: None, output="float16")
 
@@ -380,12 +385,12 @@ def test_a_peer_added_to_the_registry_runs_end_to_end(monkeypatch, tmp_path):
 def test_every_target_compares_rows_that_exist():
     """A target names rows by key: each must be a row the section can produce (a typo would leave the target
     silently unevaluated)."""
-    from ffmix.bench import collate, startup
+    from ffmix.bench import collate, recipe, startup
 
     known = {"e2e": set(registry.PIPELINES) | {"memcpy", "memcpy_uint8"}, "ops": set(ops.IMPLEMENTATIONS),
-             "startup": set(startup.LOADERS), "collate": set(collate.PATHS)}
-    places = {"e2e": {"fmnist", "rgb32", "jpeg224"}, "ops": {"imagenet", "cifar"}, "startup": {"warm", "cold"},
-              "collate": set(collate.DATASETS)}
+             "startup": set(startup.LOADERS), "collate": set(collate.PATHS), "recipe": set(recipe.PIPELINES)}
+    places = {"e2e": {"fmnist", "rgb32", "jpeg224", "photos", "photos160"}, "ops": {"imagenet", "cifar"},
+              "startup": {"warm", "cold"}, "collate": set(collate.DATASETS), "recipe": {recipe.DATASET}}
     assert len({t.what for t in targets.TARGETS}) == len(targets.TARGETS), "each target's words are its name"
     for target in targets.TARGETS:
         rows = targets.COMPARED[target.section].rows

@@ -10,7 +10,10 @@ Sections (``ffmix bench SECTION``; default ``all``):
 * ``scaling``: the same for 1..N workers and two batch sizes, and an epoch's time at N/4 and N samples;
 * ``startup``: fresh processes, loader built -> first batch, Numba cache warm and cold (``startup.py``);
 * ``collate``: for people who stay on PyTorch's DataLoader: ``ffmix.MixCollate`` against timm's
-  ``FastCollateMixup``, the tutorial collate and plain ``default_collate``, in the same DataLoader (``collate.py``).
+  ``FastCollateMixup``, the tutorial collate and plain ``default_collate``, in the same DataLoader (``collate.py``);
+* ``recipe``: the whole training recipe (crop, flip, RandAugment, MixUp/CutMix, RandomErasing) on the photo set:
+  ffmix against a DataLoader with torchvision's transforms and timm's Mixup, and ffmix without RandAugment and
+  erasing (``recipe.py``).
 
 The competitors live in ``alternatives.py``; every path's output is checked (shapes, rows summing to one, and
 end to end the values, on a probe set with one colour per class), so none is faster because it does less or
@@ -211,12 +214,14 @@ def run(args: argparse.Namespace) -> int:
     section_s: Dict[str, float] = {}
     if "e2e" in settings["sections"]:
         for key in settings["pipelines"]:
-            needs = registry.PIPELINES[key].requires
-            if not registry.PIPELINES[key].available():
-                plan.skipped[f"e2e {key}"] = f"{needs} is not installed (pip install {needs}, or ffmix's bench extra)"
+            pipeline = registry.PIPELINES[key]
+            wanted_here = any(pipeline.runs_on(name) for name in settings["datasets"])
+            if wanted_here and not pipeline.available():
+                plan.skipped[f"e2e {key}"] = f"{pipeline.requires} is not installed ({pipeline.install_hint})"
     if quick and args.section == "all":
         plan.skipped["startup"] = "not part of --quick; run `ffmix bench startup` (fresh processes: tens of seconds)"
         plan.skipped["collate"] = "not part of --quick; run `ffmix bench collate --quick`"
+        plan.skipped["recipe"] = "not part of --quick; run `ffmix bench recipe --quick` (needs scikit-image)"
     header = machine(str(device))
     config = {k: v for k, v in settings.items()}
 
@@ -251,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         "datasets": {name: d.describe() for name, d in plan.datasets.items()},
         "results": results, "skipped": plan.skipped,
         "targets": targets.evaluate_targets(results, quick),
+        "targets_not_measured": targets.not_measured(results, plan.skipped),
         "seconds": time.perf_counter() - started, "section_seconds": section_s,
     }
     print(report.render(full_report))

@@ -142,16 +142,16 @@ class ArrayImages(Dataset):
 
 class JpegFiles(Dataset):
     """Samples of image files: Pillow decode, torchvision RandomResizedCrop to ``size``, float32 normalised
-    (torchvision's ImageNet training preset, without the flip)."""
+    (torchvision's ImageNet training preset; its flip, ``RandomHorizontalFlip``, with ``flip``)."""
 
-    def __init__(self, files: Sequence[Path], labels: np.ndarray, size: int):
+    def __init__(self, files: Sequence[Path], labels: np.ndarray, size: int, flip: bool = False):
         from torchvision.transforms import v2
 
         self.files = [str(f) for f in files]
         self.labels = labels
         self.transform = v2.Compose([
-            v2.RandomResizedCrop(size, antialias=True), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(RGB_MEAN, RGB_STD)])
+            v2.RandomResizedCrop(size, antialias=True), *([v2.RandomHorizontalFlip()] if flip else []),
+            v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(RGB_MEAN, RGB_STD)])
 
     def __len__(self) -> int:
         return len(self.labels)

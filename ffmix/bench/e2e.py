@@ -3,7 +3,9 @@
 Every path delivers the same contract: float32 (N, C, H, W) images normalised with the same mean/std, and
 float32 (N, num_classes) soft targets (the uint8 rows, labelled, hand over raw uint8 instead). Before timing,
 every pipeline is built once more over the dataset's probe twin (one flat colour per class) and its first batch
-is checked value for value (``probe_values``): the pixels must carry the weights the targets give.
+is checked value for value (``probe_values``): the pixels must carry the weights the targets give. A limit row
+(``Pipeline.limit``: the decode-only limit of the photo sets) is timed in the same turns but delivers what it
+decoded, checked by its own rule.
 All loaders of one comparison are built and warmed up first (first epoch: worker start, Numba compiles,
 reported as ``warmup_s``), then timed in turns, run 1 of each, run 2 of each, ..., so that load from other
 processes on the machine falls on all of them alike; each run starts after a few untimed batches, so the
@@ -141,6 +143,11 @@ def _checker(dataset: BenchDataset, batch_size: int, checks: Dict[str, Dict[str,
 
     def on_first_batch(key: str, batch) -> None:
         images, targets = batch
+        if PIPELINES[key].limit:   # a limit delivers what it decoded, not images: its own rule
+            from .decode_limit import check_sizes
+
+            checks[key] = check_sizes(images, batch_size=batch_size, side_range=dataset.spec.side_range)
+            return
         checks[key] = check_batch(images, targets, batch_size=batch_size, channels=dataset.channels,
                                   image_shape=dataset.image_shape, num_classes=dataset.num_classes,
                                   mixed=PIPELINES[key].mixed,
@@ -202,7 +209,7 @@ def run_e2e(datasets: List[BenchDataset], *, pipelines: Sequence[str], batch_siz
         copy_ms = {"float32": memcpy_ms(pixels * 4, threads=workers), "uint8": memcpy_ms(pixels, threads=workers)}
         keys = pipelines_for(dataset.name, pipelines)
         probe = (probes or {}).get(dataset.name)
-        values = probe_values(keys, probe, batch_size=batch_size, workers=workers, device=device,
+        values = probe_values([key for key in keys if not PIPELINES[key].limit], probe, batch_size=batch_size, workers=workers, device=device,
                               progress=progress) if probe is not None else {}
         checks: Dict[str, Dict[str, object]] = {}
         builders = {key: (lambda key=key: build_loader(key, dataset, batch_size=batch_size, workers=workers,
@@ -211,7 +218,9 @@ def run_e2e(datasets: List[BenchDataset], *, pipelines: Sequence[str], batch_siz
         timings = time_interleaved(builders, runs=runs, min_run_s=min_run_s, device=device,
                                    on_first_batch=_checker(dataset, batch_size, checks, device), progress=progress,
                                    label=dataset.name)
-        ffmix_rate = timings["ffmix"].items_per_s if "ffmix" in timings else float("nan")
+        # rates are shown against ffmix's float row, or its uint8 row where only that ran (--pipelines)
+        reference = next((key for key in ("ffmix", "ffmix_uint8") if key in timings), None)
+        ffmix_rate = timings[reference].items_per_s if reference else float("nan")
         base = {"section": "e2e", "dataset": dataset.name, "dataset_title": dataset.describe(),
                 "batch_size": batch_size, "workers": workers, "device": str(device)}
         for kind, ms in copy_ms.items():
@@ -227,7 +236,8 @@ def run_e2e(datasets: List[BenchDataset], *, pipelines: Sequence[str], batch_siz
             rows.append({**base, "pipeline": key, "label": pipeline.label, **timing.as_dict(),
                          "vs_ffmix": timing.items_per_s / ffmix_rate,
                          "x_memcpy": timing.ms_per_batch / copy_ms[output], "output": output,
-                         "check": _merge(contract, values.get(key) if probe is not None else None),
+                         "check": contract if pipeline.limit else _merge(contract, values.get(key)
+                                                                          if probe is not None else None),
                          "note": pipeline.note})
     return rows
 
@@ -285,4 +295,7 @@ def scaling_steps(worker_counts, batch_sizes, runs, grid_pipelines=GRID_PIPELINE
 
 
 def e2e_steps(dataset_names: Sequence[str], pipelines: Sequence[str], runs: int, probes: bool = False) -> int:
-    return sum((2 if probes else 1) * len(pipelines_for(name, pipelines)) + runs for name in dataset_names)
+    def rows(name):
+        keys = pipelines_for(name, pipelines)
+        return len(keys) + (sum(not PIPELINES[key].limit for key in keys) if probes else 0)
+    return sum(rows(name) + runs for name in dataset_names)

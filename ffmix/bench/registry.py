@@ -8,7 +8,9 @@ builder, when no builder below fits).
 
 Every pipeline gets the same recipe (``MIXUP_ALPHA`` ... ``LABEL_SMOOTHING``) and delivers ``(images (N, C, H,
 W), float32 soft targets (N, num_classes))``; the images are float32 normalised with
-``ffmix.normalization``'s statistics, or raw uint8 for the records whose ``output`` says so.
+``ffmix.normalization``'s statistics, or raw uint8 for the records whose ``output`` says so. The one exception
+is a limit (``limit=True``: the photo sets' full-size decode-only bound), timed beside the loaders but delivering
+only what it decoded.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, Optional, Sequence
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:   # only for the annotations: building a loader imports what it needs when it runs
@@ -24,7 +27,7 @@ if TYPE_CHECKING:   # only for the annotations: building a loader imports what i
 
 MIXUP_ALPHA, CUTMIX_ALPHA, SWITCH_PROB, LABEL_SMOOTHING = 0.8, 1.0, 0.5, 0.0  # every path gets the same
 OUTPUTS = ("float32", "uint8")
-FAMILIES = ("ffmix", "ffcv", "timm", "other")   # the plot's colour families
+FAMILIES = ("ffmix", "ffcv", "timm", "other", "limit")   # the plot's colour families
 
 # Builders take (dataset, batch_size=, workers=, device=, indices=, seed=) and return an iterable with len()
 # (one epoch per iter()) of (images, targets) batches.
@@ -38,7 +41,9 @@ class Pipeline:
     ``output``: the dtype of the delivered images, ``gpu_output`` where it differs when batches are delivered
     to a GPU (timm's PrefetchLoader normalises there). ``datasets``: the dataset names it runs on, ``None`` for
     all of them (the extra rows tell something on some datasets only; elsewhere they would only add
-    minutes). ``requires``: a package without which the row is skipped and said so.
+    minutes). ``requires``: a package without which the row is skipped and said so. ``limit``: not a loader but
+    a bound the loaders are measured against: it delivers no images, so its batches are checked by its own rule
+    (``decode_limit.check_sizes``) and it has no probe check.
     """
 
     key: str
@@ -50,7 +55,9 @@ class Pipeline:
     note: str = ""
     requires: Optional[str] = None
     gpu_output: Optional[str] = None
-    family: str = "other"        # the plot's colour family: ffmix, ffcv, timm or other
+    family: str = "other"        # the plot's colour family: ffmix, ffcv, timm, other or limit
+    limit: bool = False
+    install: Optional[str] = None   # how to get ``requires`` where the bench extra does not bring it
 
     def __post_init__(self):
         for dtype in (self.output, self.gpu_output or self.output):
@@ -67,8 +74,17 @@ class Pipeline:
         """Whether this pipeline has a row on ``dataset_name`` (a probe twin counts as its dataset)."""
         return self.datasets is None or dataset_name.replace("-probe", "") in self.datasets
 
+    @property
+    def install_hint(self) -> str:
+        return self.install or f"pip install {self.requires}, or ffmix's bench extra"
+
     def available(self) -> bool:
-        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+        if self.requires is None:
+            return True
+        try:   # a dotted name (nvidia.dali) whose parent package is missing raises instead of giving None
+            return importlib.util.find_spec(self.requires) is not None
+        except ImportError:
+            return False
 
 
 # --------------------------------------------------------------------------------------------- builders
@@ -79,13 +95,14 @@ def _subset(source, indices: Optional[Sequence[int]]):
     return source if indices is None else Subset(source, list(indices))
 
 
-def _float_samples(dataset: "BenchDataset", indices):
-    """Normalised float32 (C, H, W) samples: the arrays, or the JPEG files decoded by Pillow and cropped."""
+def _float_samples(dataset: "BenchDataset", indices, flip: bool = False):
+    """Normalised float32 (C, H, W) samples: the arrays, or the JPEG files decoded by Pillow and cropped
+    (and flipped with chance 1/2 with ``flip``)."""
     from .alternatives import ArrayImages, JpegFiles
 
     if dataset.images is not None:
         return _subset(ArrayImages(dataset.images, dataset.labels, dataset.channels), indices)
-    return _subset(JpegFiles(dataset.files, dataset.labels, dataset.spec.crop), indices)
+    return _subset(JpegFiles(dataset.files, dataset.labels, dataset.spec.crop, flip=flip), indices)
 
 
 def _uint8_samples(dataset: "BenchDataset", indices):
@@ -98,13 +115,13 @@ def _uint8_samples(dataset: "BenchDataset", indices):
 
 
 def build_dataloader(dataset: "BenchDataset", *, collate: str, batch_size: int, workers: int,
-                     device: torch.device, indices=None, seed: int = 0):
+                     device: torch.device, indices=None, seed: int = 0, flip: bool = False):
     """PyTorch DataLoader over float samples, mixing in the collate_fn: ``collate`` "torch" (the tutorial's
-    torch functions) or "torchvision" (torchvision v2's MixUp/CutMix)."""
+    torch functions) or "torchvision" (torchvision v2's MixUp/CutMix); ``flip``: JPEG samples flipped too."""
     from .alternatives import MixingCollate, TorchvisionCollate, dataloader
 
     mixer = {"torch": MixingCollate, "torchvision": TorchvisionCollate}[collate]
-    return dataloader(_float_samples(dataset, indices), batch_size=batch_size, workers=workers,
+    return dataloader(_float_samples(dataset, indices, flip), batch_size=batch_size, workers=workers,
                       collate=mixer(dataset.num_classes, MIXUP_ALPHA, CUTMIX_ALPHA), device=device, seed=seed)
 
 
@@ -162,10 +179,34 @@ def build_decoder(dataset: "BenchDataset", *, decoder: str, batch_size: int, wor
                           num_classes=dataset.num_classes, device=device, seed=seed, indices=indices)
 
 
+def build_decode_limit(dataset: "BenchDataset", *, batch_size: int, workers: int, device: torch.device,
+                       indices=None, seed: int = 0):
+    """The decode-only limit over the dataset's JPEG files (``decode_limit.py``): full-size decodes, nothing else."""
+    from .decode_limit import DecodeLimit
+
+    files, labels = dataset.files, dataset.labels
+    if indices is not None:
+        files, labels = [files[i] for i in indices], labels[np.asarray(indices)]
+    return DecodeLimit(files, labels, batch_size=batch_size, workers=workers, seed=seed)
+
+
+def build_dali(dataset: "BenchDataset", *, batch_size: int, workers: int, device: torch.device, indices=None,
+               seed: int = 0):
+    """NVIDIA DALI's CPU decode + random crop + resize pipeline over the dataset's JPEG files (``dali_peer.py``)."""
+    from .dali_peer import DaliLoader
+
+    files, labels = dataset.files, dataset.labels
+    if indices is not None:
+        files, labels = [files[i] for i in indices], labels[np.asarray(indices)]
+    return DaliLoader(files, labels, num_classes=dataset.num_classes, crop=dataset.spec.crop,
+                      batch_size=batch_size, workers=workers, seed=seed)
+
+
 # ---------------------------------------------------------------------------------------------- the table
 
 SMALL_RAW = frozenset({"rgb32", "fmnist"})   # the raw sets where the extra uint8 rows tell something
 JPEG = frozenset({"jpeg224", "photos", "photos160"})   # where decoding is the work
+PHOTOS = frozenset({"photos", "photos160"})            # issue 19's set: the uint8 rows, the limit, the peers
 
 _ENTRIES = (
     Pipeline("dl_collate", "PyTorch DataLoader + collate_fn (torch MixUp/CutMix)",
@@ -187,10 +228,10 @@ _ENTRIES = (
              partial(build_ffmix, mixup_alpha=0.0, cutmix_alpha=0.0, raw=False), mixed=False, family="ffmix"),
     Pipeline("ffmix_uint8", "ffmix make_loader, MixUp+CutMix, uint8 not normalised",
              partial(build_ffmix, mixup_alpha=MIXUP_ALPHA, cutmix_alpha=CUTMIX_ALPHA, raw=True), output="uint8",
-             datasets=SMALL_RAW, family="ffmix"),
+             datasets=SMALL_RAW | PHOTOS, family="ffmix"),
     Pipeline("ffmix_uint8_off", "ffmix make_loader, mixing off, uint8 not normalised",
              partial(build_ffmix, mixup_alpha=0.0, cutmix_alpha=0.0, raw=True), output="uint8", mixed=False,
-             datasets=SMALL_RAW, family="ffmix"),
+             datasets=SMALL_RAW | PHOTOS, family="ffmix"),
     Pipeline("timm_fast_collate", "timm FastCollateMixup in a DataLoader (uint8; on a GPU + PrefetchLoader)",
              partial(build_timm, kind="fast_collate"), output="uint8", gpu_output="float32", requires="timm",
              family="timm"),
@@ -204,6 +245,19 @@ _ENTRIES = (
              partial(build_decoder, decoder="ffcv"), output="uint8", mixed=False, datasets=JPEG, family="ffcv"),
     Pipeline("ffmix_decode", "ffmix RandomResizedCropDecoder alone, uint8 (seeded crops)",
              partial(build_decoder, decoder="ffmix"), output="uint8", mixed=False, datasets=JPEG, family="ffmix"),
+    Pipeline("dl_recipe", "PyTorch DataLoader: PIL + torchvision v2 RandomResizedCrop + flip, v2 MixUp/CutMix "
+             "in the collate_fn (float)", partial(build_dataloader, collate="torchvision", flip=True),
+             datasets=PHOTOS,
+             note="torchvision's ImageNet training recipe; the flip is the one step ffmix's rows here do not take"),
+    Pipeline("dali_decode", "NVIDIA DALI CPU: decoders.image_random_crop + resize, uint8 (no mixing)", build_dali,
+             output="uint8", mixed=False, datasets=PHOTOS, requires="nvidia.dali",
+             install="pip install nvidia-dali-cuda130, or ffmix's dali extra; runs on the CPU without a GPU",
+             note="DALI has no MixUp/CutMix operator: decode (of the crop's region only), crop and resize, "
+                  "unmixed; device_id=None (CPU only)"),
+    Pipeline("decode_limit", "limit: full-size JPEG decode only, same files and threads (libjpeg-turbo via "
+             "OpenCV; no crop, resize or mixing; not a loader)", build_decode_limit, output="uint8", mixed=False,
+             datasets=PHOTOS, family="limit", limit=True,
+             note="a bound, not a loader: a row above it decodes less than every pixel of every file"),
 )
 PIPELINES: Dict[str, Pipeline] = {entry.key: entry for entry in _ENTRIES}
 assert len(PIPELINES) == len(_ENTRIES), "pipeline keys must be unique"

@@ -49,7 +49,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
 def check_text(row: dict) -> str:
     check = row.get("check") or {}
     if check.get("ok", True):
-        return "ok, values checked" if check.get("values") == "checked" else "ok"
+        values = check.get("values")
+        return "ok" if values in (None, "not checked") else "ok, values checked" if values == "checked" else \
+            f"ok, {values}"
     return "FAIL: " + "; ".join(check.get("problems", []))
 
 
@@ -182,6 +184,12 @@ def targets_text(targets: List[dict]) -> str:
     return f"Targets{quick}\n" + table(["target", "measured", "needed", ""], body, "lrrl")
 
 
+def not_measured_text(absent: List[dict]) -> str:
+    """The targets a run could not evaluate (a row missing: an optional peer not installed, or left out)."""
+    body = [[t["target"], "not measured", t["why"]] for t in absent]
+    return "Targets not measured (neither met nor missed)\n" + table(["target", "", "why"], body, "lll")
+
+
 def render(report: dict) -> str:
     parts = [header_text(report["machine"], report["config"], report.get("command"))]
     for name, line in report.get("datasets", {}).items():
@@ -196,6 +204,8 @@ def render(report: dict) -> str:
         parts.append(f"{name}: skipped ({why})")
     if report.get("targets"):
         parts.append(targets_text(report["targets"]))
+    if report.get("targets_not_measured"):
+        parts.append(not_measured_text(report["targets_not_measured"]))
     laps = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("section_seconds", {}).items())
     parts.append(f"total {report['seconds']:.0f} s" + (f" ({laps})" if laps else ""))
     return "\n\n".join(parts)

@@ -190,6 +190,48 @@ def _collate_steps(plan: Plan) -> int:
     return collate.collate_steps(plan.runs)
 
 
+def _photos_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("skimage") is not None
+
+
+def _recipe_datasets(plan: Plan) -> Sequence[str]:
+    from .recipe import DATASET
+
+    return (DATASET,) if _photos_installed() and plan.device.type == "cpu" else ()
+
+
+def _run_recipe(plan: Plan, progress) -> Optional[List[dict]]:
+    from . import recipe
+
+    if plan.device.type != "cpu":
+        plan.skipped["recipe"] = "ffmix erases on the CPU float path only; run it without --device"
+        return None
+    if not _photos_installed():
+        plan.skipped["recipe"] = "the photo set needs scikit-image (pip install scikit-image, or ffmix's bench extra)"
+        return None
+    for key, pipeline in recipe.PIPELINES.items():
+        if not pipeline.available():
+            plan.skipped[f"recipe {key}"] = f"{pipeline.requires} is not installed ({pipeline.install_hint})"
+    dataset = plan.datasets[recipe.DATASET]
+    return recipe.run_recipe(dataset, batch_size=plan.batch_size_for(dataset.spec), workers=plan.workers,
+                             runs=plan.runs, min_run_s=plan.settings["min_run_s"], device=plan.device,
+                             progress=progress)
+
+
+def _recipe_steps(plan: Plan) -> int:
+    from . import recipe
+
+    return recipe.recipe_steps(plan.runs) if _recipe_datasets(plan) else 0
+
+
+def _recipe_text(rows: List[dict]) -> str:
+    from .recipe import recipe_text
+
+    return recipe_text(rows)
+
+
 SECTIONS = (
     Section("ops", run=_run_ops, steps=_ops_steps, text=report.ops_text),
     Section("augment_ops", run=_run_augment_ops, steps=_augment_ops_steps, text=_augment_ops_text),
@@ -199,5 +241,6 @@ SECTIONS = (
     Section("startup", run=_run_startup, steps=_startup_steps, text=report.startup_text,
             datasets=lambda plan: ("rgb32",)),
     Section("collate", run=_run_collate, steps=_collate_steps, text=report.collate_text),
+    Section("recipe", run=_run_recipe, steps=_recipe_steps, text=_recipe_text, datasets=_recipe_datasets),
 )
 NAMES = tuple(section.name for section in SECTIONS)
