@@ -35,6 +35,7 @@ _SHARP_EDGE, _SHARP_CENTRE = np.float32(1.0 / 13.0), np.float32(5.0 / 13.0)
 _F255 = np.float32(255.0)
 _F0 = np.float32(0.0)
 _ONE, _TWO = np.uint64(1), np.uint64(2)   # unsigned offsets of a pixel's green and blue bytes
+_THREE, _SIX = np.uint64(3), np.uint64(6)   # of the next pixel and the one after
 
 
 @njit(cache=True, inline="always")
@@ -392,30 +393,28 @@ def sharpness(src, dst, factor):
         row = y * row_bytes
         _copy_bytes(flat_in, row, flat_out, row, 3)
         _copy_bytes(flat_in, row + row_bytes - 3, flat_out, row + row_bytes - 3, 3)
-        # the row's interior values as one flat loop; each neighbour a view shifted by a whole pixel (3 values),
-        # indexed by the bare loop counter (it vectorises)
+        # the row's interior values as one flat loop over three row views (above, this, below), neighbours at
+        # unsigned offsets 0, 3, 6 from the counter: few enough base pointers for LLVM's overlap checks, so it
+        # vectorises
         count = row_bytes - 6
-        up, middle, down = row - row_bytes, row, row + row_bytes
-        up_left, up_centre, up_right = (flat_in[up:up + count], flat_in[up + 3:up + 3 + count],
-                                        flat_in[up + 6:up + 6 + count])
-        left, pixels, right = (flat_in[middle:middle + count], flat_in[middle + 3:middle + 3 + count],
-                               flat_in[middle + 6:middle + 6 + count])
-        down_left, down_centre, down_right = (flat_in[down:down + count], flat_in[down + 3:down + 3 + count],
-                                              flat_in[down + 6:down + 6 + count])
-        out = flat_out[middle + 3:middle + 3 + count]
+        above = flat_in[row - row_bytes:row]
+        middle = flat_in[row:row + row_bytes]
+        below = flat_in[row + row_bytes:row + 2 * row_bytes]
+        out = flat_out[row + 3:row + 3 + count]
         for k in range(count):
+            left, centre_at, right = _at(k), _at(k) + _THREE, _at(k) + _SIX
             # the nine products added row by row, left to right: the order the exactness tests pin
-            total = edge * np.float32(up_left[k])
-            total = total + edge * np.float32(up_centre[k])
-            total = total + edge * np.float32(up_right[k])
-            total = total + edge * np.float32(left[k])
-            total = total + centre * np.float32(pixels[k])
-            total = total + edge * np.float32(right[k])
-            total = total + edge * np.float32(down_left[k])
-            total = total + edge * np.float32(down_centre[k])
-            total = total + edge * np.float32(down_right[k])
+            total = edge * np.float32(above[left])
+            total = total + edge * np.float32(above[centre_at])
+            total = total + edge * np.float32(above[right])
+            total = total + edge * np.float32(middle[left])
+            total = total + centre * np.float32(middle[centre_at])
+            total = total + edge * np.float32(middle[right])
+            total = total + edge * np.float32(below[left])
+            total = total + edge * np.float32(below[centre_at])
+            total = total + edge * np.float32(below[right])
             blurred = np.rint(total)
-            pixel = np.float32(pixels[k])
+            pixel = np.float32(middle[centre_at])
             out[k] = _to_uint8(_fma(alpha, blurred - pixel, pixel))
 
 
