@@ -134,3 +134,23 @@ def test_batch_op_is_the_same_whichever_buffer_ends_a_sample():
             apply_op(expected, following, op, magnitude, False)
             expected = following
         np.testing.assert_array_equal(out[i], expected, err_msg=f"sample {i}: ops {list(ops)}")
+
+
+def test_sharpness_integer_smoothing_is_the_float32_sum_rounded():
+    """``_smoothed_level`` (integers) against torchvision's arithmetic (nine float32 products of 1/13 and 5/13
+    added in turn, rounded half to even) on two million random neighbourhoods, the all-0 and all-255 ones, and
+    those whose true value is nearest a half level (sum = 13 n + 6 or 13 n + 7)."""
+    from ffmix.ops.auto_augment_kernels import _smoothed_level
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 256, (2_000_000, 9))
+    values[0], values[1] = 0, 255
+    centre_at = 4
+    weighted = values.sum(axis=1) + 4 * values[:, centre_at]
+    assert np.isin(weighted % 13, (6, 7)).sum() > 200_000
+    edge, centre = np.float32(1.0 / 13.0), np.float32(5.0 / 13.0)
+    total = edge * values[:, 0].astype(np.float32)
+    for position in range(1, 9):
+        weight = centre if position == centre_at else edge
+        total = total + weight * values[:, position].astype(np.float32)
+    np.testing.assert_array_equal(_smoothed_level(weighted), np.rint(total).astype(np.int64))

@@ -31,7 +31,6 @@ OP_NAMES = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"
             "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
 
 _GRAY_R, _GRAY_G, _GRAY_B = np.float32(0.2989), np.float32(0.587), np.float32(0.114)
-_SHARP_EDGE, _SHARP_CENTRE = np.float32(1.0 / 13.0), np.float32(5.0 / 13.0)
 _F255 = np.float32(255.0)
 _F0 = np.float32(0.0)
 _ONE, _TWO = np.uint64(1), np.uint64(2)   # unsigned offsets of a pixel's green and blue bytes
@@ -375,6 +374,19 @@ def contrast_lut(src, factor, gray):
     return lut
 
 
+@njit(cache=True, inline="always")
+def _smoothed_level(weighted):
+    """torchvision's ``round(conv)`` of the 3x3 smoothing (float32 products 1/13 and 5/13, added in turn, then
+    rounded half to even), from the exact integer sum ``weighted`` = 8 neighbours + 5 x centre (0..3315).
+
+    Exact in integers: the true value weighted / 13 is never within 1/26 of a half level (its fraction is a
+    multiple of 1/13), and torch's float32 steps stay within 3e-4 of it (17 roundings below 2**-16 each, the
+    constants within 2**-24), so both round to the same level: ``floor(weighted / 13 + 1/2)``. The test suite
+    checks this against the float32 sequence on millions of neighbourhoods, those nearest a half level included.
+    """
+    return (2 * weighted + 13) // 26
+
+
 @njit(cache=True)
 def sharpness(src, dst, factor):
     """``adjust_sharpness``: blend the interior with a 3x3 smoothing (1s around a 5, over 13), rounded to
@@ -384,7 +396,6 @@ def sharpness(src, dst, factor):
         copy_image(src, dst)
         return
     alpha = np.float32(1.0 - factor)
-    edge, centre = _SHARP_EDGE, _SHARP_CENTRE
     flat_in, flat_out = _flat(src), _flat(dst)
     row_bytes = width * 3
     _copy_bytes(flat_in, 0, flat_out, 0, row_bytes)
@@ -394,8 +405,7 @@ def sharpness(src, dst, factor):
         _copy_bytes(flat_in, row, flat_out, row, 3)
         _copy_bytes(flat_in, row + row_bytes - 3, flat_out, row + row_bytes - 3, 3)
         # the row's interior values as one flat loop over three row views (above, this, below), neighbours at
-        # unsigned offsets 0, 3, 6 from the counter: few enough base pointers for LLVM's overlap checks, so it
-        # vectorises
+        # unsigned offsets 0, 3, 6 from the counter: few base pointers, no wrapped indices, so it vectorises
         count = row_bytes - 6
         above = flat_in[row - row_bytes:row]
         middle = flat_in[row:row + row_bytes]
@@ -403,17 +413,10 @@ def sharpness(src, dst, factor):
         out = flat_out[row + 3:row + 3 + count]
         for k in range(count):
             left, centre_at, right = _at(k), _at(k) + _THREE, _at(k) + _SIX
-            # the nine products added row by row, left to right: the order the exactness tests pin
-            total = edge * np.float32(above[left])
-            total = total + edge * np.float32(above[centre_at])
-            total = total + edge * np.float32(above[right])
-            total = total + edge * np.float32(middle[left])
-            total = total + centre * np.float32(middle[centre_at])
-            total = total + edge * np.float32(middle[right])
-            total = total + edge * np.float32(below[left])
-            total = total + edge * np.float32(below[centre_at])
-            total = total + edge * np.float32(below[right])
-            blurred = np.rint(total)
+            neighbours = (np.int32(above[left]) + np.int32(above[centre_at]) + np.int32(above[right])
+                          + np.int32(middle[left]) + np.int32(middle[right])
+                          + np.int32(below[left]) + np.int32(below[centre_at]) + np.int32(below[right]))
+            blurred = np.float32(_smoothed_level(neighbours + np.int32(5) * np.int32(middle[centre_at])))
             pixel = np.float32(middle[centre_at])
             out[k] = _to_uint8(_fma(alpha, blurred - pixel, pixel))
 
