@@ -1,9 +1,14 @@
-"""The pixel arithmetic of RandAugment's and TrivialAugmentWide's 14 operations, one uint8 (H, W, C) image at a
+"""The pixel arithmetic of RandAugment's and TrivialAugmentWide's 14 operations, one uint8 (H, W, 3) image at a
 time, as torchvision's ``transforms.v2.functional`` computes them on uint8 tensors.
 
 Every op takes its magnitude (already signed) as an argument: no randomness here (``auto_augment_draws.py``
-draws it), so each op is a pure function checked against ``auto_augment_reference.py`` (NumPy, same arithmetic)
-and against torchvision itself (``tests/test_auto_augment.py``).
+draws it), so each op is a pure function checked against torchvision itself (``tests/test_auto_augment.py``)
+and against ``auto_augment_reference.py``'s NumPy model of the geometric ops (``tests/test_auto_augment_kernels.py``).
+
+How they are fast without changing a pixel (``docs/auto_augment.md``, "Speed"): the pointwise colour ops evaluate
+torchvision's float32 arithmetic once per level into a 256-entry table and look bytes up; the warps form their
+column products once per image and their source offsets once per row, and a translation copies whole runs;
+Sharpness's 3x3 smoothing is an exact integer sum; every loop runs over flat bytes with a literal stride of 3.
 
 Why float32 step by step? torchvision computes these ops on float32 tensors and *truncates* back to uint8
 (``.to(torch.uint8)``), so a one-ulp difference in a product can move a pixel by 1. The kernels repeat its
