@@ -39,7 +39,7 @@ _GRAY_R, _GRAY_G, _GRAY_B = np.float32(0.2989), np.float32(0.587), np.float32(0.
 _F255 = np.float32(255.0)
 _F0 = np.float32(0.0)
 _ONE, _TWO = np.uint64(1), np.uint64(2)   # unsigned offsets of a pixel's green and blue bytes
-_THREE, _SIX = np.uint64(3), np.uint64(6)   # of the next pixel and the one after
+_THREE, _FOUR, _FIVE, _SIX = np.uint64(3), np.uint64(4), np.uint64(5), np.uint64(6)   # the next pixel's, and so on
 
 
 @njit(cache=True, inline="always")
@@ -470,19 +470,40 @@ def auto_contrast_luts(src):
 
 
 @njit(cache=True)
+def _channel_histograms(flat_in):
+    """int64 (3, 256) counts of each level per channel of the flat RGB bytes. Even and odd pixels count into
+    separate tables, added at the end: in smooth images neighbouring pixels share levels, and one table would
+    make each increment wait for the previous one to the same counter (twice as fast on photographs)."""
+    parts = np.zeros((6, 256), np.int64)
+    red, green, blue, red_odd, green_odd, blue_odd = parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+    for pair in range(flat_in.size // 6):
+        k = _at(6 * pair)
+        red[flat_in[k]] += 1
+        green[flat_in[k + _ONE]] += 1
+        blue[flat_in[k + _TWO]] += 1
+        red_odd[flat_in[k + _THREE]] += 1
+        green_odd[flat_in[k + _FOUR]] += 1
+        blue_odd[flat_in[k + _FIVE]] += 1
+    if flat_in.size % 6:   # an odd pixel count: the last pixel
+        k = _at(flat_in.size - 3)
+        red[flat_in[k]] += 1
+        green[flat_in[k + _ONE]] += 1
+        blue[flat_in[k + _TWO]] += 1
+    histograms = np.empty((3, 256), np.int64)
+    for ch in range(3):
+        for level in range(256):
+            histograms[ch, level] = parts[ch, level] + parts[ch + 3, level]
+    return histograms
+
+
+@njit(cache=True)
 def equalize_luts(src):
     """Per channel, PIL's histogram equalisation as torchvision computes it: ``step`` = the pixels not at the
     channel's top level // 255; ``lut[k] = min((cum[k - 1] + step // 2) // step, 255)``; ``step == 0`` keeps
     the channel."""
     flat_in = _flat(src)
     pixels = flat_in.size // 3
-    histograms = np.zeros((3, 256), np.int64)
-    red, green, blue = histograms[0], histograms[1], histograms[2]
-    for pixel in range(flat_in.size // 3):
-        k = _at(3 * pixel)
-        red[flat_in[k]] += 1
-        green[flat_in[k + _ONE]] += 1
-        blue[flat_in[k + _TWO]] += 1
+    histograms = _channel_histograms(flat_in)
     luts = np.empty((3, 256), np.uint8)
     for ch in range(3):
         histogram = histograms[ch]
