@@ -4,7 +4,9 @@ on many images, the per-sample draws, and the batch operation against its refere
 Agreement with ``torchvision.transforms.v2.functional`` (uint8 tensors, CPU): every op is pixel-exact here.
 ``PINNED`` holds, per op, the largest difference and share of differing pixels allowed; a change that makes an
 op worse fails. Why the geometric and colour ops can be exact and where that could break (no FMA on the
-CPU torch runs on, images over 256 x 256 for Contrast's mean): ``docs/auto_augment.md``.
+CPU torch runs on, images over 256 x 256 for Contrast's mean): ``docs/auto_augment.md``. On a CPU whose BLAS
+forms torch's sampling grid differently (seen on an AVX-512 Xeon) torchvision's own ShearX/ShearY move a few
+pixels and those two cases fail; ``test_auto_augment_kernels.py`` pins the kernels on any CPU.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ batch in memory: ffmix's kernel over the batch against torchvision's ``transform
 torchvision runs per image, as it does inside a DataLoader's dataset (``tv/image``); for the single ops it also
 runs once on the whole batch (``tv/batch``: its best case, which RandAugment cannot use since every image
 draws its own op). Every op's output is checked value for value against torchvision's before timing (the
-magnitude is bin 9 of torchvision's 31, positive).
+magnitude is bin 9 of torchvision's 31, positive). What RandAugment costs a whole loader: ``augment_cost.py``.
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ argument     what it points at                                owner
 ===========  ===============================================  =============================================
 images_at    the decoded batch, augmented in place            FFCV's preallocated buffers (the output of
                                                               the operation before this one)
-scratch_at   one uint8 (H, W, C) copy per sample, the source  FFCV's preallocated buffers (this op's
-             of each op                                       ``AllocationQuery``)
+scratch_at   one uint8 (H, W, C) image per sample, where      FFCV's preallocated buffers (this op's
+             ops that read neighbours write                   ``AllocationQuery``)
 indices_at   the batch's sample indices as uint64             FFCV's preallocated buffers (index scratch),
                                                               filled by the closure
 control_at   the epoch (``control.ControlBlock``)             the ``ControlBlock`` passed in, held by the op
@@ -46,7 +46,7 @@ from ..errors import FfmixError
 from .augment import sample_key
 from .auto_augment_draws import (AUTO_AUGMENT_STREAM, RAND_AUGMENT, TRIVIAL_AUGMENT, draw_sample_ops,
                                  signed_magnitude)
-from .auto_augment_kernels import IDENTITY, POINTWISE, apply_op
+from .auto_augment_kernels import IDENTITY, POINTWISE, apply_op, copy_image
 from .batch import copy_indices, index_scratch
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .settings import AUGMENT_SETTINGS, entry_point, make_record, named_fields, read_augment_settings
@@ -57,7 +57,7 @@ def augment_images(images, scratch, indices, epoch, settings):
     ``scratch`` (same shape) is overwritten. NumPy reference: ``auto_augment_reference.augment_reference``.
 
     Sample ``i`` draws its ops from the stream of (seed, epoch, indices[i]) and applies them in order, each to
-    the previous result (pointwise ops in place, the others from a scratch copy)."""
+    the previous result (pointwise ops in place, the others into the sample's scratch image and back)."""
     n, height, width, _ = images.shape
     # Every field read by name here, outside the loop: Numba cannot hand a record to a prange body.
     seed, policy, num_ops = settings.seed, settings.policy, settings.num_ops
@@ -68,16 +68,23 @@ def augment_images(images, scratch, indices, epoch, settings):
         ops, bins, negated = draw_sample_ops(key, policy=policy, num_ops=num_ops, magnitude_bin=magnitude_bin,
                                              num_bins=num_bins, apply_prob=apply_prob, magnitude_std=magnitude_std,
                                              max_bin=max_bin)
+        # The latest result lives in ``current``; ops that read neighbours (geometric, Sharpness) write the
+        # other buffer and the two swap, so no op pays a copy and a sample pays at most one, at the end.
+        current, other = images[i], scratch[i]
+        in_scratch = False
         for slot in range(num_ops):
             op = ops[slot]
             if op == IDENTITY:
                 continue
             magnitude = signed_magnitude(policy, op, bins[slot], num_bins, negated[slot], height, width)
             if op in POINTWISE:
-                apply_op(images[i], images[i], op, magnitude, gray)
-            else:   # geometric ops and Sharpness read neighbours: from a copy
-                scratch[i, :, :, :] = images[i]
-                apply_op(scratch[i], images[i], op, magnitude, gray)
+                apply_op(current, current, op, magnitude, gray)
+            else:
+                apply_op(current, other, op, magnitude, gray)
+                current, other = other, current
+                in_scratch = not in_scratch
+        if in_scratch:
+            copy_image(scratch[i], images[i])
     return images
 
 

@@ -4,6 +4,11 @@
 ``TrivialAugmentWide`` do for each op name and (signed) magnitude: nearest interpolation, fill 0 (``fill=None``:
 ``grid_sample``'s zero padding), shears about the top-left corner. ``augment_reference`` strings the draws and
 ops of a batch together, for comparison with the FFCV operation's output.
+
+``geometric_reference`` is the geometric ops' arithmetic in NumPy, without torch: torchvision's matrix and float32
+sampling grid, each product and sum rounded on its own. torch forms that grid with a batched matrix product
+(``bmm``), whose summation the BLAS it runs on may fuse or reorder, so on some CPUs torchvision itself moves a
+few pixels; this reference pins the kernels' arithmetic on any CPU.
 """
 from __future__ import annotations
 
@@ -50,6 +55,42 @@ def tv_apply(images: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
     if name == "Equalize":
         return F.equalize(images)
     raise ValueError(f"unknown op {name!r}")
+
+
+def geometric_reference(image: np.ndarray, name: str, magnitude: float) -> np.ndarray:
+    """NumPy model of torchvision's nearest-neighbour ``affine`` / ``rotate`` (as ``tv_apply`` calls them) on
+    uint8 (H, W, C) ``image``: the inverse matrix from torchvision's own builder, the centred pixel coordinates
+    times the matrix over half the size in float32 (``x * r00 + y * r10``, then ``+ r20``), ``grid_sample``'s
+    ``(g + 1) * size / 2 - 0.5`` rounded half to even, 0 outside; ``rotate``'s ``rot90`` fast paths."""
+    from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
+
+    height, width = image.shape[:2]
+    if name == "Rotate":
+        angle = magnitude % 360
+        turns = {0: 0, 180: 2} if height != width else {0: 0, 90: 1, 180: 2, 270: 3}
+        if angle in turns:
+            return np.ascontiguousarray(np.rot90(image, turns[angle], axes=(0, 1)))
+        matrix = _get_inverse_affine_matrix([0.0, 0.0], -angle, [0.0, 0.0], 1.0, [0.0, 0.0])
+    elif name in ("ShearX", "ShearY"):
+        shear = math.degrees(math.atan(magnitude))
+        matrix = _get_inverse_affine_matrix([-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0,
+                                            [shear, 0.0] if name == "ShearX" else [0.0, shear])
+    else:
+        shift = float(int(magnitude))
+        matrix = _get_inverse_affine_matrix([0.0, 0.0], 0.0, [shift, 0.0] if name == "TranslateX" else [0.0, shift],
+                                            1.0, [0.0, 0.0])
+    half_w, half_h = np.float32(0.5 * width), np.float32(0.5 * height)
+    r00, r10, r20 = (np.float32(value) / half_w for value in matrix[0:3])
+    r01, r11, r21 = (np.float32(value) / half_h for value in matrix[3:6])
+    xs = (np.arange(width) - (width - 1) * 0.5).astype(np.float32)[None, :]
+    ys = (np.arange(height) - (height - 1) * 0.5).astype(np.float32)[:, None]
+    one, half = np.float32(1.0), np.float32(0.5)
+    source_x = np.rint((((xs * r00) + (ys * r10)) + r20 + one) * half_w - half)
+    source_y = np.rint((((xs * r01) + (ys * r11)) + r21 + one) * half_h - half)
+    inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
+    out = np.zeros_like(image)
+    out[inside] = image[source_y[inside].astype(np.int64), source_x[inside].astype(np.int64)]
+    return out
 
 
 def draw_sample_ops(key: int, policy: int, num_ops: int, magnitude_bin: int, num_bins: int, apply_prob: float,
