@@ -169,7 +169,12 @@ def _blend_row_interleaved(out, own, other, own_factors, other_factors, shifts):
 @njit(cache=True, inline="always")
 def _mix_normalize_rgb(own, other, out, own_weight, y0, y1, x0, x1, scale, shift, channels_last):
     """One RGB sample: ``own``/``other`` uint8 (H, W, 3) (the sample and its partner), ``out`` float32
-    (3, H, W), or (H, W, 3) if ``channels_last``."""
+    (3, H, W), or (H, W, 3) if ``channels_last``.
+
+    Every inner loop runs from 0 over a whole row or a sliced span (a loop from a run-time start keeps
+    Numba's wrap-around check inside and does not vectorise): channels-last rows use per-element factors,
+    planar rows are blended whole, then the CutMix box is written over with the partner's pixels (measured
+    at 512 x 32 x 32: planar 1.3x, channels-last CutMix 2x faster than three spans per row)."""
     height, width, _ = own.shape
     own_rows, other_rows = own.reshape(height, width * 3), other.reshape(height, width * 3)
     if channels_last:
@@ -190,14 +195,12 @@ def _mix_normalize_rgb(own, other, out, own_weight, y0, y1, x0, x1, scale, shift
     paste_other = (scale[0], scale[1], scale[2])
     offsets = (shift[0], shift[1], shift[2])
     for y in range(height):
-        in_box = y0 <= y < y1 and x1 > x0
-        cut_from = x0 if in_box else width
-        cut_to = x1 if in_box else width
-        own_row, other_row = own_rows[y], other_rows[y]
-        red, green, blue = out[0, y], out[1, y], out[2, y]
-        _blend_span_planar(red, green, blue, own_row, other_row, 0, cut_from, own_scale, other_scale, offsets)
-        _blend_span_planar(red, green, blue, own_row, other_row, cut_from, cut_to, paste_own, paste_other, offsets)
-        _blend_span_planar(red, green, blue, own_row, other_row, cut_to, width, own_scale, other_scale, offsets)
+        _blend_span_planar(out[0, y], out[1, y], out[2, y], own_rows[y], other_rows[y], 0, width, own_scale,
+                           other_scale, offsets)
+    if y1 > y0 and x1 > x0:   # the box, pasted whole: 0 x own + scale x partner (the same floats as before)
+        for y in range(y0, y1):
+            _blend_span_planar(out[0, y, x0:x1], out[1, y, x0:x1], out[2, y, x0:x1], own_rows[y, 3 * x0:3 * x1],
+                               other_rows[y, 3 * x0:3 * x1], 0, x1 - x0, paste_own, paste_other, offsets)
 
 
 @njit(cache=True, inline="always")
