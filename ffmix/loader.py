@@ -349,9 +349,10 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
     The decoder is followed by the seeded flip (``hflip``) and auto-augmentation (``augment``, an FFCV op), then:
     - float on the CPU: the image op mixes, converts, normalises and lays out in one Numba pass (torch's
       permute + convert + normalise takes several passes: about 10x slower at 512 x 32 x 32 x 3);
-    - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy); images of
-      one size stored ``raw`` (all of them) without flips are mixed by the decoder as it copies them out of
-      the file (``MixingRawDecoder``: one pass over memory instead of two);
+    - uint8: mixed pixels, handed over as decoded (a channels-last (N, C, H, W) view, no copy);
+    - in both, images of one size stored ``raw`` (all of them) with nothing between decoder and mix (no flip,
+      no auto-augmentation) are mixed by the decoder as it reads them out of the file (``MixingRawDecoder``,
+      float or uint8: one pass over memory instead of two, and no uint8 batch in between for floats);
     - float on a GPU: uint8 crosses the bus (4x fewer bytes than float32), then converts there; ``erasing``
       then runs there too, after normalisation, from the batch's draw table (``_erase_draws_pipeline``).
     The returned step takes the images and the draw table (None without erasing on the device).
@@ -361,9 +362,13 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
         pipeline.append(RandomFlip(control=mixing.control, seed=mixing.seed))
     if augment is not None:
         pipeline.append(augment)
+    fuse_with_copy = raw and len(pipeline) == 1 and type(decoder) is SimpleRGBImageDecoder
     if fused_on_cpu(device, dtype):
         float_output = FloatOutput(mean=mean, std=std, channels=channels, channels_last=channels_last)
-        pipeline.append(mixing.image_op(float_output))
+        if fuse_with_copy:   # mixing on or off: the convert-and-normalise pass is needed either way
+            pipeline = [MixingRawDecoder(mixing, float_output)]
+        else:
+            pipeline.append(mixing.image_op(float_output))
         if erasing is not None:   # after mixing, on the normalised floats, as timm erases
             pipeline.append(erasing)
         pipeline.append(ToTensor())
@@ -374,7 +379,7 @@ def _image_path(decoder, mixing: Mixing, channels: int, device: torch.device, dt
             return images if dtype == torch.float32 else images.to(dtype)
         return pipeline, finish
 
-    if mixing.active and raw and len(pipeline) == 1 and type(decoder) is SimpleRGBImageDecoder:
+    if mixing.active and fuse_with_copy:
         pipeline = [MixingRawDecoder(mixing)]
     elif mixing.active:
         pipeline.append(mixing.image_op())

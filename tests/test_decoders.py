@@ -28,6 +28,7 @@ from ffmix.ops import augment, augment_reference as reference
 from ffmix.ops.decode_kernels import flip_images
 from ffmix.ops.decoders import (CenterCropDecoder, MixingRawDecoder, RandomFlip, RandomResizedCropDecoder)
 from ffmix.ops.kernels import mix_images
+from ffmix.ops.mixing import FloatOutput
 from ffmix.ops.params import draw_mix_params
 from ffmix.ops.rng import batch_key
 from ffmix.sources import open_source
@@ -364,6 +365,43 @@ def test_make_loader_mixes_raw_images_in_the_decoder_and_labels_agree(files, set
         np.testing.assert_allclose(white, targets[:, 1].double().numpy(), atol=1 / 255)
         mixed += int(((white > 0) & (white < 1)).sum())
     assert mixed > 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("settings", MIX_SETTINGS + [dict()], ids=["mixup", "cutmix-elem", "both-pair", "unmixed"])
+def test_mixing_raw_decoder_writes_the_float_op_s_floats_bit_for_bit(files, settings, channels_last):
+    mixing = Mixing(seed=3, image_size=(12, 20), **settings)
+    set_control(mixing, epoch=2)
+    output = FloatOutput(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), channels=3, channels_last=channels_last)
+    options = dict(order=OrderOption.RANDOM, seed=3, batch_size=7, epochs=2)
+    fused = ffcv_images(files["raw"], MixingRawDecoder(mixing, output), churn=True, **options)
+    separate = ffcv_images(files["raw"], SimpleRGBImageDecoder(), extra=[mixing.image_op(output)], **options)
+    for epoch in range(2):
+        assert fused[epoch].dtype == np.float32
+        np.testing.assert_array_equal(fused[epoch].view(np.uint32), separate[epoch].view(np.uint32))
+
+
+def test_mixing_raw_decoder_floats_keep_one_channel_and_follow_the_switch(files):
+    mixing = Mixing(mixup_alpha=1.0, seed=0, image_size=(12, 20))
+    output = FloatOutput(mean=(0.5,), std=(0.25,), channels=1)
+    for enabled in (True, False):
+        set_control(mixing, enabled=enabled)
+        fused = ffcv_images(files["raw"], MixingRawDecoder(mixing, output))
+        separate = ffcv_images(files["raw"], SimpleRGBImageDecoder(), extra=[mixing.image_op(output)])
+        assert fused.shape[1:] == (1, 12, 20)
+        np.testing.assert_array_equal(fused.view(np.uint32), separate.view(np.uint32))
+    stored = ffcv_images(files["raw"], SimpleRGBImageDecoder())   # switched off: the stored pixels, normalised
+    np.testing.assert_allclose(fused[:, 0], (stored[..., 0] / 255.0 - 0.5) / 0.25, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_make_loader_float_path_reads_raw_images_once(files, channels_last):
+    loader = make_loader(files["encoded"], batch_size=16, num_workers=2, seed=1, mixup_alpha=0.4, cutmix_alpha=1.0,
+                         channels_last=channels_last)
+    image_pipeline = loader.ffcv_loader.pipeline_specs["image"]
+    assert isinstance(image_pipeline.decoder, MixingRawDecoder) and not image_pipeline.transforms[:-1]
+    flipped = make_loader(files["encoded"], batch_size=16, num_workers=2, seed=1, hflip=True)
+    assert not isinstance(flipped.ffcv_loader.pipeline_specs["image"].decoder, MixingRawDecoder)
 
 
 def test_mixing_raw_decoder_refuses_jpeg_and_varying_sizes(files):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from ffmix import Mixing
-from ffmix.ops.kernels import mix_images, mix_normalize, pair_targets, soft_targets
+from ffmix.ops.kernels import mix_images, mix_normalize, mix_normalize_from_pages, pair_targets, soft_targets
 from ffmix.ops.params import MODE_BATCH, MODE_ELEM, MODE_PAIR, MODES, WEIGHT_ONE, draw_mix_params
 from ffmix.ops.reference import (box_area_lam, mix_images_reference, mix_normalize_reference,
                                   mixup_weight_reference, soft_targets_reference)
@@ -64,6 +64,31 @@ def test_mix_normalize_matches_reference(n, height, width, channels, keep_one, c
     mix_normalize(images, out, partner, weight, box, scale, shift, channels_last)
     expected = mix_normalize_reference(images, partner, weight, box, scale, shift, channels_last)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 9), height=st.integers(1, 35), width=st.integers(1, 35), channels=st.sampled_from([1, 3]),
+       keep_one=st.booleans(), channels_last=st.booleans(), mode=st.sampled_from(sorted(MODES)),
+       key=st.integers(0, 2**64 - 1))
+def test_mix_normalize_from_pages_equals_mix_normalize_bit_for_bit(n, height, width, channels, keep_one,
+                                                                   channels_last, mode, key):
+    # The samples lie scattered in a larger "file" in shuffled order, as in a .beton's pages.
+    rng = np.random.default_rng(key % 2**32)
+    pages = rng.integers(0, 256, (3 * n, height, width, channels), dtype=np.uint8)
+    stored_at = rng.permutation(3 * n)[:n]
+    images = pages[stored_at]
+    sources = np.array([pages[k].ctypes.data for k in stored_at], np.uint64)
+    out_channels = 1 if keep_one else channels
+    scale = rng.uniform(0.001, 0.02, out_channels).astype(np.float32)
+    shift = rng.uniform(-2, 2, out_channels).astype(np.float32)
+    partner, weight, box, _ = draw(key, n, height, width, 0.5, 1.0, 0.9, 0.5, MODES[mode])
+    shape = (n, height, width, out_channels) if channels_last else (n, out_channels, height, width)
+    from_batch, from_pages = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+    mix_normalize(images, from_batch, partner, weight, box, scale, shift, channels_last)
+    mix_normalize_from_pages(sources, from_pages, partner, weight, box, scale, shift, channels_last, channels)
+    np.testing.assert_array_equal(from_pages.view(np.uint32), from_batch.view(np.uint32))
+    np.testing.assert_allclose(from_pages, mix_normalize_reference(images, partner, weight, box, scale, shift,
+                                                                   channels_last), rtol=1e-5, atol=1e-5)
 
 
 def test_blend_rounds_to_nearest_instead_of_truncating():

@@ -16,8 +16,8 @@ data addresses     each sample's bytes in the file's pages          FFCV's memor
 (in the table,                                                     file or the process cache, valid while the
 sources_at)                                                        epoch's memory context is entered, i.e.
                                                                    during every batch
-out_at             the decoders' output images                     FFCV's preallocated buffers (the decoder's
-                                                                   output ``AllocationQuery``)
+out_at             the decoders' output images (uint8, or float32  FFCV's preallocated buffers (the decoder's
+                   for ``mix_normalize_raw_batch``)                output ``AllocationQuery``)
 images_at          the batch ``flip_batch`` flips in place: the    FFCV's preallocated buffers (the output of
                    decoder's output                                the decoder before it)
 scratch_at         one full-size decode buffer per worker          the decoder operation (``_Scratch``, made
@@ -28,6 +28,8 @@ sources_at         as contiguous uint64                            queries), fil
 control_at         epoch (and on/off for the fused mix)            the ``ControlBlock`` passed to the op,
                                                                    which keeps a reference to it
 mix_at             the fused mix's ``MIX_SETTINGS`` record          the ``Mixing`` the op holds (see batch.py)
+float_at           the fused float output's ``FLOAT_SETTINGS``      the ``MixingRawDecoder`` (``float_record``,
+                   record (normalisation, layout)                  made in ``__init__``, never replaced)
 crop_at            the decoder's ``CROP_SETTINGS`` record            the crop decoder (``crop_record``, made in
                                                                    ``__init__``, filled before each compile)
 flip_at            the flip's ``FLIP_SETTINGS`` record               the ``RandomFlip`` (made in ``__init__``)
@@ -63,7 +65,9 @@ from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, rand
 from .batch import batch_mix_params
 from .control import EPOCH, as_pointer, read_control
 from .params import WEIGHT_ONE
-from .settings import entry_point, read_crop_settings, read_flip_settings, read_mix_settings
+from .kernels import mix_normalize_from_pages
+from .settings import (entry_point, read_crop_settings, read_flip_settings, read_float_settings,
+                       read_mix_settings)
 
 # The decoder's per-sample table (int64): filled by the closure, then the kernel's results.
 DATA_AT, DATA_BYTES, HEIGHT, WIDTH, MODE, INDEX, STATUS, STAND_IN = range(8)
@@ -409,4 +413,26 @@ def mix_raw_batch(sources_at, indices_at, count, height, width, channels, out_at
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
     partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
     mix_from_pages(sources, out, partner, weight, box)
+    return count
+
+
+@entry_point
+def mix_normalize_raw_batch(sources_at, indices_at, count, height, width, channels, out_at, control_at, mix_at,
+                            float_at):
+    """``mix_raw_batch`` writing normalised float32 as ``batch.mix_normalize_batch`` does: ``out`` is
+    (count, C', H, W), or (count, H, W, C') if the ``FLOAT_SETTINGS`` record at ``float_at`` says
+    ``channels_last``. The file's pages are read once: copy, mix and normalisation are one pass. With mixing
+    switched off the images are only converted."""
+    output = read_float_settings(float_at)
+    out_channels = output.out_channels
+    sources = carray(as_pointer(sources_at), (count,), np.uint64)
+    indices = carray(as_pointer(indices_at), (count,), np.uint64)
+    scale = output.scale.copy()[:out_channels]
+    shift = output.shift.copy()[:out_channels]
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    if output.channels_last:
+        out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
+    else:
+        out = carray(as_pointer(out_at), (count, out_channels, height, width), np.float32)
+    mix_normalize_from_pages(sources, out, partner, weight, box, scale, shift, output.channels_last != 0, channels)
     return count

@@ -14,7 +14,8 @@
 - ``RandomFlip``: a seeded horizontal flip of the uint8 batch, in place (after a decoder, before mixing).
 - ``MixingRawDecoder``: for raw-stored images of one size, FFCV's decoder is a copy out of the file's pages;
   this one makes the mix that copy, reading each sample and its partner straight from the pages. Its
-  output is bit-identical to ``SimpleRGBImageDecoder`` followed by ``Mixing.image_op()``.
+  output is bit-identical to ``SimpleRGBImageDecoder`` followed by ``Mixing.image_op()``; given a
+  ``FloatOutput`` it writes the normalised float32 batch directly (as ``Mixing.image_op(float_output)``).
 
 The epoch is read each batch from a ``ControlBlock`` (pass the ``Mixing``'s, so one ``set_epoch`` moves
 mixing, crops and flips together). The addresses the compiled code reads are listed in ``decode_kernels.py``.
@@ -40,7 +41,8 @@ from .batch import copy_indices, index_scratch
 from .control import ControlBlock
 from .decode_errors import DecodeFailure, DecodeReport, StandInRows, policy_code
 from .decode_kernels import (CROP_CENTER, CROP_RANDOM, DATA_AT, DATA_BYTES, HEIGHT, INDEX, MODE, RAISE, STATUS,
-                             TABLE_COLUMNS, WIDTH, decode_crop_batch, flip_batch, mix_raw_batch)
+                             TABLE_COLUMNS, WIDTH, decode_crop_batch, flip_batch, mix_normalize_raw_batch,
+                             mix_raw_batch)
 from .settings import CROP_SETTINGS, FLIP_SETTINGS, make_record
 
 CENTER_CROP_RATIO = 224 / 256
@@ -259,15 +261,20 @@ class RandomFlip(Operation):
 class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised as a decoder, as above
     """Decoder for raw-stored images of one size that mixes while it copies them out of the file's pages.
 
-    Same output as ``SimpleRGBImageDecoder()`` followed by ``mixing.image_op()``, bit for bit, in one pass
-    over memory instead of two; the label pipeline keeps ``mixing.label_op(...)``. The parameters are drawn
-    from the same key (seed, epoch, sample indices) and read the same control block (epoch, on/off).
+    Same output as ``SimpleRGBImageDecoder()`` followed by ``mixing.image_op(float_output)``, bit for bit, in
+    one pass over memory instead of two; the label pipeline keeps ``mixing.label_op(...)``. The parameters
+    are drawn from the same key (seed, epoch, sample indices) and read the same control block (epoch, on/off).
+    Without ``float_output`` it yields uint8 (H, W, C) images; with one, float32 images normalised and laid
+    out as it says (see ``mixing.FloatOutput``), straight from the pages (no uint8 batch in between).
     Raises ValueError (when the pipeline is built) for JPEG samples or images of varying size.
     """
 
-    def __init__(self, mixing):
+    def __init__(self, mixing, float_output=None):
         super().__init__()
         self.mixing = mixing   # holds the ControlBlock and MIX_SETTINGS record whose addresses the code reads
+        self.float_output = float_output
+        # The FLOAT_SETTINGS record the compiled code reads: owned by this decoder, never replaced.
+        self.float_record = float_output.settings_record() if float_output is not None else None
 
     def _image_shape(self) -> Tuple[int, int]:
         heights, widths = self.metadata["height"], self.metadata["width"]
@@ -279,20 +286,32 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
                              "SimpleRGBImageDecoder followed by Mixing.image_op()")
         return int(heights[0]), int(widths[0])
 
+    def _output_shape(self, height: int, width: int) -> Tuple[Tuple[int, ...], np.dtype]:
+        """One sample's output shape and dtype: uint8 (H, W, 3), or the float output's layout."""
+        if self.float_output is None:
+            return (height, width, 3), np.dtype(np.uint8)
+        out_channels = self.float_output.out_channels
+        if not 1 <= out_channels <= 3:
+            raise FfmixError(f"float_output.channels must be in [1, 3], got {out_channels}")
+        shape = (height, width, out_channels) if self.float_output.channels_last else (out_channels, height, width)
+        return shape, np.dtype(np.float32)
+
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, Tuple[AllocationQuery, ...]]:
-        shape = (*self._image_shape(), 3)
+        height, width = self._image_shape()
         expected = self.mixing.image_size
-        if expected is not None and shape[:2] != expected:
+        if expected is not None and (height, width) != expected:
             raise FfmixError(f"this Mixing was built for {expected[0]}x{expected[1]} images but the file holds "
-                             f"{shape[0]}x{shape[1]}; build one Mixing per image size")
-        uint8 = np.dtype(np.uint8)
-        return (replace(previous_state, jit_mode=True, shape=shape, dtype=uint8),
-                (AllocationQuery(shape, uint8), index_scratch(), index_scratch()))
+                             f"{height}x{width}; build one Mixing per image size")
+        shape, dtype = self._output_shape(height, width)
+        return (replace(previous_state, jit_mode=True, shape=shape, dtype=dtype),
+                (AllocationQuery(shape, dtype), index_scratch(), index_scratch()))
 
     def generate_code(self):
         height, width = self._image_shape()
         control_at = np.uint64(self.mixing.control.address)
         mix_at = np.uint64(self.mixing.record.ctypes.data)
+        floats = self.float_record is not None
+        float_at = np.uint64(self.float_record.ctypes.data if floats else 0)
         mem_read = self.memory_read
         pixels = height * width * 3
 
@@ -309,9 +328,12 @@ class MixingRawDecoder(SimpleRGBImageDecoder):   # subclassed to be recognised a
                 sources[position] = data.ctypes.data
                 sample_ids[position] = index
             out = destination[:count]
-            mix_raw_batch(sources.ctypes.data, sample_ids.ctypes.data, count, height, width, 3, out.ctypes.data,
-                          control_at, mix_at)
+            if floats:
+                mix_normalize_raw_batch(sources.ctypes.data, sample_ids.ctypes.data, count, height, width, 3,
+                                        out.ctypes.data, control_at, mix_at, float_at)
+            else:
+                mix_raw_batch(sources.ctypes.data, sample_ids.ctypes.data, count, height, width, 3,
+                              out.ctypes.data, control_at, mix_at)
             return out
 
         return mix_decode_op
-

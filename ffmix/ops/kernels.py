@@ -8,8 +8,9 @@ Kept here, it is compiled once per machine and loaded from Numba's on-disk cache
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange
 
+from .control import as_pointer
 from .params import WEIGHT_ONE
 
 _HALF = WEIGHT_ONE // 2  # added before the shift: round half up instead of truncating
@@ -139,18 +140,54 @@ def _blend_span_planar(red, green, blue, own, other, start, stop, own_scale, oth
 
 
 @njit(cache=True, inline="always")
-def _blend_span_interleaved(out, own, other, start, stop, own_scale, other_scale, shift):
-    """The same, written interleaved (channels last) into the flat float row ``out``."""
-    for x in range(start, stop):
-        out[3 * x] = own[3 * x] * own_scale[0] + other[3 * x] * other_scale[0] + shift[0]
-        out[3 * x + 1] = own[3 * x + 1] * own_scale[1] + other[3 * x + 1] * other_scale[1] + shift[1]
-        out[3 * x + 2] = own[3 * x + 2] * own_scale[2] + other[3 * x + 2] * other_scale[2] + shift[2]
+def _factor_rows(own_factors, other_factors, shifts, own_weight, scale, shift, x0, x1):
+    """The per-element factors of an interleaved RGB row (3 W floats), ``out = own * own_factors + other *
+    other_factors + shifts``: row 0 for image rows the CutMix box misses, row 1 for rows it crosses (inside
+    the box 0 and ``scale``: the partner's pixel whole). The values are those the planar path keeps in
+    registers, so both layouts compute the same floats."""
+    width = shifts.shape[0] // 3
+    other_weight = np.float32(1.0) - own_weight
+    for c in range(3):
+        own_scale, other_scale = own_weight * scale[c], other_weight * scale[c]
+        for x in range(width):
+            inside = x0 <= x < x1
+            own_factors[0, 3 * x + c] = own_scale
+            other_factors[0, 3 * x + c] = other_scale
+            own_factors[1, 3 * x + c] = np.float32(0.0) if inside else own_scale
+            other_factors[1, 3 * x + c] = scale[c] if inside else other_scale
+            shifts[3 * x + c] = shift[c]
 
 
 @njit(cache=True, inline="always")
-def _mix_normalize_rgb(images, out, i, j, own_weight, y0, y1, x0, x1, scale, shift, channels_last):
-    n, height, width, _ = images.shape
-    rows = images.reshape(n, height, width * 3)
+def _blend_row_interleaved(out, own, other, own_factors, other_factors, shifts):
+    """One channels-last row as flat floats: every operand contiguous and the loop from 0, so it vectorises
+    without the shuffles a stride of 3 needs (a CutMix row is the same loop with the box row's factors)."""
+    for k in range(out.shape[0]):
+        out[k] = own[k] * own_factors[k] + other[k] * other_factors[k] + shifts[k]
+
+
+@njit(cache=True, inline="always")
+def _mix_normalize_rgb(own, other, out, own_weight, y0, y1, x0, x1, scale, shift, channels_last):
+    """One RGB sample: ``own``/``other`` uint8 (H, W, 3) (the sample and its partner), ``out`` float32
+    (3, H, W), or (H, W, 3) if ``channels_last``.
+
+    Every inner loop runs from 0 over a whole row or a sliced span (a loop from a run-time start keeps
+    Numba's wrap-around check inside and does not vectorise): channels-last rows use per-element factors,
+    planar rows are blended whole, then the CutMix box is written over with the partner's pixels (measured
+    at 512 x 32 x 32: planar 1.3x, channels-last CutMix 2x faster than three spans per row)."""
+    height, width, _ = own.shape
+    own_rows, other_rows = own.reshape(height, width * 3), other.reshape(height, width * 3)
+    if channels_last:
+        own_factors = np.empty((2, width * 3), np.float32)
+        other_factors = np.empty((2, width * 3), np.float32)
+        shifts = np.empty(width * 3, np.float32)
+        _factor_rows(own_factors, other_factors, shifts, own_weight, scale, shift, x0, x1)
+        out_rows = out.reshape(height, width * 3)
+        for y in range(height):
+            crossed = 1 if y0 <= y < y1 and x1 > x0 else 0
+            _blend_row_interleaved(out_rows[y], own_rows[y], other_rows[y], own_factors[crossed],
+                                   other_factors[crossed], shifts)
+        return
     other_weight = np.float32(1.0) - own_weight
     own_scale = (own_weight * scale[0], own_weight * scale[1], own_weight * scale[2])
     other_scale = (other_weight * scale[0], other_weight * scale[1], other_weight * scale[2])
@@ -158,20 +195,39 @@ def _mix_normalize_rgb(images, out, i, j, own_weight, y0, y1, x0, x1, scale, shi
     paste_other = (scale[0], scale[1], scale[2])
     offsets = (shift[0], shift[1], shift[2])
     for y in range(height):
+        _blend_span_planar(out[0, y], out[1, y], out[2, y], own_rows[y], other_rows[y], 0, width, own_scale,
+                           other_scale, offsets)
+    if y1 > y0 and x1 > x0:   # the box, pasted whole: 0 x own + scale x partner (the same floats as before)
+        for y in range(y0, y1):
+            _blend_span_planar(out[0, y, x0:x1], out[1, y, x0:x1], out[2, y, x0:x1], own_rows[y, 3 * x0:3 * x1],
+                               other_rows[y, 3 * x0:3 * x1], 0, x1 - x0, paste_own, paste_other, offsets)
+
+
+@njit(cache=True, inline="always")
+def _mix_normalize_sample(own, other, out, weight, y0, y1, x0, x1, scale, shift, channels_last):
+    """One sample of ``mix_normalize``: ``own``/``other`` uint8 (H, W, C), ``out`` float32 (C', H, W) or
+    (H, W, C'), ``weight`` the own pixels' share in 1/256ths, the box already clamped."""
+    height, width, channels = own.shape
+    out_channels = scale.shape[0]
+    own_weight = np.float32(min(max(weight, 0), WEIGHT_ONE)) / np.float32(WEIGHT_ONE)
+    if channels == 3 and out_channels == 3:
+        _mix_normalize_rgb(own, other, out, own_weight, y0, y1, x0, x1, scale, shift, channels_last)
+        return
+    for y in range(height):
+        # The row splits into [0, cut_from) blended, [cut_from, cut_to) pasted, [cut_to, W) blended;
+        # plain loops over each span vectorise, a per-pixel test would not.
         in_box = y0 <= y < y1 and x1 > x0
         cut_from = x0 if in_box else width
         cut_to = x1 if in_box else width
-        own, other = rows[i, y], rows[j, y]
-        if channels_last:
-            flat = out[i, y].reshape(width * 3)
-            _blend_span_interleaved(flat, own, other, 0, cut_from, own_scale, other_scale, offsets)
-            _blend_span_interleaved(flat, own, other, cut_from, cut_to, paste_own, paste_other, offsets)
-            _blend_span_interleaved(flat, own, other, cut_to, width, own_scale, other_scale, offsets)
-        else:
-            red, green, blue = out[i, 0, y], out[i, 1, y], out[i, 2, y]
-            _blend_span_planar(red, green, blue, own, other, 0, cut_from, own_scale, other_scale, offsets)
-            _blend_span_planar(red, green, blue, own, other, cut_from, cut_to, paste_own, paste_other, offsets)
-            _blend_span_planar(red, green, blue, own, other, cut_to, width, own_scale, other_scale, offsets)
+        own_row, other_row = own[y], other[y]
+        for c in range(out_channels):
+            # Fold the blend weights into the normalisation: one multiply-add per source pixel.
+            own_scale = own_weight * scale[c]
+            other_scale = (np.float32(1.0) - own_weight) * scale[c]
+            out_row = out[y, :, c] if channels_last else out[c, y]
+            _blend_span(out_row, own_row, other_row, c, 0, cut_from, own_scale, other_scale, shift[c])
+            _blend_span(out_row, own_row, other_row, c, cut_from, cut_to, np.float32(0.0), scale[c], shift[c])
+            _blend_span(out_row, own_row, other_row, c, cut_to, width, own_scale, other_scale, shift[c])
 
 
 @njit(cache=True, parallel=True, nogil=True, fastmath=True)
@@ -184,31 +240,33 @@ def mix_normalize(images, out, partner, weight, box, scale, shift, channels_last
     the float keeps the exact weight its label gets), with the box of ``box[i]`` taken from ``images[j]``
     whole, then ``out = p * scale[c] + shift[c]`` (scale = 1 / (255 std), shift = -mean / std normalises).
     """
-    n, height, width, channels = images.shape
-    out_channels = scale.shape[0]
+    n, height, width, _ = images.shape
     check_partners(partner, n)
     for i in prange(n):
         j = partner[i]
-        own_weight = np.float32(min(max(weight[i], 0), WEIGHT_ONE)) / np.float32(WEIGHT_ONE)
         y0, y1, x0, x1 = _clamped_box(box, i, height, width)
-        if channels == 3 and out_channels == 3:
-            _mix_normalize_rgb(images, out, i, j, own_weight, y0, y1, x0, x1, scale, shift, channels_last)
-            continue
-        for y in range(height):
-            # The row splits into [0, cut_from) blended, [cut_from, cut_to) pasted, [cut_to, W) blended;
-            # plain loops over each span vectorise, a per-pixel test would not.
-            in_box = y0 <= y < y1 and x1 > x0
-            cut_from = x0 if in_box else width
-            cut_to = x1 if in_box else width
-            own_row, other_row = images[i, y], images[j, y]
-            for c in range(out_channels):
-                # Fold the blend weights into the normalisation: one multiply-add per source pixel.
-                own_scale = own_weight * scale[c]
-                other_scale = (np.float32(1.0) - own_weight) * scale[c]
-                out_row = out[i, y, :, c] if channels_last else out[i, c, y]
-                _blend_span(out_row, own_row, other_row, c, 0, cut_from, own_scale, other_scale, shift[c])
-                _blend_span(out_row, own_row, other_row, c, cut_from, cut_to, np.float32(0.0), scale[c], shift[c])
-                _blend_span(out_row, own_row, other_row, c, cut_to, width, own_scale, other_scale, shift[c])
+        _mix_normalize_sample(images[i], images[j], out[i], weight[i], y0, y1, x0, x1, scale, shift, channels_last)
+    return out
+
+
+@njit(cache=True, parallel=True, nogil=True, fastmath=True)
+def mix_normalize_from_pages(sources, out, partner, weight, box, scale, shift, channels_last, channels):
+    """``mix_normalize`` with each sample's uint8 (H, W, ``channels``) pixels read at its own address
+    ``sources[i]`` (the raw image in the file's pages) instead of from a decoded batch: the decoder's copy,
+    the mix and the normalisation are one pass, and the result is ``mix_normalize``'s bit for bit (the same
+    per-sample code). out: float32 (N, C', H, W), or (N, H, W, C') if ``channels_last``."""
+    n = sources.shape[0]
+    if channels_last:
+        height, width = out.shape[1], out.shape[2]
+    else:
+        height, width = out.shape[2], out.shape[3]
+    check_partners(partner, n)
+    for i in prange(n):
+        j = partner[i]
+        own = carray(as_pointer(sources[i]), (height, width, channels), np.uint8)
+        other = carray(as_pointer(sources[j]), (height, width, channels), np.uint8)
+        y0, y1, x0, x1 = _clamped_box(box, i, height, width)
+        _mix_normalize_sample(own, other, out[i], weight[i], y0, y1, x0, x1, scale, shift, channels_last)
     return out
 
 

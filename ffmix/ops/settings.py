@@ -204,6 +204,8 @@ ENTRY_POINTS = {
     "mix_label_batch": ("labels_at", "out_at", "indices_at", "count", "control_at", "mix_at", "target_at"),
     "mix_raw_batch": ("sources_at", "indices_at", "count", "height", "width", "channels", "out_at", "control_at",
                       "mix_at"),
+    "mix_normalize_raw_batch": ("sources_at", "indices_at", "count", "height", "width", "channels", "out_at",
+                                "control_at", "mix_at", "float_at"),
     "decode_crop_batch": ("table_at", "count", "out_at", "out_height", "out_width", "scratch_at", "scratch_bytes",
                           "slots", "workers", "control_at", "crop_at", "imdecode_at", "resize_at", "report_at"),
     "stand_in_rows_batch": ("rows_at", "count", "report_at"),
