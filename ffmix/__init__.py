@@ -9,6 +9,10 @@ Names are imported on first use, so the command line starts without loading torc
 """
 import importlib
 
+from . import kernel_cache
+
+kernel_cache.refresh_package()   # before any kernel module loads a stale cached kernel (see kernel_cache.py)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
