@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..normalization import RGB_MEAN, RGB_STD
+from .alternatives import JpegFiles
 from .registry import CUTMIX_ALPHA, LABEL_SMOOTHING, MIXUP_ALPHA, SWITCH_PROB, Pipeline
 
 if TYPE_CHECKING:
@@ -50,30 +50,19 @@ def build_ffmix_recipe(dataset: "BenchDataset", *, full: bool, batch_size: int, 
                        indices=indices)
 
 
-class RecipeJpegFiles(Dataset):
-    """Samples of image files through torchvision's training recipe: PIL decode, v2 RandomResizedCrop,
+class RecipeJpegFiles(JpegFiles):
+    """``JpegFiles`` through torchvision's whole training recipe: PIL decode, v2 RandomResizedCrop,
     RandomHorizontalFlip, RandAugment(2, 9), float32 normalised, RandomErasing(0.25) (value 0, after the
     normalisation, as torchvision's reference puts it)."""
 
     def __init__(self, files: Sequence[Path], labels: np.ndarray, size: int):
         from torchvision.transforms import v2
 
-        self.files = [str(f) for f in files]
-        self.labels = labels
+        super().__init__(files, labels, size)
         self.transform = v2.Compose([
             v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.RandAugment(**RAND_AUGMENT),
             v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(RGB_MEAN, RGB_STD),
             v2.RandomErasing(p=RE_PROB, value=0)])
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        with Image.open(self.files[index]) as image:
-            image = image.convert("RGB")
-        return self.transform(image), int(self.labels[index])
 
 
 def build_dataloader_recipe(dataset: "BenchDataset", *, batch_size: int, workers: int, device: torch.device,
