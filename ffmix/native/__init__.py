@@ -5,6 +5,10 @@ system libjpeg (Debian: ``libjpeg-dev``, i.e. libjpeg62-turbo-dev) into this pac
 missing or older than the source; ``scripts/setup.sh`` does it once at set-up. The compile writes a temporary
 name and renames it, so two processes building at once each see a whole library or none.
 
+``FFMIX_JPEG_SYSROOT`` names a folder with the libjpeg headers under ``include/`` and its libraries under
+``lib/`` (the sysroot ``scripts/ffcv_offline.py`` unpacks from the GPU bundle's Debian packages): the compile
+then uses those and records their folder as the library's run path.
+
 When it cannot be built (no compiler, no libjpeg headers, a read-only checkout) ``jpeg_region_function``
 returns None and ``unavailable_reason`` says why and how to fix it: the decoders then decode as FFCV does
 (libffcv's full-image decode), with one ``FfmixWarning`` (``ops/decoders.py``), never silently.
@@ -28,12 +32,23 @@ FIX = ("install a C compiler and the libjpeg headers (Debian/Ubuntu: `apt-get in
        "`make setup` does it), then run ffmix again")
 
 
+def sysroot_flags() -> list:
+    """Include and library flags for ``$FFMIX_JPEG_SYSROOT`` (see above); none when it is unset."""
+    root = os.environ.get("FFMIX_JPEG_SYSROOT")
+    if not root:
+        return []
+    include, lib = Path(root) / "include", Path(root) / "lib"
+    # jconfig.h lives in the multiarch folder (include/x86_64-linux-gnu/) on Debian
+    folders = [include] + sorted({path.parent for path in include.glob("*/jconfig.h")})
+    return [f"-I{folder}" for folder in folders] + [f"-L{lib}", f"-Wl,-rpath,{lib}"]
+
+
 def compile_command(output: Path) -> list:
     """The compiler call that builds ``jpeg_region.c`` into ``output`` ($CC, else cc)."""
     compiler = os.environ.get("CC") or "cc"
     # --no-undefined: a libjpeg without the libjpeg-turbo calls used here fails now, not at load time
     return [compiler, "-O2", "-shared", "-fPIC", "-Werror=implicit-function-declaration", "-Wl,--no-undefined",
-            "-o", str(output), str(SOURCE), "-ljpeg"]
+            *sysroot_flags(), "-o", str(output), str(SOURCE), "-ljpeg"]
 
 
 def build(force: bool = False) -> Path:
