@@ -25,7 +25,7 @@ from ..ops import augment
 from ..ops.decode_kernels import DECODED, WINDOW_BYTES, dct_denominator, decode_one
 from .photos import photo_image
 
-SIZES = (224, 160, 64)            # 64: small outputs, where 1/4 and 1/8 scales occur on these photos
+SIZES = (224, 160, 64, 32)        # 64, 32: small outputs, where the 1/4 and 1/8 scales occur on these photos
 SCALES = (1, 2, 4, 8)
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 SCALE = (0.08, 1.0)
