@@ -228,15 +228,16 @@ def test_dct_scaled_decoding_stays_close_to_full_size_decoding(files, exact_deco
 
 
 @pytest.mark.parametrize("kind", ["random", "center"])
-def test_region_decoding_at_full_scale_equals_ffcvs_pixels(files, kind):
-    # Without DCT scaling the region decoder's box pixels are a full decode's, and the box is whole pixels:
-    # the default path then gives FFCV's pixels bit for bit (the window is resized, not the whole image).
+def test_region_decoding_at_full_scale_stays_within_a_level_of_ffcvs_pixels(files, kind):
+    # Without DCT scaling the region decoder's box pixels are a full decode's (tests/test_jpeg_region.py), so
+    # the default path differs from FFCV's only by the resampler (ffmix's area filter vs OpenCV's INTER_AREA).
     def decoder(**options):
         if kind == "random":
             return RandomResizedCropDecoder(CROP, seed=2, dct_scaling=False, **options)
         return CenterCropDecoder(CROP, dct_scaling=False, **options)
-    exact = ffcv_images(files["jpg"], decoder(exact_decode=True))
-    np.testing.assert_array_equal(ffcv_images(files["jpg"], decoder(), churn=True), exact)
+    exact = ffcv_images(files["jpg"], decoder(exact_decode=True)).astype(np.int64)
+    difference = np.abs(ffcv_images(files["jpg"], decoder(), churn=True) - exact)
+    assert difference.max() <= 1 and difference.mean() < 0.2
 
 
 def test_default_decoding_uses_dct_scaling_and_exact_decoding_does_not():

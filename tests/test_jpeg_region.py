@@ -11,9 +11,10 @@ from ffcv.libffcv import imdecode
 
 from ffmix import native
 from ffmix.errors import FfmixWarning
-from ffmix.ffcv_compat import JPEG_MODE, libffcv_functions
+from ffmix.bench.decode_quality import BoxDecoder
 from ffmix.ops import decoders
-from ffmix.ops.decode_kernels import (DECODED, EOI_SEARCH, WINDOW_BYTES, decode_one, ends_with_eoi)
+from ffmix.ops.decoders import region_work_bytes
+from ffmix.ops.decode_kernels import DECODED, EOI_SEARCH, ends_with_eoi
 from ffmix.ops.jpeg_region import (COL0, COLS, REGION_BAD_ARGS, REGION_FAILED, ROW0, ROWS, SCALED_HEIGHT,
                                    SCALED_WIDTH, decode_region)
 
@@ -109,15 +110,10 @@ def damage(data, kind, rng):
 
 
 def decode_sample(data, height, width, box, out_size, exact=False):
-    """decode_one on one JPEG as the decoders' kernel calls it: (status, output pixels)."""
-    functions = libffcv_functions()
-    scratch = np.zeros(WINDOW_BYTES + 3 * height * width + 64, np.uint8)
+    """decode_one on one JPEG as the decoders' kernel calls it: (status, output pixels, 77 where unwritten)."""
     out = np.full((*out_size, 3), 77, np.uint8)
-    top, left, box_height, box_width = box
-    status = decode_one(data.ctypes.data, data.size, height, width, JPEG_MODE, top, left, box_height, box_width,
-                        out.ctypes.data, out_size[0], out_size[1], scratch.ctypes.data, scratch.size, 8,
-                        int(exact), functions["imdecode"], functions["resize"], native.jpeg_region_function())
-    return status, out
+    work = region_work_bytes(np.array([height]), np.array([width]), *out_size)
+    return BoxDecoder(height * width, work).decode(data, height, width, box, out, exact), out
 
 
 @pytest.mark.parametrize("kind", ["zeroed", "random", "cut"])
@@ -127,11 +123,11 @@ def test_cut_zeroed_or_random_jpegs_always_fail(kind):
     rng = np.random.default_rng(["zeroed", "random", "cut"].index(kind))
     for trial in range(60):
         height, width = int(rng.integers(24, 160)), int(rng.integers(24, 160))
-        broken = damage(encode(photo_like(rng, height, width), ("420", "444")[trial % 2],
-                               progressive=trial % 3 == 0), kind, rng)
+        clean = encode(photo_like(rng, height, width), ("420", "444")[trial % 2], progressive=trial % 3 == 0)
         top, left, bottom, right = random_box(rng, height, width)
-        out_size = (int(rng.integers(4, 40)), int(rng.integers(4, 40)))
-        status, out = decode_sample(broken, height, width, (top, left, bottom - top, right - left), out_size)
+        box, out_size = (top, left, bottom - top, right - left), (int(rng.integers(4, 40)), int(rng.integers(4, 40)))
+        assert decode_sample(clean, height, width, box, out_size)[0] == DECODED
+        status, out = decode_sample(damage(clean, kind, rng), height, width, box, out_size)
         assert status != DECODED and (out == 77).all()
 
 

@@ -46,20 +46,21 @@ def photo_jpegs(count: int, side_range=(300, 500), quality: int = 90, seed: int 
 class BoxDecoder:
     """Calls the decoders' kernel (``decode_one``) for one JPEG and box, as the crop decoders do."""
 
-    def __init__(self, largest_pixels: int):
+    def __init__(self, largest_pixels: int, work_bytes: int = 0):
         functions = libffcv_functions()
         self.imdecode_at, self.resize_at = functions["imdecode"], functions["resize"]
         self.region_at = jpeg_region_function()
         if self.region_at is None:
             raise RuntimeError(f"the region decoder is not available: {unavailable_reason()}")
-        self.scratch = np.zeros(WINDOW_BYTES + 3 * largest_pixels + 64, np.uint8)
+        self.work_bytes = work_bytes
+        self.scratch = np.zeros(WINDOW_BYTES + work_bytes + 3 * largest_pixels + 64, np.uint8)
 
     def decode(self, data, height, width, box, out, exact: bool) -> int:
         """Decode ``box`` (top, left, height, width) of the JPEG into ``out`` (uint8 (H, W, 3)); the status."""
         top, left, box_height, box_width = box
         return decode_one(data.ctypes.data, data.size, height, width, JPEG_MODE, top, left, box_height, box_width,
                           out.ctypes.data, out.shape[0], out.shape[1], self.scratch.ctypes.data, self.scratch.size,
-                          1 if exact else 8, int(exact), self.imdecode_at, self.resize_at, self.region_at)
+                          self.work_bytes, 1 if exact else 8, int(exact), self.imdecode_at, self.resize_at, self.region_at)
 
 
 def crop_box(seed: int, index: int, height: int, width: int) -> Tuple[int, int, int, int]:

@@ -46,6 +46,7 @@ from .control import ControlBlock
 from .decode_errors import DecodeFailure, DecodeReport, StandInRows, policy_code
 from .decode_kernels import (CROP_CENTER, CROP_RANDOM, DATA_AT, DATA_BYTES, HEIGHT, INDEX, MODE, RAISE, STATUS,
                              TABLE_COLUMNS, WIDTH, WINDOW_BYTES, decode_crop_batch, flip_batch, mix_raw_batch)
+from .resize_kernels import resize_work_bytes
 from .settings import CROP_SETTINGS, FLIP_SETTINGS, make_record
 
 CENTER_CROP_RATIO = 224 / 256
@@ -83,6 +84,15 @@ def region_decoder_at(needed: bool) -> int:
                                    "are decoded whole as FFCV does (exact_decode=True), about twice as slow"),
                       stacklevel=3)
     return address or 0
+
+
+def region_work_bytes(heights: np.ndarray, widths: np.ndarray, out_height: int, out_width: int) -> int:
+    """Scratch bytes (a multiple of 64) ffmix's resampler needs after a region decode of any of these JPEGs
+    (``resize_kernels.resize_work_bytes`` for the largest sides); 0 without JPEGs."""
+    if len(heights) == 0:
+        return 0
+    need = int(resize_work_bytes(int(heights.max()), int(widths.max()), out_height, out_width))
+    return -(-need // 64) * 64
 
 
 def _seed(seed) -> int:
@@ -159,14 +169,17 @@ class _CropDecoder(SimpleRGBImageDecoder):
                              "the targets with decode_errors.StandInTargets (make_loader does both)")
         metadata = self.metadata
         jpeg = metadata["mode"] == JPEG_MODE
-        largest = int((metadata["height"][jpeg].astype(np.int64) * metadata["width"][jpeg]).max()) if jpeg.any() else 0
+        heights, widths = metadata["height"][jpeg].astype(np.int64), metadata["width"][jpeg].astype(np.int64)
+        largest = int((heights * widths).max()) if jpeg.any() else 0
         slots = int(numba.config.NUMBA_NUM_THREADS)
-        # each slot: the region decoder's window, then a whole image's pixels (the exact path's need)
-        scratch_at, scratch_bytes = self._scratch.at_least(slots, WINDOW_BYTES + 3 * largest)
+        # each slot: the region decoder's window, the resampler's work memory, then a whole image's pixels (the
+        # exact path decodes from the slot's start: it fits too)
+        out_height, out_width = self.output_size
+        work_bytes = region_work_bytes(heights, widths, out_height, out_width)
+        scratch_at, scratch_bytes = self._scratch.at_least(slots, WINDOW_BYTES + work_bytes + 3 * largest)
         functions = libffcv_functions()
         region_at = np.uint64(region_decoder_at(needed=bool(jpeg.any()) and not self.exact_decode))
         mem_read = self.memory_read
-        out_height, out_width = self.output_size
         control_at = np.uint64(self.control.address)
         # Filled here, before FFCV compiles the pipeline (the subclass has set its ranges by now); only read
         # while it runs.
@@ -177,6 +190,7 @@ class _CropDecoder(SimpleRGBImageDecoder):
         crop_at = np.uint64(self.crop_record.ctypes.data)
         policy = np.int64(self._policy)
         scratch_at, scratch_bytes, slots = np.uint64(scratch_at), np.int64(scratch_bytes), np.int64(slots)
+        work_bytes = np.int64(work_bytes)
         imdecode_at, resize_at = np.uint64(functions["imdecode"]), np.uint64(functions["resize"])
         report_at = np.uint64(self.decode_report.address)
 
@@ -195,7 +209,7 @@ class _CropDecoder(SimpleRGBImageDecoder):
                 table[position, INDEX] = index
             out = destination[:count]
             failed = decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
-                                       scratch_bytes, slots, numba.get_num_threads(), control_at, crop_at,
+                                       scratch_bytes, work_bytes, slots, numba.get_num_threads(), control_at, crop_at,
                                        imdecode_at, resize_at, region_at, report_at)
             # The statuses came back in the table (FFCV's buffer); a failure the policy did not stand in for
             # (policy "raise", or no sample of the batch decoded) ends the batch here.

@@ -206,7 +206,7 @@ ENTRY_POINTS = {
     "mix_raw_batch": ("sources_at", "indices_at", "count", "height", "width", "channels", "out_at", "control_at",
                       "mix_at"),
     "decode_crop_batch": ("table_at", "count", "out_at", "out_height", "out_width", "scratch_at", "scratch_bytes",
-                          "slots", "workers", "control_at", "crop_at", "imdecode_at", "resize_at", "region_at",
+                          "work_bytes", "slots", "workers", "control_at", "crop_at", "imdecode_at", "resize_at", "region_at",
                           "report_at"),
     "stand_in_rows_batch": ("rows_at", "count", "report_at"),
     "flip_batch": ("images_at", "indices_at", "count", "height", "width", "channels", "control_at", "flip_at"),
