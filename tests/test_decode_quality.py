@@ -3,8 +3,6 @@ INTER_AREA), on a small photo set: the per-scale differences stay within the bou
 (a little looser than measured there, over 300 photos)."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 pytest.importorskip("skimage", reason="the photos are scikit-image's photographs (bench/test extra)")
@@ -12,7 +10,7 @@ pytest.importorskip("skimage", reason="the photos are scikit-image's photographs
 from ffmix.bench.decode_quality import photo_jpegs, quality, table  # noqa: E402
 
 # scale -> (largest mean absolute difference in levels, smallest PSNR in dB)
-BOUNDS = {"1/1": (0.0, math.inf), "1/2": (4.0, 30.5), "1/4": (6.0, 27.0), "1/8": (7.5, 25.5)}
+BOUNDS = {"1/1": (0.08, 52.0), "1/2": (2.4, 35.5), "1/4": (3.5, 33.0), "1/8": (4.5, 31.0)}
 
 
 @pytest.fixture(scope="module")
