@@ -317,7 +317,8 @@ def test_registry_says_where_each_pipeline_runs():
     timm = registry.PIPELINES["timm_fast_collate"]
     assert (timm.output_on(torch.device("cpu")), timm.output_on(torch.device("cuda"))) == ("uint8", "float32")
     unmixed = {k for k in every if not registry.PIPELINES[k].mixed}
-    assert unmixed == {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", "ffcv_decode", "ffmix_decode"}
+    assert unmixed == {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", "ffcv_decode", "ffmix_decode",
+                       "ffmix_decode_exact"}
     with pytest.raises(ValueError, match="output"):
         registry.Pipeline("bad", "bad", build=lambda *a, **k: None, output="float16")
 

@@ -204,6 +204,9 @@ _ENTRIES = (
              partial(build_decoder, decoder="ffcv"), output="uint8", mixed=False, datasets=JPEG, family="ffcv"),
     Pipeline("ffmix_decode", "ffmix RandomResizedCropDecoder alone, uint8 (seeded crops)",
              partial(build_decoder, decoder="ffmix"), output="uint8", mixed=False, datasets=JPEG, family="ffmix"),
+    Pipeline("ffmix_decode_exact", "ffmix RandomResizedCropDecoder alone, exact_decode=True (FFCV's pixels), uint8",
+             partial(build_decoder, decoder="ffmix_exact"), output="uint8", mixed=False, datasets=JPEG,
+             family="ffmix"),
 )
 PIPELINES: Dict[str, Pipeline] = {entry.key: entry for entry in _ENTRIES}
 assert len(PIPELINES) == len(_ENTRIES), "pipeline keys must be unique"
