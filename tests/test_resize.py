@@ -188,3 +188,61 @@ def test_agrees_with_opencv_inter_area(kind):
     max_bound, mean_bound, far_bound = CV2_BOUNDS[kind]
     print(f"{kind}: max {worst}, mean {mean:.4f}, share > 1: {far:.4%}")
     assert worst <= max_bound and mean <= mean_bound and far <= far_bound, (worst, mean, far)
+
+
+def test_kernel_allocates_nothing():
+    """No Numba heap allocation inside resize_box (NRT statistics, in a fresh process that enables them)."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from numba.core.runtime import rtsys
+from ffmix.ops.resize_kernels import resize_box, resize_work_bytes
+image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+out = np.empty((224, 224, 3), np.uint8)
+work = np.empty(resize_work_bytes(300, 400, 224, 224), np.uint8)
+boxes = [(1.5, 2.5, 100.0, 120.0), (1.5, 2.5, 290.0, 390.0), (0.0, 0.0, 300.0, 400.0), (3.0, 4.0, 9.0, 9.5)]
+def run(box):
+    return resize_box(image.ctypes.data, 1200, 300, 400, *box, out.ctypes.data, 224, 224, work.ctypes.data,
+                      work.nbytes)
+for box in boxes:
+    assert run(box) == 0
+before = rtsys.get_allocation_stats()
+for box in boxes:
+    run(box)
+after = rtsys.get_allocation_stats()
+print(after.alloc - before.alloc, after.mi_alloc - before.mi_alloc)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = dict(os.environ, NUMBA_NRT_STATS="1", PYTHONPATH=root)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "0"]
+
+
+def test_callable_from_parallel_compiled_code():
+    """The decoders call resize_box from a prange loop, one scratch buffer per worker: same pixels as one by
+    one from Python."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def resize_all(sources, boxes, out, work, work_bytes):
+        for i in prange(sources.shape[0]):
+            resize_box(sources[i, 0], sources[i, 1], sources[i, 2], sources[i, 3], boxes[i, 0], boxes[i, 1],
+                       boxes[i, 2], boxes[i, 3], np.int64(out[i].ctypes.data), out.shape[1], out.shape[2],
+                       np.int64(work[i].ctypes.data), work_bytes)
+
+    rng = np.random.default_rng(10)
+    images = [random_image(rng, int(rng.integers(20, 90)), int(rng.integers(20, 90)), smooth=True)
+              for _ in range(12)]
+    boxes = [random_box(rng, *image.shape[:2], "fractional") for image in images]
+    sources = np.array([(image.ctypes.data, image.strides[0], *image.shape[:2]) for image in images], np.int64)
+    work_bytes = resize_work_bytes(90, 90, 40, 50)
+    out = np.zeros((len(images), 40, 50, 3), np.uint8)
+    resize_all(sources, np.array(boxes, np.float64), out, np.zeros((len(images), work_bytes), np.uint8),
+               work_bytes)
+    for image, box, got in zip(images, boxes, out):
+        assert (got == resize_array(image, *box, 40, 50)).all()
