@@ -240,6 +240,23 @@ def test_region_decoding_at_full_scale_stays_within_a_level_of_ffcvs_pixels(file
     assert difference.max() <= 1 and difference.mean() < 0.2
 
 
+def test_without_the_region_decoder_the_default_path_gives_the_exact_pixels_and_warns(files, monkeypatch):
+    import warnings
+
+    from ffmix.errors import FfmixWarning
+    from ffmix.ops import decoders
+
+    exact = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), seed=4, exact_decode=True))
+    monkeypatch.setattr(decoders, "jpeg_region_function", lambda: None)
+    monkeypatch.setattr(decoders, "unavailable_reason", lambda: "no compiler here; install gcc")
+    monkeypatch.setattr(decoders, "_warned_no_region", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fallback = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), seed=4))
+    np.testing.assert_array_equal(fallback, exact)
+    assert sum(issubclass(w.category, FfmixWarning) and "install gcc" in str(w.message) for w in caught) == 1
+
+
 def test_default_decoding_uses_dct_scaling_and_exact_decoding_does_not():
     assert RandomResizedCropDecoder(8).max_dct == 8 and CenterCropDecoder(8).max_dct == 8
     assert RandomResizedCropDecoder(8, exact_decode=True).max_dct == 1

@@ -8,9 +8,9 @@
 - ``RandomResizedCropDecoder``: torchvision's random-resized-crop (scale and ratio ranges, centre-crop fallback
   after ten tries); ``CenterCropDecoder``: the centred crop FFCV's ``CenterCropRGBImageDecoder`` takes.
   By default a JPEG is decoded only where its box lies, at the smallest DCT scale (1, 1/2, 1/4, 1/8) that
-  still covers the output (ffmix's region decoder over libjpeg, ``ffmix/native``), then resized with OpenCV's
-  INTER_AREA: the pixels differ a little from a full decode (docs/decoding.md measures how much) and cost
-  about half. ``exact_decode=True`` decodes and resizes with FFCV's own compiled code (libjpeg-turbo,
+  still covers the output (ffmix's region decoder over libjpeg, ``ffmix/native``), then resized with ffmix's
+  area resampler (``resize_kernels``): the pixels differ a little from a full decode (docs/decoding.md
+  measures how much) and the decode is 1.4-2x faster on photos. ``exact_decode=True`` decodes and resizes with FFCV's own compiled code (libjpeg-turbo,
   OpenCV INTER_AREA), so the pixels of a given box are FFCV's. The boxes come from ffmix's counter stream
   keyed by (seed, epoch, sample index), so they do not depend on threads or batches, unlike FFCV's
   ``RandomResizedCropRGBImageDecoder``, which draws from Numba's per-thread global state.
@@ -81,7 +81,7 @@ def region_decoder_at(needed: bool) -> int:
     if address is None and not _warned_no_region:
         _warned_no_region = True
         warnings.warn(FfmixWarning(f"ffmix's JPEG region decoder is not available ({unavailable_reason()}); JPEGs "
-                                   "are decoded whole as FFCV does (exact_decode=True), about twice as slow"),
+                                   "are decoded whole as FFCV does (as with exact_decode=True), 1.4-2x slower"),
                       stacklevel=3)
     return address or 0
 
@@ -131,10 +131,12 @@ class _CropDecoder(SimpleRGBImageDecoder):
 
     kind = CROP_CENTER
 
-    def __init__(self, output_size: Size, control: Optional[ControlBlock], seed: int, max_dct: int,
-                 on_decode_error: str = "raise", exact_decode: bool = False):
+    def __init__(self, output_size: Size, control: Optional[ControlBlock], seed: int,
+                 dct_scaling: Optional[bool] = None, on_decode_error: str = "raise", exact_decode: bool = False):
         super().__init__()
         self.exact_decode = bool(exact_decode)
+        self.dct_scaling = dct_scaling
+        max_dct = _max_dct(dct_scaling, self.exact_decode)
         self.output_size = _size(output_size)
         self.control = control if control is not None else ControlBlock()
         self.seed = _seed(seed)
@@ -179,6 +181,9 @@ class _CropDecoder(SimpleRGBImageDecoder):
         scratch_at, scratch_bytes = self._scratch.at_least(slots, WINDOW_BYTES + work_bytes + 3 * largest)
         functions = libffcv_functions()
         region_at = np.uint64(region_decoder_at(needed=bool(jpeg.any()) and not self.exact_decode))
+        # without the region decoder, the exact path as exact_decode=True would take it (the warning says so)
+        exact = self.exact_decode or region_at == 0
+        max_dct = _max_dct(self.dct_scaling, exact)
         mem_read = self.memory_read
         control_at = np.uint64(self.control.address)
         # Filled here, before FFCV compiles the pipeline (the subclass has set its ranges by now); only read
@@ -186,7 +191,7 @@ class _CropDecoder(SimpleRGBImageDecoder):
         self.crop_record[:] = make_record(
             CROP_SETTINGS, seed=self.seed, kind=self.kind, scale_low=self._scale[0], scale_high=self._scale[1],
             log_ratio_low=self._log_ratio[0], log_ratio_high=self._log_ratio[1], center_ratio=self._center_ratio,
-            max_dct=self.max_dct, exact=int(self.exact_decode), policy=self._policy)
+            max_dct=max_dct, exact=int(exact), policy=self._policy)
         crop_at = np.uint64(self.crop_record.ctypes.data)
         policy = np.int64(self._policy)
         scratch_at, scratch_bytes, slots = np.uint64(scratch_at), np.int64(scratch_bytes), np.int64(slots)
@@ -229,7 +234,7 @@ class RandomResizedCropDecoder(_CropDecoder):
     log-uniform); after ten boxes that do not fit, the centred crop clamped to the ratio range
     (torchvision's ``RandomResizedCrop``). The box of sample ``i`` in epoch ``e`` is a function of
     (seed, e, i) only; the epoch is read from ``control`` (pass ``Mixing.control``).
-    exact_decode: decode each JPEG whole with FFCV's decoder, FFCV's pixels for the box (about twice as slow);
+    exact_decode: decode each JPEG whole with FFCV's decoder, FFCV's pixels for the box (1.4-2x slower);
     by default only the box's region is decoded (see the module's docstring).
     dct_scaling: decode a JPEG at 1/2, 1/4 or 1/8 size (libjpeg-turbo) when its box is at least twice the
     output in both sides: faster, and the pixels differ slightly from a full-size decode. Default: on,
@@ -245,8 +250,7 @@ class RandomResizedCropDecoder(_CropDecoder):
     def __init__(self, output_size: Size, *, control: Optional[ControlBlock] = None, seed: int = 0,
                  scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
                  dct_scaling: Optional[bool] = None, exact_decode: bool = False, on_decode_error: str = "raise"):
-        super().__init__(output_size, control, seed, _max_dct(dct_scaling, exact_decode), on_decode_error,
-                         exact_decode)
+        super().__init__(output_size, control, seed, dct_scaling, on_decode_error, exact_decode)
         scale, ratio = tuple(float(s) for s in scale), tuple(float(r) for r in ratio)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise FfmixError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
@@ -266,7 +270,7 @@ class CenterCropDecoder(_CropDecoder):
 
     def __init__(self, output_size: Size, *, ratio: float = CENTER_CROP_RATIO, dct_scaling: Optional[bool] = None,
                  exact_decode: bool = False, on_decode_error: str = "raise"):
-        super().__init__(output_size, None, 0, _max_dct(dct_scaling, exact_decode), on_decode_error, exact_decode)
+        super().__init__(output_size, None, 0, dct_scaling, on_decode_error, exact_decode)
         if not 0 < ratio <= 1:
             raise FfmixError(f"ratio must be in (0, 1], got {ratio!r}")
         self.ratio = float(ratio)
