@@ -257,6 +257,14 @@ def test_without_the_region_decoder_the_default_path_gives_the_exact_pixels_and_
     assert sum(issubclass(w.category, FfmixWarning) and "install gcc" in str(w.message) for w in caught) == 1
 
 
+@pytest.mark.parametrize("crop", ["random", "center"])
+def test_make_loaders_exact_decode_reaches_the_decoder(files, crop):
+    meta = read_meta(files["jpg"])
+    for exact in (False, True):
+        decoder = _image_decoder(meta, CROP, crop, shuffled=True, mixing=Mixing(), exact_decode=exact)
+        assert decoder.exact_decode is exact
+
+
 def test_default_decoding_uses_dct_scaling_and_exact_decoding_does_not():
     assert RandomResizedCropDecoder(8).max_dct == 8 and CenterCropDecoder(8).max_dct == 8
     assert RandomResizedCropDecoder(8, exact_decode=True).max_dct == 1
