@@ -33,7 +33,8 @@ LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 SCALE = (0.08, 1.0)
 
 
-def photo_jpegs(count: int, side_range=(300, 500), quality: int = 90, seed: int = 0) -> List[Tuple[np.ndarray, int, int]]:
+def photo_jpegs(count: int, side_range=(300, 500), quality: int = 90,
+                seed: int = 0) -> List[Tuple[np.ndarray, int, int]]:
     """``count`` photographs as JPEG bytes: [(uint8 bytes, height, width)]."""
     import cv2
 
@@ -69,7 +70,8 @@ class BoxDecoder:
         top, left, box_height, box_width = box
         return decode_one(data.ctypes.data, data.size, height, width, JPEG_MODE, top, left, box_height, box_width,
                           out.ctypes.data, out.shape[0], out.shape[1], self.scratch.ctypes.data, self.scratch.size,
-                          self.work_bytes, 1 if exact else 8, int(exact), self.imdecode_at, self.resize_at, self.region_at)
+                          self.work_bytes, 1 if exact else 8, int(exact), self.imdecode_at, self.resize_at,
+                          self.region_at)
 
 
 def crop_box(seed: int, index: int, height: int, width: int) -> Tuple[int, int, int, int]:

@@ -58,9 +58,11 @@ the scratch, then resizes the box (fractional in the scaled image) from that win
 resampler (``resize_kernels.resize_box``). The region decoder uses libffcv's IDCT and upsampling, so the
 box's decoded pixels equal a full decode's at the same scale, bit for bit (tests/test_jpeg_region.py); the
 output differs from FFCV's through the DCT scaling and the resampler's rounding (about 0.05 levels at full
-scale; docs/decoding.md measures each scale). It stops after the box's last row, so it cannot see damage below it:
-it first checks that the bytes end with the end-of-image marker (``ends_with_eoi``), which a cut-off or
-half-zeroed copy lacks, and a warning in the rows it decodes fails the sample as an error does.
+scale; docs/decoding.md measures each scale). It stops after the box's last row, so it cannot see damage
+below it: it first checks that the bytes hold the end-of-image marker near their end (``ends_with_eoi``),
+which a cut-off or half-zeroed copy lacks, and a warning in the rows it decodes fails the sample as an error
+does. Without the region decoder (it could not be built: ``ffmix.native``) ``region_at`` is 0 and the crop
+record says exact: the decoders warn once.
 
 Statuses: libffcv's ``imdecode`` returns libjpeg-turbo's (0 clean, -1 an error *or a warning*); its ``resize``
 returns nothing (OpenCV throws, which would abort the process through the C boundary), so the kernel checks
@@ -179,7 +181,8 @@ def box_fits(top, bottom, left, right, height, width, out_height, out_width):
     return 0 <= top < bottom <= height and 0 <= left < right <= width and out_height > 0 and out_width > 0
 
 
-# The region decoder's window sits at the start of each scratch slot, its pixels after it.
+# Each scratch slot starts with the region decoder's window (int64[6]), then the resampler's work memory, then
+# the decoded pixels.
 WINDOW_BYTES = 64
 # How far back from the end ``ends_with_eoi`` looks for the end-of-image marker (trailing padding some
 # writers leave after it; ``sources/jpeg.py`` stores a JPEG only with an EOI after its scan).

@@ -10,8 +10,8 @@
   By default a JPEG is decoded only where its box lies, at the smallest DCT scale (1, 1/2, 1/4, 1/8) that
   still covers the output (ffmix's region decoder over libjpeg, ``ffmix/native``), then resized with ffmix's
   area resampler (``resize_kernels``): the pixels differ a little from a full decode (docs/decoding.md
-  measures how much) and the decode is 1.4-2x faster on photos. ``exact_decode=True`` decodes and resizes with FFCV's own compiled code (libjpeg-turbo,
-  OpenCV INTER_AREA), so the pixels of a given box are FFCV's. The boxes come from ffmix's counter stream
+  measures how much) and the decode is 1.4-2x faster on photos. ``exact_decode=True`` decodes and resizes
+  with FFCV's own compiled code (libjpeg-turbo, OpenCV INTER_AREA), so the pixels of a given box are FFCV's. The boxes come from ffmix's counter stream
   keyed by (seed, epoch, sample index), so they do not depend on threads or batches, unlike FFCV's
   ``RandomResizedCropRGBImageDecoder``, which draws from Numba's per-thread global state.
 - ``RandomFlip``: a seeded horizontal flip of the uint8 batch, in place (after a decoder, before mixing).
