@@ -178,6 +178,17 @@ def test_without_the_region_decoder_the_decoders_warn_once_and_decode_exactly(mo
     assert len(messages) == 1 and "install gcc" in messages[0] and "exact_decode=True" in messages[0]
 
 
+def test_a_read_only_package_folder_builds_into_the_users_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "FOLDER", tmp_path / "read-only")
+    monkeypatch.setattr(native, "LIBRARY", tmp_path / "read-only" / "_jpeg_region.so")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    built = native.build()
+    assert built.parent == tmp_path / "cache" / "ffmix" and built.name.startswith("_jpeg_region-")
+    assert native.build() == built                                   # fresh: not compiled again
+    import ctypes
+    assert ctypes.CDLL(str(built)).ffmix_region_version() == native.VERSION
+
+
 def test_build_is_refused_cleanly_without_a_compiler(monkeypatch):
     before = native.LIBRARY.stat().st_mtime_ns
     monkeypatch.setenv("CC", "no-such-compiler-ffmix")

@@ -16,6 +16,7 @@ returns None and ``unavailable_reason`` says why and how to fix it: the decoders
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shutil
 import subprocess
@@ -51,23 +52,35 @@ def compile_command(output: Path) -> list:
             *sysroot_flags(), "-o", str(output), str(SOURCE), "-ljpeg"]
 
 
-def build(force: bool = False) -> Path:
-    """Compile ``jpeg_region.c`` to ``_jpeg_region.so`` if it is missing or older than the source (or
-    ``force``); returns the library's path. Raises OSError (no compiler) or CalledProcessError (it failed)."""
-    if not force and LIBRARY.exists() and LIBRARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+def library_path() -> Path:
+    """Where the library is (or goes): beside the source, or, when this package's folder is read-only (an
+    installed ffmix), in the user's cache under a name that holds the source's hash (so it is never stale)."""
+    if os.access(FOLDER, os.W_OK) or LIBRARY.exists():
         return LIBRARY
-    compiler = compile_command(LIBRARY)[0]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ffmix"
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    return cache / f"_jpeg_region-{digest}.so"
+
+
+def build(force: bool = False) -> Path:
+    """Compile ``jpeg_region.c`` to ``library_path()`` if it is missing or older than the source (or
+    ``force``); returns the library's path. Raises OSError (no compiler) or CalledProcessError (it failed)."""
+    library = library_path()
+    if not force and library.exists() and library.stat().st_mtime >= SOURCE.stat().st_mtime:
+        return library
+    compiler = compile_command(library)[0]
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler ({compiler!r} is not on PATH)")
-    handle, temporary = tempfile.mkstemp(prefix="._jpeg_region.", suffix=".so", dir=FOLDER)
+    library.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix="._jpeg_region.", suffix=".so", dir=library.parent)
     os.close(handle)
     try:
         subprocess.run(compile_command(Path(temporary)), check=True, capture_output=True, text=True)
-        os.replace(temporary, LIBRARY)
+        os.replace(temporary, library)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    return LIBRARY
+    return library
 
 
 @lru_cache(maxsize=None)
@@ -80,7 +93,8 @@ def _load() -> Tuple[Optional[ctypes.CDLL], str]:
     except OSError as failure:
         return None, f"{SOURCE.name} could not be built or loaded ({failure})"
     if library.ffmix_region_version() != VERSION:
-        return None, f"{LIBRARY} is version {library.ffmix_region_version()}, ffmix wants {VERSION} (delete it)"
+        return None, (f"{library_path()} is version {library.ffmix_region_version()}, ffmix wants {VERSION} "
+                      "(delete it)")
     return library, ""
 
 
