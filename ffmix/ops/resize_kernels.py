@@ -21,8 +21,9 @@ How it is fast (OpenCV's INTER_AREA takes its slow general path at non-integer r
     per pass, 21 bits apart (a row's sums stay below 255 * 2**12 < 2**20), into a ring of ``taps_y + 2``
     rows, each touched source row once; then each output row from its ring rows;
   - vertical first otherwise: two output rows' vertical sums, 32 bits apart (each below 2**31), then one
-    horizontal pass for the pair that rounds each half into its output row.
-  Measured (one core, 224 x 224 output): 1.2-1.4x faster than one row per pass.
+    horizontal pass for the pair.
+  The gather writes the packed sums to an int64 row; unpacking (and rounding) them is a separate contiguous
+  loop, which vectorises. Measured (one core, 224 x 224 output): 1.2-1.4x faster than one row per pass.
 * A vertical tap pair whose second weight is 0 (most rows when enlarging) runs as one tap: a branch per
   row, not per pixel. The taps tables cost about 8 us per call (both axes at 224).
 
@@ -124,78 +125,59 @@ def fill_axis_taps(lo, length, size, out_size, one, taps, starts, weights):
 
 # ------------------------------------------------------------------------------------------ passes
 #
-# All sums are int32 (np.int32 on every operand, shifts by constants): int64 lanes halve what a vector holds,
-# and a shift by a variable kept LLVM from narrowing them (the vertical pass ran 5-7x slower).
+# The vertical pass's sums are int32 (np.int32 on every operand, shifts by constants): int64 lanes halve what
+# a vector holds, and a shift by a variable kept LLVM from narrowing them (it ran 5-7x slower). The horizontal
+# pass is scalar, on int64 values that each hold several rows' sums.
 
 @njit(cache=True, nogil=True, inline="always")
-def _store_sum(out, q, unused, value):
+def _store_sum(out, q, value):
     """Keep the full int32 sum (a pass before the last)."""
     out[q] = value
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _store_rounded(out, q, unused, value):
+def _store_rounded(out, q, value):
     """The last pass: round (half up) to uint8."""
     out[q] = np.uint8((value + np.int32(HALF)) >> np.int32(SHIFT))
 
 
+# Unpacking the int64 SWAR values (see the module docstring).
 _LOW = np.int64(0xFFFFFFFF)
 _LOW21 = np.int64((1 << 21) - 1)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _store_sum_triple(first, q, others, value):
-    """Three rows' int32 sums packed 21 bits apart in ``value``, each into its ring row."""
-    first[q] = value & _LOW21
-    others[0][q] = (value >> np.int64(21)) & _LOW21
-    others[1][q] = value >> np.int64(42)
 _HALF_PAIR = np.int64(HALF | (HALF << 32))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _store_rounded_pair(upper, q, lower, value):
-    """The last pass of two rows at once: ``value`` holds the upper row's sum in its low 32 bits and the
-    lower row's above (both below 2**31, so neither carries into the other); round each to uint8."""
-    value = value + _HALF_PAIR
-    upper[q] = np.uint8((value & _LOW) >> np.int64(SHIFT))
-    lower[q] = np.uint8(value >> np.int64(32 + SHIFT))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _horizontal(row, starts, weights, taps, out, out_offset, count, store, other=None):
-    """``store(out, out_offset + 3 o + c, other, sum_k weights[o * taps + k] * row[3 (starts[o] + k) + c])`` for the
-    ``count`` outputs of one row: a gather, so scalar; the taps are unrolled for 1 to 4 (a loop over them
-    cost twice as much), with a literal stride of 3. ``row`` may hold two rows' sums packed in int64 (see
-    ``_vertical_first``): one multiply then weighs both. ``other`` goes to ``store``."""
+def _horizontal(row, starts, weights, taps, out, count):
+    """``out[3 o + c] = sum_k weights[o * taps + k] * row[3 (starts[o] + k) + c]`` for the ``count`` outputs of
+    one row of int64 values, each several rows' sums packed (see the module docstring): a gather, so scalar,
+    with a literal stride of 3 and the taps unrolled for 1 to 4 (a loop over them cost twice as much)."""
     if taps == 1:
         for o in range(count):
-            p, q, w0 = CHANNELS * starts[o], out_offset + CHANNELS * o, weights[o]
+            p, q, w0 = CHANNELS * starts[o], CHANNELS * o, weights[o]
             for c in range(CHANNELS):
-                store(out, q + c, other, w0 * row[p + c])
+                out[q + c] = w0 * row[p + c]
     elif taps == 2:
         for o in range(count):
-            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
+            p, q = CHANNELS * starts[o], CHANNELS * o
             w0, w1 = weights[2 * o], weights[2 * o + 1]
             for c in range(CHANNELS):
-                store(out, q + c, other, w0 * row[p + c] + w1 * row[p + 3 + c])
+                out[q + c] = w0 * row[p + c] + w1 * row[p + 3 + c]
     elif taps == 3:
         for o in range(count):
-            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
+            p, q = CHANNELS * starts[o], CHANNELS * o
             w0, w1, w2 = weights[3 * o], weights[3 * o + 1], weights[3 * o + 2]
             for c in range(CHANNELS):
-                store(out, q + c, other, w0 * row[p + c] + w1 * row[p + 3 + c]
-                      + w2 * row[p + 6 + c])
+                out[q + c] = w0 * row[p + c] + w1 * row[p + 3 + c] + w2 * row[p + 6 + c]
     elif taps == 4:
         for o in range(count):
-            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
-            w0, w1 = weights[4 * o], weights[4 * o + 1]
-            w2, w3 = weights[4 * o + 2], weights[4 * o + 3]
+            p, q = CHANNELS * starts[o], CHANNELS * o
+            w0, w1, w2, w3 = weights[4 * o], weights[4 * o + 1], weights[4 * o + 2], weights[4 * o + 3]
             for c in range(CHANNELS):
-                store(out, q + c, other, w0 * row[p + c] + w1 * row[p + 3 + c]
-                      + w2 * row[p + 6 + c] + w3 * row[p + 9 + c])
+                out[q + c] = w0 * row[p + c] + w1 * row[p + 3 + c] + w2 * row[p + 6 + c] + w3 * row[p + 9 + c]
     else:
         for o in range(count):
-            p, q = CHANNELS * starts[o], out_offset + CHANNELS * o
+            p, q = CHANNELS * starts[o], CHANNELS * o
             red = green = blue = 0 * row[0]
             for k in range(taps):
                 weight = weights[o * taps + k]
@@ -203,30 +185,28 @@ def _horizontal(row, starts, weights, taps, out, out_offset, count, store, other
                 green += weight * row[p + 1]
                 blue += weight * row[p + 2]
                 p += CHANNELS
-            store(out, q, other, red)
-            store(out, q + 1, other, green)
-            store(out, q + 2, other, blue)
+            out[q], out[q + 1], out[q + 2] = red, green, blue
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _vertical(matrix, start, modulo, lo, hi, weights, taps, sums, out, store):
-    """``store(out, x, None, sum_k weights[k] * row_k[x])`` with ``row_k = matrix[(start + k) % modulo, lo:hi]``
+    """``store(out, x, sum_k weights[k] * row_k[x])`` with ``row_k = matrix[(start + k) % modulo, lo:hi]``
     (source rows, or a ring of rows), along whole rows: contiguous, so it vectorises. One pass for up to 3
     taps; more accumulate in the int32 ``sums`` first (which may be ``out`` when storing sums)."""
     count = out.shape[0]
     w0, r0 = np.int32(weights[0]), matrix[start % modulo, lo:hi]
     if taps == 1 or (taps == 2 and weights[1] == 0):   # enlarging: most rows lie within one source row
         for x in range(count):
-            store(out, x, None, w0 * np.int32(r0[x]))
+            store(out, x, w0 * np.int32(r0[x]))
     elif taps == 2:
         w1, r1 = np.int32(weights[1]), matrix[(start + 1) % modulo, lo:hi]
         for x in range(count):
-            store(out, x, None, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]))
+            store(out, x, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]))
     elif taps == 3:
         w1, r1 = np.int32(weights[1]), matrix[(start + 1) % modulo, lo:hi]
         w2, r2 = np.int32(weights[2]), matrix[(start + 2) % modulo, lo:hi]
         for x in range(count):
-            store(out, x, None, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]) + w2 * np.int32(r2[x]))
+            store(out, x, w0 * np.int32(r0[x]) + w1 * np.int32(r1[x]) + w2 * np.int32(r2[x]))
     else:
         for x in range(count):
             sums[x] = w0 * np.int32(r0[x])
@@ -235,7 +215,7 @@ def _vertical(matrix, start, modulo, lo, hi, weights, taps, sums, out, store):
             for x in range(count):
                 sums[x] += weight * np.int32(row[x])
         for x in range(count):
-            store(out, x, None, sums[x])
+            store(out, x, sums[x])
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -253,10 +233,11 @@ def resize_work_bytes(max_height, max_width, out_height, out_width):
 
 @njit(cache=True, nogil=True, inline="always")
 def _work_ints(out_height, out_width, taps_x, taps_y, span):
-    """int32 slots: the tap tables; the int64 packed rows over the touched columns, 8-byte aligned; then the
-    ring and a row of sums (horizontal first) or two rows of sums over the touched columns (vertical first)."""
+    """int32 slots: the tap tables; the int64 packed row over the touched columns and the int64 packed output
+    row, 8-byte aligned; then the ring and a row of sums (horizontal first) or two rows of sums over the touched
+    columns (vertical first)."""
     tables = out_width * (1 + taps_x) + out_height * (1 + taps_y)
-    packed = 2 * span * CHANNELS + 2
+    packed = 2 * (span + out_width) * CHANNELS + 2
     rows = max((taps_y + 3) * out_width, 2 * span) * CHANNELS
     return tables + packed + rows
 
@@ -303,22 +284,23 @@ def resize_box(source_at, source_row_bytes, height, width, top, left, box_height
     tables = work.shape[0] - rest.shape[0]
     packed_at = (np.int64(work_at) + 4 * tables + 7) & ~np.int64(7)
     packed = carray(as_pointer(packed_at), (span * CHANNELS,), np.int64)
-    rest = rest[2 * span * CHANNELS + 2:]
+    packed_out = carray(as_pointer(packed_at + 8 * span * CHANNELS), (out_width * CHANNELS,), np.int64)
+    rest = rest[2 * (span + out_width) * CHANNELS + 2:]
     # The horizontal pass costs most: horizontal-first weighs three source rows per multiply, vertical-first
     # two output rows (with a cheaper store); measured, horizontal-first wins up to about 3/4 as many rows
     # touched as output rows (150 -> 224 rows: 0.086 vs 0.093 ms; 224 -> 224: 0.095 vs 0.078 ms).
     if 4 * rows_touched <= 3 * out_height:
         _horizontal_first(source, height, x_starts, x_weights, taps_x, y_starts, y_weights,
-                          taps_y, out, out_height, out_width, first_column, span, rest, packed)
+                          taps_y, out, out_height, out_width, first_column, span, rest, packed, packed_out)
     else:
         _vertical_first(source, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
-                        out_height, out_width, first_column, span, rest, packed)
+                        out_height, out_width, first_column, span, rest, packed, packed_out)
     return RESIZED
 
 
 @njit(cache=True, nogil=True)
 def _horizontal_first(source, height, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
-                      out_height, out_width, first_column, span, rest, packed):
+                      out_height, out_width, first_column, span, rest, packed, packed_out):
     """Three source rows at a time packed into one int64 per value (21 bits each: a row's horizontal sums stay
     below 255 * 2**12 < 2**20, so none carries), through one horizontal pass into a ring of ``taps_y + 2``
     rows; each output row from its ring rows. Each touched source row is weighed once. ``x_starts`` count from
@@ -341,8 +323,14 @@ def _horizontal_first(source, height, x_starts, x_weights, taps_x, y_starts, y_w
             for x in range(span_length):
                 packed[x] = (np.int64(row_a[x]) | (np.int64(row_b[x]) << np.int64(21))
                              | (np.int64(row_c[x]) << np.int64(42)))
-            _horizontal(packed, x_starts, x_weights, taps_x, ring[ready % slots], 0, out_width, _store_sum_triple,
-                        (ring[(ready + 1) % slots], ring[(ready + 2) % slots]))
+            _horizontal(packed, x_starts, x_weights, taps_x, packed_out, out_width)
+            first_row, second_row = ring[ready % slots], ring[(ready + 1) % slots]
+            third_row = ring[(ready + 2) % slots]
+            for x in range(row_length):          # unpacked apart from the gather, so it vectorises
+                value = packed_out[x]
+                first_row[x] = value & _LOW21
+                second_row[x] = (value >> np.int64(21)) & _LOW21
+                third_row[x] = value >> np.int64(42)
             ready += 3
         _vertical(ring, start, slots, 0, row_length, y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums,
                   out[y * row_length:(y + 1) * row_length], _store_rounded)
@@ -350,7 +338,7 @@ def _horizontal_first(source, height, x_starts, x_weights, taps_x, y_starts, y_w
 
 @njit(cache=True, nogil=True)
 def _vertical_first(source, x_starts, x_weights, taps_x, y_starts, y_weights, taps_y, out,
-                    out_height, out_width, first_column, span, rest, packed):
+                    out_height, out_width, first_column, span, rest, packed, packed_out):
     """Per pair of output rows: the vertical pass of each over the box's touched columns, both packed into one
     int64 per value (``packed``), then one horizontal pass for the pair. ``x_starts`` count from
     ``first_column`` here. An odd last row is paired with itself."""
@@ -366,8 +354,13 @@ def _vertical_first(source, x_starts, x_weights, taps_x, y_starts, y_weights, ta
                       y_weights[y * taps_y:(y + 1) * taps_y], taps_y, sums, sums, _store_sum)
         for x in range(span_length):
             packed[x] = np.int64(sums_upper[x]) | (np.int64(sums_lower[x]) << np.int64(32))
-        _horizontal(packed, x_starts, x_weights, taps_x, out[upper * row_length:(upper + 1) * row_length], 0,
-                    out_width, _store_rounded_pair, out[lower * row_length:(lower + 1) * row_length])
+        _horizontal(packed, x_starts, x_weights, taps_x, packed_out, out_width)
+        upper_row = out[upper * row_length:(upper + 1) * row_length]
+        lower_row = out[lower * row_length:(lower + 1) * row_length]
+        for x in range(row_length):              # rounded and unpacked apart from the gather: vectorises
+            value = packed_out[x] + _HALF_PAIR
+            upper_row[x] = np.uint8((value & _LOW) >> np.int64(SHIFT))
+            lower_row[x] = np.uint8(value >> np.int64(32 + SHIFT))
 
 
 def resize_array(image: np.ndarray, top: float, left: float, box_height: float, box_width: float,
