@@ -217,7 +217,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
                 seed: int = 0, distributed: bool = False, num_workers: Optional[int] = None,
                 drop_last: bool = True, batches_ahead: int = 3, os_cache: bool = True,
                 indices: Optional[Sequence[int]] = None, num_classes: Optional[int] = None,
-                on_decode_error: str = "raise") -> MixLoader:
+                on_decode_error: str = "raise", exact_decode: bool = False) -> MixLoader:
     """An FFCV loader of ``path`` that yields ``(images, targets)`` with MixUp/CutMix done in Numba on uint8.
 
     Mixing: ``mixup_alpha``/``cutmix_alpha`` (Beta parameters, 0 = off), ``mix_prob``, ``switch_prob``,
@@ -247,6 +247,9 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
     on_decode_error: "raise" (a JPEG that cannot be decoded fails its batch with an FfmixError naming the
     sample and the file) or "skip" (it is replaced by the nearest earlier sample of its batch, pixels and
     label, and counted: ``MixLoader.decode_stand_ins`` and a warning at the end of the epoch).
+    exact_decode: decode each cropped JPEG whole, as FFCV does (FFCV's pixels, about twice as slow); by
+    default only the crop box's region is decoded, at the smallest DCT scale covering the output
+    (docs/decoding.md).
 
     Raises ValueError for out-of-range options and bad or corrupt files, FileNotFoundError for a missing file
     or metadata, all before any work starts.
@@ -278,7 +281,7 @@ def make_loader(path: Union[str, os.PathLike], *, batch_size: int, mixup_alpha: 
 
     all_raw = _all_raw(reader)   # every image stored raw: decoded by a copy (and mixed in it, when allowed)
     decoder = _image_decoder(meta, mixing.image_size, crop, shuffled=(order != "sequential"), mixing=mixing,
-                             jpeg=not all_raw, on_decode_error=on_decode_error)
+                             jpeg=not all_raw, on_decode_error=on_decode_error, exact_decode=exact_decode)
     augment = None if auto_augment is None else parse_auto_augment(
         auto_augment, control=mixing.control, seed=mixing.seed, grayscale=meta.channels == 1)
     mean, std = _normalisation(meta, normalize, mean, std, dtype)
@@ -532,7 +535,7 @@ def _all_raw(reader) -> bool:
 
 
 def _image_decoder(meta: DatasetMeta, size: Tuple[int, int], crop: str, *, shuffled: bool, mixing: Mixing,
-                   jpeg: bool = True, on_decode_error: str = "raise"):
+                   jpeg: bool = True, on_decode_error: str = "raise", exact_decode: bool = False):
     """FFCV's plain decoder for raw images used as stored (a copy: nothing to decode), else ffmix's decoders,
     which check every status: JPEGs used as stored (``size``, from ``_output_size``, is the file's) are decoded
     straight into the batch (a centre "crop" of the whole image), other sizes are cropped with seeded boxes
@@ -545,5 +548,6 @@ def _image_decoder(meta: DatasetMeta, size: Tuple[int, int], crop: str, *, shuff
         crop = "random" if shuffled else "center"
     if crop == "random":
         return RandomResizedCropDecoder(size, control=mixing.control, seed=mixing.seed,
-                                        on_decode_error=on_decode_error)
-    return CenterCropDecoder(size, ratio=CENTER_CROP_RATIO, on_decode_error=on_decode_error)
+                                        on_decode_error=on_decode_error, exact_decode=exact_decode)
+    return CenterCropDecoder(size, ratio=CENTER_CROP_RATIO, on_decode_error=on_decode_error,
+                             exact_decode=exact_decode)

@@ -112,6 +112,8 @@ for step in "${STEPS[@]}"; do
     fi
     if ((offline)) && [ "$step" != prepare ]; then
         export PYTHONPATH; PYTHONPATH=$(offline_path)
+        # ffmix's JPEG region decoder is compiled on first use against the bundle's libjpeg (ffmix/native)
+        export FFMIX_JPEG_SYSROOT=$FFCV_DEST/sysroot
     fi
     echo "gpu-check: $step (at most ${LIMIT[$step]} s)"
     started=$(date +%s.%N)

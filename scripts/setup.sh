@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist)
+# gcc and libjpeg-dev (Debian's libjpeg62-turbo-dev): ffmix's JPEG region decoder (ffmix/native) is built from C
+APT_PACKAGES=(pkg-config libopencv-dev libturbojpeg0-dev libjpeg-dev gcc dataset-fashion-mnist)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -36,6 +37,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     pip_quiet install -e '.[test]'
     touch "$stamp"
 fi
+
+# ffmix's JPEG region decoder (ffmix/native/jpeg_region.c): compiled once here against the system libjpeg; ffmix
+# would otherwise compile it on first use, or, without a compiler, decode JPEGs whole with a warning.
+.venv/bin/python -m ffmix.native || echo "setup: warning: the region decoder was not built (see above)" >&2
 
 # ffmix's kernels are C entry points compiled by Numba with cache=True: compile them once here (about a minute on
 # 2 cores; the cache lives beside the sources), so the first loader, demo or test run does not pay for it. Numba

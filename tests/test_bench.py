@@ -317,8 +317,8 @@ def test_registry_says_where_each_pipeline_runs():
     timm = registry.PIPELINES["timm_fast_collate"]
     assert (timm.output_on(torch.device("cpu")), timm.output_on(torch.device("cuda"))) == ("uint8", "float32")
     unmixed = {k for k in every if not registry.PIPELINES[k].mixed}
-    assert unmixed == {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", "ffcv_decode", "ffmix_decode", "dali_decode",
-                       "decode_limit"}
+    assert unmixed == {"ffcv_plain", "ffmix_off", "ffmix_uint8_off", "ffcv_decode", "ffmix_decode",
+                       "ffmix_decode_exact", "dali_decode", "decode_limit"}
     photos = set(registry.pipelines_for("photos", every))
     assert {"ffmix_uint8", "ffmix_uint8_off", "ffcv_decode", "dl_recipe", "decode_limit"} <= photos
     assert not {"dl_recipe", "decode_limit", "dali_decode"} & (jpeg | rgb)

@@ -199,13 +199,13 @@ def test_flips_match_the_reference(channels, width):
 @pytest.mark.parametrize("kind", ["jpg", "raw_varied"])
 def test_centre_crops_equal_ffcvs_centre_crop_decoder(files, kind):
     expected = ffcv_images(files[kind], CenterCropRGBImageDecoder((24, 24), ratio=224 / 256))
-    np.testing.assert_array_equal(ffcv_images(files[kind], CenterCropDecoder((24, 24))), expected)
+    np.testing.assert_array_equal(ffcv_images(files[kind], CenterCropDecoder((24, 24), exact_decode=True)), expected)
 
 
 @pytest.mark.parametrize("kind", ["jpg", "raw_varied"])
 def test_random_crops_equal_ffcvs_decode_and_resize_of_the_reference_box(files, kind):
     seed, epoch = 5, 0
-    got = ffcv_images(files[kind], RandomResizedCropDecoder(CROP, seed=seed))
+    got = ffcv_images(files[kind], RandomResizedCropDecoder(CROP, seed=seed, exact_decode=True))
     reader = open_reader(files[kind])
     mm = np.memmap(files[kind], np.uint8, mode="r")
     table = field_table(reader, "image")
@@ -217,13 +217,60 @@ def test_random_crops_equal_ffcvs_decode_and_resize_of_the_reference_box(files, 
         np.testing.assert_array_equal(got[index], expected)
 
 
-def test_dct_scaled_decoding_stays_close_to_full_size_decoding(files):
+@pytest.mark.parametrize("exact_decode", [True, False], ids=["whole", "region"])
+def test_dct_scaled_decoding_stays_close_to_full_size_decoding(files, exact_decode):
     # Large boxes over a small output: most samples are decoded at 1/2 scale or less.
     options = dict(seed=1, scale=(0.6, 1.0))
-    full = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), **options)).astype(np.int64)
-    scaled = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), dct_scaling=True, **options))
-    difference = np.abs(full - scaled)
+    full = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), exact_decode=True, **options))
+    scaled = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), dct_scaling=True,
+                                                                exact_decode=exact_decode, **options))
+    difference = np.abs(full.astype(np.int64) - scaled)
     assert difference.any() and difference.mean() < 3 and np.percentile(difference, 99) < 16
+
+
+@pytest.mark.parametrize("kind", ["random", "center"])
+def test_region_decoding_at_full_scale_stays_within_a_level_of_ffcvs_pixels(files, kind):
+    # Without DCT scaling the region decoder's box pixels are a full decode's (tests/test_jpeg_region.py), so
+    # the default path differs from FFCV's only by the resampler (ffmix's area filter vs OpenCV's INTER_AREA).
+    def decoder(**options):
+        if kind == "random":
+            return RandomResizedCropDecoder(CROP, seed=2, dct_scaling=False, **options)
+        return CenterCropDecoder(CROP, dct_scaling=False, **options)
+    exact = ffcv_images(files["jpg"], decoder(exact_decode=True)).astype(np.int64)
+    difference = np.abs(ffcv_images(files["jpg"], decoder(), churn=True) - exact)
+    assert difference.max() <= 1 and difference.mean() < 0.2
+
+
+def test_without_the_region_decoder_the_default_path_gives_the_exact_pixels_and_warns(files, monkeypatch):
+    import warnings
+
+    from ffmix.errors import FfmixWarning
+    from ffmix.ops import decoders
+
+    exact = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), seed=4, exact_decode=True))
+    monkeypatch.setattr(decoders, "jpeg_region_function", lambda: None)
+    monkeypatch.setattr(decoders, "unavailable_reason", lambda: "no compiler here; install gcc")
+    monkeypatch.setattr(decoders, "_warned_no_region", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fallback = ffcv_images(files["jpg"], RandomResizedCropDecoder((12, 12), seed=4))
+    np.testing.assert_array_equal(fallback, exact)
+    assert sum(issubclass(w.category, FfmixWarning) and "install gcc" in str(w.message) for w in caught) == 1
+
+
+@pytest.mark.parametrize("crop", ["random", "center"])
+def test_make_loaders_exact_decode_reaches_the_decoder(files, crop):
+    meta = read_meta(files["jpg"])
+    for exact in (False, True):
+        decoder = _image_decoder(meta, CROP, crop, shuffled=True, mixing=Mixing(), exact_decode=exact)
+        assert decoder.exact_decode is exact
+
+
+def test_default_decoding_uses_dct_scaling_and_exact_decoding_does_not():
+    assert RandomResizedCropDecoder(8).max_dct == 8 and CenterCropDecoder(8).max_dct == 8
+    assert RandomResizedCropDecoder(8, exact_decode=True).max_dct == 1
+    assert RandomResizedCropDecoder(8, exact_decode=True, dct_scaling=True).max_dct == 8
+    assert CenterCropDecoder(8, dct_scaling=False).max_dct == 1
 
 
 # --------------------------------------------------------------------- reproducible through real loaders
@@ -251,7 +298,9 @@ def test_crops_and_flips_equal_the_reference_draws(files, crop_runs):
     reader = open_reader(files["jpg"])
     mm = np.memmap(files["jpg"], np.uint8, mode="r")
     table = field_table(reader, "image")
-    got = crop_runs[1, 4]
+    control = Mixing(seed=3).control
+    got = ffcv_images(files["jpg"], RandomResizedCropDecoder(CROP, control=control, seed=3, exact_decode=True),
+                      batch_size=4, workers=1, extra=[RandomFlip(control=control, seed=3)])
     boxes = reference.crop_boxes(3, 0, range(len(got)), zip(table["height"], table["width"]))
     crops = np.zeros((len(got), *CROP, 3), np.uint8)
     for index, (top, left, h, w) in enumerate(boxes):

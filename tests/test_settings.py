@@ -282,7 +282,7 @@ def test_each_erase_field_changes_what_the_entry_point_writes(name):
 def probe_crop(address):
     s = read_crop_settings(address)
     return (s.seed, s.kind, s.scale_low, s.scale_high, s.log_ratio_low, s.log_ratio_high, s.center_ratio,
-            s.max_dct, s.policy)
+            s.max_dct, s.exact, s.policy)
 
 
 @njit
@@ -298,13 +298,13 @@ def test_every_crop_and_flip_field_is_read_under_its_own_name():
     from ffmix.ops.decoders import RandomFlip, RandomResizedCropDecoder
 
     decoder = RandomResizedCropDecoder((24, 20), seed=11, scale=(0.3, 0.9), ratio=(0.6, 1.7), dct_scaling=True,
-                                       on_decode_error="skip")
+                                       exact_decode=True, on_decode_error="skip")
     decoder.decode_report.has_label_side = True   # as make_loader's stand-in pipeline sets it
     decoder.metadata = np.zeros(0, [("mode", "<u1"), ("height", "<u4"), ("width", "<u4"), ("data_ptr", "<u8")])
     decoder.generate_code()                        # fills the record, as FFCV's compile does
-    expected = (11, CROP_RANDOM, 0.3, 0.9, math.log(0.6), math.log(1.7), decoder._center_ratio, 8, STAND_IN_POLICY)
+    expected = (11, CROP_RANDOM, 0.3, 0.9, math.log(0.6), math.log(1.7), decoder._center_ratio, 8, 1, STAND_IN_POLICY)
     assert set(CROP_SETTINGS.names) == {"seed", "kind", "scale_low", "scale_high", "log_ratio_low", "log_ratio_high",
-                                        "center_ratio", "max_dct", "policy"}
+                                        "center_ratio", "max_dct", "exact", "policy"}
     assert probe_crop(decoder.crop_record.ctypes.data) == pytest.approx(expected)
     flip = RandomFlip(seed=13, probability=0.3)
     assert probe_flip(flip.flip_record.ctypes.data) == pytest.approx((13, 0.3))

@@ -8,14 +8,15 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-DECODERS = ("ffcv", "ffmix")
+DECODERS = ("ffcv", "ffmix", "ffmix_exact")
 
 
 def decoder_loader(decoder: str, beton, *, crop: int, batch_size: int, workers: int, num_classes: int,
                    device: torch.device, seed: int = 0, indices: Optional[Sequence[int]] = None):
     """A loader yielding (uint8 (N, 3, crop, crop), float32 one-hot (N, num_classes)) through ``decoder``'s
-    random-resized crop: "ffcv" (FFCV's RandomResizedCropRGBImageDecoder, unseeded) or "ffmix" (ffmix's
-    RandomResizedCropDecoder, seeded)."""
+    random-resized crop: "ffcv" (FFCV's RandomResizedCropRGBImageDecoder, unseeded), "ffmix" (ffmix's
+    RandomResizedCropDecoder, seeded: the box's region, DCT-scaled) or "ffmix_exact" (the same with
+    exact_decode=True: whole decode, FFCV's pixels)."""
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
@@ -29,7 +30,7 @@ def decoder_loader(decoder: str, beton, *, crop: int, batch_size: int, workers: 
     if decoder == "ffcv":
         decode = RandomResizedCropRGBImageDecoder((crop, crop))
     else:
-        decode = RandomResizedCropDecoder((crop, crop), seed=seed)
+        decode = RandomResizedCropDecoder((crop, crop), seed=seed, exact_decode=decoder == "ffmix_exact")
     loader = Loader(str(beton), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM, seed=seed,
                     indices=indices, drop_last=True,
                     pipelines={"image": [decode, ToTensor(), ToTorchImage()], "label": [IntDecoder(), ToTensor()]})

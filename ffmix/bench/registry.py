@@ -245,6 +245,9 @@ _ENTRIES = (
              partial(build_decoder, decoder="ffcv"), output="uint8", mixed=False, datasets=JPEG, family="ffcv"),
     Pipeline("ffmix_decode", "ffmix RandomResizedCropDecoder alone, uint8 (seeded crops)",
              partial(build_decoder, decoder="ffmix"), output="uint8", mixed=False, datasets=JPEG, family="ffmix"),
+    Pipeline("ffmix_decode_exact", "ffmix RandomResizedCropDecoder alone, exact_decode=True (FFCV's pixels), uint8",
+             partial(build_decoder, decoder="ffmix_exact"), output="uint8", mixed=False, datasets=JPEG,
+             family="ffmix"),
     Pipeline("dl_recipe", "PyTorch DataLoader: PIL + torchvision v2 RandomResizedCrop + flip, v2 MixUp/CutMix "
              "in the collate_fn (float)", partial(build_dataloader, collate="torchvision", flip=True),
              datasets=PHOTOS,

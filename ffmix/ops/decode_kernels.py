@@ -20,9 +20,14 @@ out_at             the decoders' output images (uint8, or float32  FFCV's preall
                    for ``mix_normalize_raw_batch``)                output ``AllocationQuery``)
 images_at          the batch ``flip_batch`` flips in place: the    FFCV's preallocated buffers (the output of
                    decoder's output                                the decoder before it)
-scratch_at         one full-size decode buffer per worker          the decoder operation (``_Scratch``, made
-                                                                   in ``__init__``; buffers only added, never
-                                                                   freed or replaced while the op lives)
+scratch_at         one slot per worker: WINDOW_BYTES of window,     the decoder operation (``_Scratch``, made
+                   ``work_bytes`` of resampler work memory, then   in ``__init__``; buffers only added, never
+                   a full-size image's pixels (the exact path      freed or replaced while the op lives)
+                   decodes from the slot's start)
+window             the region decoder's int64[6] answer (first     the worker's scratch slot (its first
+                   row, column, rows, columns, scaled height,      WINDOW_BYTES), written by the C function,
+                   width), read right after the call               read by the same worker before its next
+                                                                   sample
 indices_at,        the batch's sample indices / data addresses     FFCV's preallocated buffers (scratch
 sources_at         as contiguous uint64                            queries), filled by the closure
 control_at         epoch (and on/off for the fused mix)            the ``ControlBlock`` passed to the op,
@@ -35,6 +40,9 @@ crop_at            the decoder's ``CROP_SETTINGS`` record            the crop de
 flip_at            the flip's ``FLIP_SETTINGS`` record               the ``RandomFlip`` (made in ``__init__``)
 imdecode_at,       ``imdecode`` / ``resize`` in FFCV's             the ``ffcv._libffcv`` shared library,
 resize_at          ``_libffcv`` extension                          loaded by ``ffcv.libffcv`` for the process
+region_at          ``ffmix_decode_region`` (ffmix/native/          ffmix's ``_jpeg_region.so``, loaded by
+                   jpeg_region.c); 0 when it could not be built    ``ffmix.native`` (held in its ``_load``
+                   (the exact path is used then)                    cache) for the life of the process
 report_at          the decode report: stand-ins counted, the       the ``DecodeReport`` (``decode_errors.py``)
                    batch's table address and count                 the decoder makes in ``__init__`` and
                                                                    ``StandInRows`` holds; never replaced
@@ -43,6 +51,20 @@ rows_at            the batch's (sample index, stand-in) rows       FFCV's preall
 batch table        read by ``stand_in_rows_batch`` through the     FFCV's preallocated buffers (as table_at),
 (in the report)    report, later in the same batch                 written earlier in the same batch
 =================  ==============================================  ===========================================
+
+Two JPEG paths (``crop.exact``): the exact one decodes the whole image with libffcv's ``imdecode`` into the
+worker's scratch and resizes the box from it, FFCV's pixels; the default one decodes, at the DCT scale
+``dct_denominator`` picks, only the box's rows and (iMCU-widened) columns with ffmix's region decoder
+(``ffmix_decode_region``: libjpeg's jpeg_skip_scanlines / jpeg_crop_scanline / jpeg_abort_decompress) into
+the scratch, then resizes the box (fractional in the scaled image) from that window with ffmix's area
+resampler (``resize_kernels.resize_box``). The region decoder uses libffcv's IDCT and upsampling, so the
+box's decoded pixels equal a full decode's at the same scale, bit for bit (tests/test_jpeg_region.py); the
+output differs from FFCV's through the DCT scaling and the resampler's rounding (about 0.05 levels at full
+scale; docs/decoding.md measures each scale). It stops after the box's last row, so it cannot see damage
+below it: it first checks that the bytes hold the end-of-image marker near their end (``ends_with_eoi``),
+which a cut-off or half-zeroed copy lacks, and a warning in the rows it decodes fails the sample as an error
+does. Without the region decoder (it could not be built: ``ffmix.native``) ``region_at`` is 0 and the crop
+record says exact: the decoders warn once.
 
 Statuses: libffcv's ``imdecode`` returns libjpeg-turbo's (0 clean, -1 an error *or a warning*); its ``resize``
 returns nothing (OpenCV throws, which would abort the process through the C boundary), so the kernel checks
@@ -64,6 +86,8 @@ from ..ffcv_compat import JPEG_MODE, call_imdecode, call_resize
 from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, random_crop_box, sample_key)
 from .batch import batch_mix_params
 from .control import EPOCH, as_pointer, read_control
+from .jpeg_region import COL0, COLS, ROW0, ROWS, SCALED_HEIGHT, SCALED_WIDTH, call_decode_region
+from .resize_kernels import RESIZED, resize_box
 from .params import WEIGHT_ONE
 from .kernels import mix_normalize_from_pages
 from .settings import (entry_point, read_crop_settings, read_flip_settings, read_float_settings,
@@ -161,14 +185,89 @@ def box_fits(top, bottom, left, right, height, width, out_height, out_width):
     return 0 <= top < bottom <= height and 0 <= left < right <= width and out_height > 0 and out_width > 0
 
 
+# Each scratch slot starts with the region decoder's window (int64[6]), then the resampler's work memory, then
+# the decoded pixels.
+WINDOW_BYTES = 64
+# How far back from the end ``ends_with_eoi`` looks for the end-of-image marker (trailing padding some
+# writers leave after it; ``sources/jpeg.py`` stores a JPEG only with an EOI after its scan).
+EOI_SEARCH = 4096
+
+
+@njit(cache=True, inline="always")
+def ends_with_eoi(data):
+    """Whether the JPEG bytes ``data`` (uint8) hold an end-of-image marker (FF D9) in their last
+    ``EOI_SEARCH`` bytes. In entropy-coded data an FF byte is followed by 00 or a restart marker, so a
+    cut-off copy, or one whose end was zeroed, has none there. Reference: ``bytes.rfind`` (tests)."""
+    size = data.shape[0]
+    for position in range(size - 2, max(size - EOI_SEARCH, 0) - 1, -1):
+        if data[position] == 0xFF and data[position + 1] == 0xD9:
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def scaled_box(top, left, bottom, right, height, width, denom):
+    """The box in the image decoded at 1/``denom`` (ceil(H / d) x ceil(W / d) pixels): start down, end up,
+    so it still covers the same pixels. Returns (top, left, bottom, right, scaled height, scaled width)."""
+    height, width = (height + denom - 1) // denom, (width + denom - 1) // denom
+    return (top // denom, left // denom, min((bottom + denom - 1) // denom, height),
+            min((right + denom - 1) // denom, width), height, width)
+
+
+@njit(cache=True, inline="always")
+def decode_whole(data_at, size, height, width, top, left, bottom, right, out_at, out_height, out_width, scratch,
+                 max_dct, imdecode_at, resize_at):
+    """The exact path: the whole JPEG decoded by libffcv into ``scratch`` (at 1/2..1/8 scale when ``max_dct``
+    allows), the box resized from it: FFCV's decoders' pixels for max_dct = 1."""
+    denom = dct_denominator(bottom - top, right - left, out_height, out_width, max_dct)
+    if call_imdecode(imdecode_at, data_at, size, height, width, scratch, denom) != 0:
+        return DECODE_FAILED
+    top, left, bottom, right, height, width = scaled_box(top, left, bottom, right, height, width, denom)
+    call_resize(resize_at, scratch, height, width, top, bottom, left, right, out_at, out_height, out_width)
+    return DECODED
+
+
+@njit(cache=True, inline="always")
+def decode_part(data_at, size, height, width, top, left, bottom, right, out_at, out_height, out_width, scratch,
+                scratch_bytes, work_bytes, max_dct, region_at):
+    """The default path: only the box's rows and columns decoded (at the DCT scale ``dct_denominator``
+    picks) into the scratch slot's window, the box resized from there with ffmix's area resampler
+    (``resize_kernels``: the box in scaled pixels, fractional, so no rounding to whole scaled pixels; with
+    ``work_bytes`` of work memory after the window). Faster than OpenCV's INTER_AREA on these boxes and
+    closer to the exact path (docs/decoding.md)."""
+    if not ends_with_eoi(carray(as_pointer(data_at), (size,), np.uint8)):
+        return DECODE_FAILED
+    denom = dct_denominator(bottom - top, right - left, out_height, out_width, max_dct)
+    exact_top, exact_left = top / denom, left / denom
+    exact_height, exact_width = (bottom - top) / denom, (right - left) / denom
+    top, left, bottom, right, scaled_height, scaled_width = scaled_box(top, left, bottom, right, height, width,
+                                                                       denom)
+    work = scratch + WINDOW_BYTES
+    pixels = work + work_bytes
+    status = call_decode_region(region_at, data_at, size, denom, top, left, bottom, right, pixels,
+                                scratch_bytes - WINDOW_BYTES - work_bytes, scratch)
+    window = carray(as_pointer(scratch), (6,), np.int64)
+    if status != 0:
+        return DECODE_FAILED
+    if window[SCALED_HEIGHT] != scaled_height or window[SCALED_WIDTH] != scaled_width:
+        return HEADER_MISMATCH
+    rows, cols, col0 = window[ROWS], window[COLS], window[COL0]
+    if window[ROW0] != top or rows != bottom - top or not box_fits(0, rows, left - col0, right - col0, rows, cols,
+                                                                  out_height, out_width):
+        return BAD_BOX
+    resized = resize_box(pixels, 3 * cols, rows, cols, exact_top - top, exact_left - col0, exact_height,
+                         exact_width, out_at, out_height, out_width, work, work_bytes)
+    return DECODED if resized == RESIZED else BAD_BOX
+
+
 @njit(cache=True, inline="always")
 def decode_one(data_at, size, height, width, mode, top, left, box_height, box_width, out_at, out_height,
-               out_width, scratch, max_dct, imdecode_at, resize_at):
+               out_width, scratch, scratch_bytes, work_bytes, max_dct, exact, imdecode_at, resize_at, region_at):
     """Decode and crop one sample into ``out_at``; returns its status (DECODED or why not).
 
     A JPEG whose box is the whole image at the output's size is decoded straight into the output; any
-    other is decoded whole into ``scratch`` (as FFCV's decoders do) and resized from there; a raw image is
-    resized straight from the file's pages.
+    other is decoded into ``scratch`` and resized from there: the whole image (``exact``, or no region
+    decoder: ``region_at`` 0) or only the box's region. A raw image is resized straight from the file's pages.
     """
     bottom, right = top + box_height, left + box_width
     if not box_fits(top, bottom, left, right, height, width, out_height, out_width):
@@ -186,35 +285,29 @@ def decode_one(data_at, size, height, width, mode, top, left, box_height, box_wi
     whole = top == 0 and left == 0 and bottom == height and right == width
     if whole and out_height == height and out_width == width:
         return DECODED if call_imdecode(imdecode_at, data_at, size, height, width, out_at, 1) == 0 else DECODE_FAILED
-    denom = dct_denominator(box_height, box_width, out_height, out_width, max_dct)
-    if call_imdecode(imdecode_at, data_at, size, height, width, scratch, denom) != 0:
-        return DECODE_FAILED
-    if denom > 1:
-        # The image is ceil(H / d) x ceil(W / d) now; the box shrinks with it (start down, end up, so it
-        # still covers the same pixels).
-        height, width = (height + denom - 1) // denom, (width + denom - 1) // denom
-        top, left = top // denom, left // denom
-        bottom = min((bottom + denom - 1) // denom, height)
-        right = min((right + denom - 1) // denom, width)
-    call_resize(resize_at, scratch, height, width, top, bottom, left, right, out_at, out_height, out_width)
-    return DECODED
+    if exact or region_at == 0:
+        return decode_whole(data_at, size, height, width, top, left, bottom, right, out_at, out_height, out_width,
+                            scratch, max_dct, imdecode_at, resize_at)
+    return decode_part(data_at, size, height, width, top, left, bottom, right, out_at, out_height, out_width,
+                       scratch, scratch_bytes, work_bytes, max_dct, region_at)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers, epoch, crop,
-                imdecode_at, resize_at):
+def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, work_bytes, slots, workers, epoch,
+                crop, imdecode_at, resize_at, region_at):
     """Decode, crop and resize every sample of ``table`` into the uint8 (count, out_height, out_width, 3)
     batch at ``out_at``; each sample's status goes into ``table[:, STATUS]``. Returns how many failed.
 
     ``crop`` is the decoder's ``CROP_SETTINGS`` record. The box comes from ``augment`` (random or centre, as
     ``crop.kind`` says); with ``crop.max_dct`` > 1 a JPEG whose box covers the
-    output at least twice is decoded at 1/2, 1/4 or 1/8 scale. ``workers`` (at most ``slots``, the scratch
+    output at least twice is decoded at 1/2, 1/4 or 1/8 scale; unless ``crop.exact``, only the box's region
+    of it (``decode_part``). ``workers`` (at most ``slots``, the scratch
     buffers) take samples round-robin, each with its own scratch buffer, so the scratch stays in cache and
     costs ``slots`` images rather than a batch of them. The caller passes ``numba.get_num_threads()``:
     calling it here would make the kernel uncacheable (it goes through a ctypes pointer).
     """
     count = table.shape[0]
-    seed, kind, max_dct, center_ratio = crop.seed, crop.kind, crop.max_dct, crop.center_ratio
+    seed, kind, max_dct, center_ratio, exact = crop.seed, crop.kind, crop.max_dct, crop.center_ratio, crop.exact
     scale_low, scale_high, log_ratio_low, log_ratio_high = (crop.scale_low, crop.scale_high, crop.log_ratio_low,
                                                             crop.log_ratio_high)
     workers = max(min(slots, workers), 1)
@@ -234,7 +327,8 @@ def decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes,
                                                                    center_ratio)
             table[i, STATUS] = decode_one(table[i, DATA_AT], table[i, DATA_BYTES], height, width, table[i, MODE],
                                           top, left, box_height, box_width, out_base + i * out_bytes, out_height,
-                                          out_width, scratch, max_dct, imdecode_at, resize_at)
+                                          out_width, scratch, scratch_bytes, work_bytes, max_dct, exact,
+                                          imdecode_at, resize_at, region_at)
     failed = 0
     for i in range(count):
         failed += table[i, STATUS] != DECODED
@@ -350,8 +444,8 @@ def stand_in(table, out_at, out_bytes, report):
 
 
 @entry_point
-def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
-                      control_at, crop_at, imdecode_at, resize_at, report_at):
+def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at, scratch_bytes, work_bytes, slots,
+                      workers, control_at, crop_at, imdecode_at, resize_at, region_at, report_at):
     """Decode and crop ``count`` samples (``table``: int64 (count, TABLE_COLUMNS)); see ``decode_crop``.
 
     Returns how many samples failed (their statuses are in the table). Under ``STAND_IN_POLICY`` their
@@ -360,8 +454,8 @@ def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at
     control = read_control(control_at)
     crop = read_crop_settings(crop_at)
     table = carray(as_pointer(table_at), (count, TABLE_COLUMNS), np.int64)
-    failed = decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, slots, workers,
-                         control[EPOCH], crop, imdecode_at, resize_at)
+    failed = decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, work_bytes, slots, workers,
+                         control[EPOCH], crop, imdecode_at, resize_at, region_at)
     if crop.policy != STAND_IN_POLICY:
         return failed
     report = carray(as_pointer(report_at), (REPORT_SIZE,), np.int64)

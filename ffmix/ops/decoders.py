@@ -7,10 +7,13 @@
 
 - ``RandomResizedCropDecoder``: torchvision's random-resized-crop (scale and ratio ranges, centre-crop fallback
   after ten tries); ``CenterCropDecoder``: the centred crop FFCV's ``CenterCropRGBImageDecoder`` takes.
-  Both decode and resize with FFCV's own compiled code (libjpeg-turbo, OpenCV INTER_AREA), so the pixels of a
-  given box are FFCV's; the boxes come from ffmix's counter stream keyed by (seed, epoch, sample index), so
-  they do not depend on threads or batches, unlike FFCV's ``RandomResizedCropRGBImageDecoder``, which draws
-  from Numba's per-thread global state.
+  By default a JPEG is decoded only where its box lies, at the smallest DCT scale (1, 1/2, 1/4, 1/8) that
+  still covers the output (ffmix's region decoder over libjpeg, ``ffmix/native``), then resized with ffmix's
+  area resampler (``resize_kernels``): the pixels differ a little from a full decode (docs/decoding.md
+  measures how much) and the decode is 1.4-2x faster on photos. ``exact_decode=True`` decodes and resizes
+  with FFCV's own compiled code (libjpeg-turbo, OpenCV INTER_AREA), so the pixels of a given box are FFCV's. The boxes come from ffmix's counter stream
+  keyed by (seed, epoch, sample index), so they do not depend on threads or batches, unlike FFCV's
+  ``RandomResizedCropRGBImageDecoder``, which draws from Numba's per-thread global state.
 - ``RandomFlip``: a seeded horizontal flip of the uint8 batch, in place (after a decoder, before mixing).
 - ``MixingRawDecoder``: for raw-stored images of one size, FFCV's decoder is a copy out of the file's pages;
   this one makes the mix that copy, reading each sample and its partner straight from the pages. Its
@@ -23,6 +26,7 @@ mixing, crops and flips together). The addresses the compiled code reads are lis
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -35,14 +39,16 @@ from ffcv.pipeline.operation import Operation
 from ffcv.transforms import ToTensor
 from ffcv.pipeline.state import State
 
-from ..errors import FfmixError
+from ..errors import FfmixError, FfmixWarning
 from ..ffcv_compat import JPEG_MODE, RAW_MODE, libffcv_functions
+from ..native import jpeg_region_function, unavailable_reason
 from .batch import copy_indices, index_scratch
 from .control import ControlBlock
 from .decode_errors import DecodeFailure, DecodeReport, StandInRows, policy_code
 from .decode_kernels import (CROP_CENTER, CROP_RANDOM, DATA_AT, DATA_BYTES, HEIGHT, INDEX, MODE, RAISE, STATUS,
-                             TABLE_COLUMNS, WIDTH, decode_crop_batch, flip_batch, mix_normalize_raw_batch,
-                             mix_raw_batch)
+                             TABLE_COLUMNS, WIDTH, WINDOW_BYTES, decode_crop_batch, flip_batch,
+                             mix_normalize_raw_batch, mix_raw_batch)
+from .resize_kernels import resize_work_bytes
 from .settings import CROP_SETTINGS, FLIP_SETTINGS, make_record
 
 CENTER_CROP_RATIO = 224 / 256
@@ -54,6 +60,41 @@ def _size(output_size: Size) -> Tuple[int, int]:
     if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in size):
         raise FfmixError(f"output_size must be a positive int or (height, width), got {output_size!r}")
     return int(size[0]), int(size[1])
+
+
+def _max_dct(dct_scaling: Optional[bool], exact_decode: bool) -> int:
+    """The largest DCT denominator allowed: 8 (1/8 scale) unless ``dct_scaling`` is False, or None with
+    ``exact_decode`` (FFCV's full-size decode)."""
+    if dct_scaling is None:
+        dct_scaling = not exact_decode
+    return 8 if dct_scaling else 1
+
+
+_warned_no_region = False
+
+
+def region_decoder_at(needed: bool) -> int:
+    """The region decoder's address for a decoder that ``needed`` it, or 0 (the exact path) with one
+    FfmixWarning per process when it cannot be built here (why, and the fix)."""
+    global _warned_no_region
+    if not needed:
+        return 0
+    address = jpeg_region_function()
+    if address is None and not _warned_no_region:
+        _warned_no_region = True
+        warnings.warn(FfmixWarning(f"ffmix's JPEG region decoder is not available ({unavailable_reason()}); JPEGs "
+                                   "are decoded whole as FFCV does (as with exact_decode=True), 1.4-2x slower"),
+                      stacklevel=3)
+    return address or 0
+
+
+def region_work_bytes(heights: np.ndarray, widths: np.ndarray, out_height: int, out_width: int) -> int:
+    """Scratch bytes (a multiple of 64) ffmix's resampler needs after a region decode of any of these JPEGs
+    (``resize_kernels.resize_work_bytes`` for the largest sides); 0 without JPEGs."""
+    if len(heights) == 0:
+        return 0
+    need = int(resize_work_bytes(int(heights.max()), int(widths.max()), out_height, out_width))
+    return -(-need // 64) * 64
 
 
 def _seed(seed) -> int:
@@ -92,9 +133,12 @@ class _CropDecoder(SimpleRGBImageDecoder):
 
     kind = CROP_CENTER
 
-    def __init__(self, output_size: Size, control: Optional[ControlBlock], seed: int, max_dct: int,
-                 on_decode_error: str = "raise"):
+    def __init__(self, output_size: Size, control: Optional[ControlBlock], seed: int,
+                 dct_scaling: Optional[bool] = None, on_decode_error: str = "raise", exact_decode: bool = False):
         super().__init__()
+        self.exact_decode = bool(exact_decode)
+        self.dct_scaling = dct_scaling
+        max_dct = _max_dct(dct_scaling, self.exact_decode)
         self.output_size = _size(output_size)
         self.control = control if control is not None else ControlBlock()
         self.seed = _seed(seed)
@@ -129,22 +173,31 @@ class _CropDecoder(SimpleRGBImageDecoder):
                              "the targets with decode_errors.StandInTargets (make_loader does both)")
         metadata = self.metadata
         jpeg = metadata["mode"] == JPEG_MODE
-        largest = int((metadata["height"][jpeg].astype(np.int64) * metadata["width"][jpeg]).max()) if jpeg.any() else 0
+        heights, widths = metadata["height"][jpeg].astype(np.int64), metadata["width"][jpeg].astype(np.int64)
+        largest = int((heights * widths).max()) if jpeg.any() else 0
         slots = int(numba.config.NUMBA_NUM_THREADS)
-        scratch_at, scratch_bytes = self._scratch.at_least(slots, 3 * largest)
-        functions = libffcv_functions()
-        mem_read = self.memory_read
+        # each slot: the region decoder's window, the resampler's work memory, then a whole image's pixels (the
+        # exact path decodes from the slot's start: it fits too)
         out_height, out_width = self.output_size
+        work_bytes = region_work_bytes(heights, widths, out_height, out_width)
+        scratch_at, scratch_bytes = self._scratch.at_least(slots, WINDOW_BYTES + work_bytes + 3 * largest)
+        functions = libffcv_functions()
+        region_at = np.uint64(region_decoder_at(needed=bool(jpeg.any()) and not self.exact_decode))
+        # without the region decoder, the exact path as exact_decode=True would take it (the warning says so)
+        exact = self.exact_decode or region_at == 0
+        max_dct = _max_dct(self.dct_scaling, exact)
+        mem_read = self.memory_read
         control_at = np.uint64(self.control.address)
         # Filled here, before FFCV compiles the pipeline (the subclass has set its ranges by now); only read
         # while it runs.
         self.crop_record[:] = make_record(
             CROP_SETTINGS, seed=self.seed, kind=self.kind, scale_low=self._scale[0], scale_high=self._scale[1],
             log_ratio_low=self._log_ratio[0], log_ratio_high=self._log_ratio[1], center_ratio=self._center_ratio,
-            max_dct=self.max_dct, policy=self._policy)
+            max_dct=max_dct, exact=int(exact), policy=self._policy)
         crop_at = np.uint64(self.crop_record.ctypes.data)
         policy = np.int64(self._policy)
         scratch_at, scratch_bytes, slots = np.uint64(scratch_at), np.int64(scratch_bytes), np.int64(slots)
+        work_bytes = np.int64(work_bytes)
         imdecode_at, resize_at = np.uint64(functions["imdecode"]), np.uint64(functions["resize"])
         report_at = np.uint64(self.decode_report.address)
 
@@ -163,8 +216,8 @@ class _CropDecoder(SimpleRGBImageDecoder):
                 table[position, INDEX] = index
             out = destination[:count]
             failed = decode_crop_batch(table.ctypes.data, count, out.ctypes.data, out_height, out_width, scratch_at,
-                                       scratch_bytes, slots, numba.get_num_threads(), control_at, crop_at,
-                                       imdecode_at, resize_at, report_at)
+                                       scratch_bytes, work_bytes, slots, numba.get_num_threads(), control_at, crop_at,
+                                       imdecode_at, resize_at, region_at, report_at)
             # The statuses came back in the table (FFCV's buffer); a failure the policy did not stand in for
             # (policy "raise", or no sample of the batch decoded) ends the batch here.
             if failed != 0 and (policy == RAISE or failed < 0):
@@ -183,8 +236,11 @@ class RandomResizedCropDecoder(_CropDecoder):
     log-uniform); after ten boxes that do not fit, the centred crop clamped to the ratio range
     (torchvision's ``RandomResizedCrop``). The box of sample ``i`` in epoch ``e`` is a function of
     (seed, e, i) only; the epoch is read from ``control`` (pass ``Mixing.control``).
+    exact_decode: decode each JPEG whole with FFCV's decoder, FFCV's pixels for the box (1.4-2x slower);
+    by default only the box's region is decoded (see the module's docstring).
     dct_scaling: decode a JPEG at 1/2, 1/4 or 1/8 size (libjpeg-turbo) when its box is at least twice the
-    output in both sides: faster, and the pixels differ slightly from a full-size decode.
+    output in both sides: faster, and the pixels differ slightly from a full-size decode. Default: on,
+    off with exact_decode.
     on_decode_error: "raise" (a damaged sample fails its batch with ``DecodeFailure``) or "skip" (it is
     replaced by another sample of its batch, label included: ``make_loader(on_decode_error="skip")``, or
     see ``stand_in_pipeline``; counted in ``decoder.decode_report``). See ``decode_errors.py``.
@@ -195,8 +251,8 @@ class RandomResizedCropDecoder(_CropDecoder):
 
     def __init__(self, output_size: Size, *, control: Optional[ControlBlock] = None, seed: int = 0,
                  scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
-                 dct_scaling: bool = False, on_decode_error: str = "raise"):
-        super().__init__(output_size, control, seed, 8 if dct_scaling else 1, on_decode_error)
+                 dct_scaling: Optional[bool] = None, exact_decode: bool = False, on_decode_error: str = "raise"):
+        super().__init__(output_size, control, seed, dct_scaling, on_decode_error, exact_decode)
         scale, ratio = tuple(float(s) for s in scale), tuple(float(r) for r in ratio)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise FfmixError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
@@ -211,11 +267,12 @@ class CenterCropDecoder(_CropDecoder):
     """Decode, take the centred box of the output's aspect ratio whose limiting side is ``ratio`` times the
     image's (for square outputs FFCV's ``CenterCropRGBImageDecoder`` box), and resize to ``output_size``.
     With ``ratio=1`` and ``output_size`` the stored size it decodes straight into the batch: FFCV's
-    ``SimpleRGBImageDecoder`` with every status checked. on_decode_error: as ``RandomResizedCropDecoder``."""
+    ``SimpleRGBImageDecoder`` with every status checked. exact_decode, dct_scaling, on_decode_error: as
+    ``RandomResizedCropDecoder``."""
 
-    def __init__(self, output_size: Size, *, ratio: float = CENTER_CROP_RATIO, dct_scaling: bool = False,
-                 on_decode_error: str = "raise"):
-        super().__init__(output_size, None, 0, 8 if dct_scaling else 1, on_decode_error)
+    def __init__(self, output_size: Size, *, ratio: float = CENTER_CROP_RATIO, dct_scaling: Optional[bool] = None,
+                 exact_decode: bool = False, on_decode_error: str = "raise"):
+        super().__init__(output_size, None, 0, dct_scaling, on_decode_error, exact_decode)
         if not 0 < ratio <= 1:
             raise FfmixError(f"ratio must be in (0, 1], got {ratio!r}")
         self.ratio = float(ratio)

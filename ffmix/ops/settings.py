@@ -67,6 +67,7 @@ CROP_FIELDS = (
     ("log_ratio_high", np.float64),
     ("center_ratio", np.float64),  # centre boxes: the limiting side's share
     ("max_dct", np.int64),         # largest DCT scaling denominator allowed (1: full-size decode)
+    ("exact", np.int64),           # 1: decode the whole JPEG with libffcv, as FFCV does; 0: only the box's region
     ("policy", np.int64),          # decode_kernels.RAISE or STAND_IN_POLICY
 )
 # Which samples a ``RandomFlip`` flips.
@@ -207,7 +208,8 @@ ENTRY_POINTS = {
     "mix_normalize_raw_batch": ("sources_at", "indices_at", "count", "height", "width", "channels", "out_at",
                                 "control_at", "mix_at", "float_at"),
     "decode_crop_batch": ("table_at", "count", "out_at", "out_height", "out_width", "scratch_at", "scratch_bytes",
-                          "slots", "workers", "control_at", "crop_at", "imdecode_at", "resize_at", "report_at"),
+                          "work_bytes", "slots", "workers", "control_at", "crop_at", "imdecode_at", "resize_at", "region_at",
+                          "report_at"),
     "stand_in_rows_batch": ("rows_at", "count", "report_at"),
     "flip_batch": ("images_at", "indices_at", "count", "height", "width", "channels", "control_at", "flip_at"),
     "augment_batch": ("images_at", "scratch_at", "indices_at", "count", "height", "width", "channels", "control_at",

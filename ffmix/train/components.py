@@ -26,7 +26,8 @@ def make_loaders(config: Config, node: Node):
     from ..loader import make_loader  # imported here so `ffmix train --help` does not start Numba
 
     common = dict(device=node.device, num_workers=config.workers or node.threads, dtype=torch.float32,
-                  normalize=True, channels_last=config.channels_last == "on", on_decode_error=config.on_decode_error)
+                  normalize=True, channels_last=config.channels_last == "on", on_decode_error=config.on_decode_error,
+                  exact_decode=config.exact_decode)
     # with a resolution schedule the loop sets the training size before every epoch (train_size)
     train_size = train_image_size(config, 0)
     mix = mixing_configured(config)

@@ -68,6 +68,7 @@ class Config:
     image_size: Optional[int] = None
     res_schedule: Optional[str] = None    # LOW:HIGH:E1:E2 (resolution.ResSchedule); None: image_size throughout
     on_decode_error: str = "raise"
+    exact_decode: bool = False
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -114,6 +115,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--on-decode-error", default="raise", choices=CHOICES["on_decode_error"], help=(
         "an image that cannot be decoded stops the run with its index and file (raise), or is replaced by "
         "another image of its batch, label included, and counted per epoch (skip)"))
+    data.add_argument("--exact-decode", action="store_true", help=(
+        "decode each cropped JPEG whole, as FFCV does (FFCV's pixels, 1.4-2x slower); by default only the crop "
+        "box's region is decoded, DCT-scaled (docs/decoding.md)"))
     data.add_argument("--workers", type=int, metavar="N",
                       help="loader threads per process (default: the cores of the process's share)")
 
