@@ -96,24 +96,33 @@ def mix_image_batch(images_at, out_at, indices_at, count, height, width, channel
     return MIXED
 
 
+@njit(cache=True, inline="always")
+def float_output(out_at, count, height, width, float_at):
+    """The float32 output batch at ``out_at`` as the ``FLOAT_SETTINGS`` record at ``float_at`` lays it out,
+    (count, C', H, W) or (count, H, W, C') if ``channels_last``, with the record's per-channel ``scale`` and
+    ``shift`` for its C' <= 3 channels: (out, scale, shift, channels_last)."""
+    output = read_float_settings(float_at)
+    out_channels = output.out_channels
+    scale = output.scale.copy()[:out_channels]
+    shift = output.shift.copy()[:out_channels]
+    if output.channels_last:
+        out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
+    else:
+        out = carray(as_pointer(out_at), (count, out_channels, height, width), np.float32)
+    return out, scale, shift, output.channels_last != 0
+
+
 @entry_point
 def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, channels, control_at, mix_at,
                         float_at):
     """Mix ``count`` uint8 (H, W, C) images and write them as normalised float32 to ``out`` ((count, C', H, W),
     or (count, H, W, C') if ``channels_last``), ``pixel * scale_c + shift_c`` for the C' <= 3 channels of the
     ``FLOAT_SETTINGS`` record at ``float_at``. With mixing switched off the images are only converted."""
-    output = read_float_settings(float_at)
-    out_channels = output.out_channels
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    scale = output.scale.copy()[:out_channels]
-    shift = output.shift.copy()[:out_channels]
+    out, scale, shift, channels_last = float_output(out_at, count, height, width, float_at)
     partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
-    if output.channels_last:
-        out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
-    else:
-        out = carray(as_pointer(out_at), (count, out_channels, height, width), np.float32)
-    mix_normalize(images, out, partner, weight, box, scale, shift, output.channels_last != 0)
+    mix_normalize(images, out, partner, weight, box, scale, shift, channels_last)
     return MIXED
 
 

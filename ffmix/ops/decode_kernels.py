@@ -84,14 +84,13 @@ from numba.extending import intrinsic
 
 from ..ffcv_compat import JPEG_MODE, call_imdecode, call_resize
 from .augment import (CROP_STREAM, FLIP_STREAM, center_crop_box, flip_draw, random_crop_box, sample_key)
-from .batch import batch_mix_params
+from .batch import batch_mix_params, float_output
 from .control import EPOCH, as_pointer, read_control
 from .jpeg_region import COL0, COLS, ROW0, ROWS, SCALED_HEIGHT, SCALED_WIDTH, call_decode_region
 from .resize_kernels import RESIZED, resize_box
 from .params import WEIGHT_ONE
 from .kernels import mix_normalize_from_pages
-from .settings import (entry_point, read_crop_settings, read_flip_settings, read_float_settings,
-                       read_mix_settings)
+from .settings import entry_point, read_crop_settings, read_flip_settings, read_mix_settings
 
 # The decoder's per-sample table (int64): filled by the closure, then the kernel's results.
 DATA_AT, DATA_BYTES, HEIGHT, WIDTH, MODE, INDEX, STATUS, STAND_IN = range(8)
@@ -517,16 +516,9 @@ def mix_normalize_raw_batch(sources_at, indices_at, count, height, width, channe
     (count, C', H, W), or (count, H, W, C') if the ``FLOAT_SETTINGS`` record at ``float_at`` says
     ``channels_last``. The file's pages are read once: copy, mix and normalisation are one pass. With mixing
     switched off the images are only converted."""
-    output = read_float_settings(float_at)
-    out_channels = output.out_channels
     sources = carray(as_pointer(sources_at), (count,), np.uint64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    scale = output.scale.copy()[:out_channels]
-    shift = output.shift.copy()[:out_channels]
+    out, scale, shift, channels_last = float_output(out_at, count, height, width, float_at)
     partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
-    if output.channels_last:
-        out = carray(as_pointer(out_at), (count, height, width, out_channels), np.float32)
-    else:
-        out = carray(as_pointer(out_at), (count, out_channels, height, width), np.float32)
-    mix_normalize_from_pages(sources, out, partner, weight, box, scale, shift, output.channels_last != 0, channels)
+    mix_normalize_from_pages(sources, out, partner, weight, box, scale, shift, channels_last, channels)
     return count
