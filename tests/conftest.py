@@ -11,11 +11,12 @@ frees exactly what it freed before, only without re-walking the imports.
 Wall time on few cores (``make test`` runs ``pytest -n auto``: two workers on a 2-core CI machine):
 
 - OpenMP threads that wait for work sleep instead of spinning. Each worker trains with torch on every core
-  while the other worker does too; spinning threads then steal the cores the other process's threads need,
-  and a tiny model's step took 1.5x as long. Thread counts stay as they were, so every result is the same.
+  while the other worker does too; spinning threads then steal the cores the other process's threads need
+  (on a loaded 2-core machine, two processes training the tiny model each took 1.5x as long). Thread counts
+  stay as they were, so every result is the same.
 - The long tests start first and each worker takes one test at a time. xdist hands out tests in collection
-  order, in chunks of an eighth of the suite: the long training tests (``test_train.py`` sorts last) ended up
-  together at the end of one worker's list while the other worker idled.
+  order, in chunks of up to an eighth of the suite: the long training tests (``test_train.py`` sorts last)
+  came last, and whichever worker drew the last of them ran on alone.
 """
 from __future__ import annotations
 
