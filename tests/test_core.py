@@ -9,6 +9,7 @@ Numpy recycles freed small buffers by size, so churn of small float32 arrays ove
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 import threading
@@ -263,31 +264,51 @@ def test_close_and_context_manager_stop_a_running_epoch(files):
     assert sum(1 for _ in loader) == len(loader)
 
 
+EXIT_ENDINGS = [(1, "pass"), (3, "pass"), (2, "sys.exit(0)"), (2, "del iterator")]
+
+# One program per ending, forked from a parent that imported torch and ffmix and made (compiled) the loader
+# once: most of a program's time, which four separate programs paid four times. No thread runs before the
+# fork (the parent starts no epoch), so each child is a program of its own from there: it starts its epoch,
+# reads its batches, runs its ending at module level and exits by itself, its output in its own files.
 EXIT_MID_EPOCH = """
-import sys, torch, ffmix
-loader = ffmix.make_loader(sys.argv[1], batch_size=8, num_workers=2, mixup_alpha=0.5, cutmix_alpha=1.0,
+import json, os, sys, threading, torch, ffmix
+beton, folder = sys.argv[1:3]
+endings = json.loads(sys.argv[3])
+loader = ffmix.make_loader(beton, batch_size=8, num_workers=2, mixup_alpha=0.5, cutmix_alpha=1.0,
                            batches_ahead=3)
+assert threading.active_count() == 1, "a thread before the fork"
+children = []
+for index, (batches, ending) in enumerate(endings):
+    pid = os.fork()
+    if pid == 0:
+        for stream, name in ((1, "out"), (2, "err")):
+            os.dup2(os.open(f"{folder}/{index}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), stream)
+        break
+    children.append(pid)
+else:   # the parent: each child's exit code, then nothing else
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    print(json.dumps(codes), flush=True)
+    sys.exit(0)
 iterator = iter(loader)
-for _ in range({batches}):
+for _ in range(batches):
     images, targets = next(iterator)
 print("left", flush=True)
-{ending}
+exec(ending)
 """
 
 
-EXIT_ENDINGS = [(1, "pass"), (3, "pass"), (2, "sys.exit(0)"), (2, "del iterator")]
-
-
-def test_a_program_that_exits_mid_epoch_exits_cleanly(files):
-    """Each ending in its own program; the programs are independent, so they run side by side (most of each is
-    importing and compiling) and are checked one by one afterwards, each failure naming its ending."""
-    programs = [subprocess.Popen([sys.executable, "-c", EXIT_MID_EPOCH.format(batches=batches, ending=ending),
-                                  str(files["rgb"])], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True) for batches, ending in EXIT_ENDINGS]
-    for (batches, ending), program in zip(EXIT_ENDINGS, programs):
-        out, err = program.communicate(timeout=300)
+def test_a_program_that_exits_mid_epoch_exits_cleanly(files, tmp_path):
+    """Each ending in its own program (a forked child); they run side by side and are checked one by one
+    afterwards, each failure naming its ending."""
+    program = subprocess.run([sys.executable, "-c", EXIT_MID_EPOCH, str(files["rgb"]), str(tmp_path),
+                              json.dumps(EXIT_ENDINGS)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert program.returncode == 0, program.stderr
+    codes = json.loads(program.stdout.strip().splitlines()[-1])
+    assert len(codes) == len(EXIT_ENDINGS), program.stdout
+    for index, ((batches, ending), code) in enumerate(zip(EXIT_ENDINGS, codes)):
+        out, err = (tmp_path / f"{index}.out").read_text(), (tmp_path / f"{index}.err").read_text()
         case = f"{batches} batch(es) then {ending!r}"
-        assert program.returncode == 0, (case, err)
+        assert code == 0, (case, err)
         assert out.strip() == "left", (case, out)
         assert "Traceback" not in err and "Exception" not in err, (case, err)
 
