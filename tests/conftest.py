@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 
 import pytest
+
+from ffmix import kernel_cache
 
 # Read by libgomp when torch (or numba's OpenMP layer) loads it, which is after this file is imported; the
 # subprocesses tests start inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The tests' own cached Numba helpers (e.g. test_auto_augment._apply_each) compile ffmix's kernels into their
+# cache: it is refreshed when ffmix or the tests change, as ffmix refreshes its own (ffmix/kernel_cache.py).
+_TESTS = Path(__file__).resolve().parent
+kernel_cache.refresh(_TESTS, kernel_cache.sources_digest([kernel_cache.PACKAGE, _TESTS]))
 
 # The longest tests, longest first (``pytest --durations``, 2026-12-02). A module holding one of them runs
 # before modules that do not, in the order of its longest test, so a module's tests stay together (its
