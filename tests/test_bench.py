@@ -792,3 +792,26 @@ def test_an_fmnist_folder_that_is_not_one_is_refused_not_replaced(tmp_path, caps
         assert cli.main(["bench", "ops", "--quick", "--quiet", "--fmnist", str(given)]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"ffmix bench: error: --fmnist {given} is not a Fashion-MNIST IDX folder"), err
+
+
+def test_wait_until_idle_waits_for_background_work_and_no_longer():
+    """A loader's background refill (here a child process burning CPU for ~0.6 s) is waited for, so it is not
+    timed in the next loader's run; an idle process tree returns at once."""
+    import multiprocessing
+    import time
+
+    from ffmix.bench.measure import wait_until_idle
+
+    def burn(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    worker = multiprocessing.get_context("fork").Process(target=burn, args=(0.6,))
+    worker.start()
+    try:
+        waited = wait_until_idle(max_s=5.0)
+    finally:
+        worker.join()
+    assert 0.4 < waited < 3.0
+    assert wait_until_idle(max_s=5.0) < 0.5

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 # The run the README's table quotes; its JSON is kept beside the other bench figures.
-TABLE_RUN = ROOT / "docs" / "bench" / "2026-12-02-amd-epyc-2c-e2e.json"
+TABLE_RUN = ROOT / "docs" / "bench" / "2026-12-02-xeon-2c-e2e.json"
 # (row label in the README, pipeline key in the JSON), in the README's order.
 TABLE_ROWS = [
     ("PyTorch `DataLoader` + MixUp/CutMix `collate_fn`", "dl_collate"),

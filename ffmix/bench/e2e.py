@@ -8,8 +8,10 @@ is checked value for value (``probe_values``): the pixels must carry the weights
 decoded, checked by its own rule.
 All loaders of one comparison are built and warmed up first (first epoch: worker start, Numba compiles,
 reported as ``warmup_s``), then timed in turns, run 1 of each, run 2 of each, ..., so that load from other
-processes on the machine falls on all of them alike; each run starts after a few untimed batches, so the
-batches a paused loader had prepared in advance are not counted as free.
+processes on the machine falls on all of them alike. Before each run the process tree is let go idle
+(``wait_until_idle``: the previous loader's background refill of its prepared batches would otherwise be timed
+in this one's run), and each run starts after a few untimed batches, so the batches a paused loader had
+prepared in advance are not counted as free.
 The pipelines, their builders and what each delivers are records of ``registry.py``.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from .data import BenchDataset
-from .measure import Timing, endless, memcpy_ms, sync
+from .measure import Timing, endless, memcpy_ms, sync, wait_until_idle
 from .registry import PIPELINES, build_loader, pipelines_for
 
 LEAD_IN_BATCHES = 4   # >= what any loader here prepares ahead (FFCV: batches_ahead=3; DataLoader: 2 per worker)
@@ -108,6 +110,7 @@ def time_interleaved(builders: Dict[str, Callable[[], object]], *, runs: int, mi
             # rotate who goes first, so no loader always follows the same neighbour
             for item in live[turn % len(live):] + live[:turn % len(live)]:
                 progress.set_postfix_str(f"{label} {item.key}: run {turn + 1}/{runs}")
+                wait_until_idle()   # the previous loader's background refill is not this one's time
                 for _ in range(LEAD_IN_BATCHES):
                     item.next()
                 sync(device)

@@ -101,6 +101,36 @@ def time_calls(calls: Dict[str, Callable[[int], object]], *, items: int, runs: D
                         warmup_s=warmup_s[key]) for key in calls}
 
 
+def process_tree_cpu_s() -> float:
+    """CPU seconds used so far by this process and its live child processes (DataLoader workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:      # ended meanwhile
+            pass
+    return total
+
+
+def wait_until_idle(*, window_s: float = 0.1, busy_share: float = 0.1, max_s: float = 5.0) -> float:
+    """Wait until this process and its children use less than ``busy_share`` of one core over ``window_s``
+    (at most ``max_s``); returns the seconds waited. A loader stopped mid-epoch keeps working in the
+    background until its queue of prepared batches is full again (FFCV's threads, a DataLoader's worker
+    processes); without this wait that work is timed as part of the next loader's run, and a slow loader's
+    refill (a DataLoader's 4 batches of 0.3 s each on photographs) costs the loader after it a third of its
+    rate."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < max_s:
+        before = process_tree_cpu_s()
+        time.sleep(window_s)
+        if process_tree_cpu_s() - before < busy_share * window_s:
+            break
+    return time.perf_counter() - started
+
+
 def endless(loader) -> Iterator:
     """The batches of ``loader``, epoch after epoch, as one stream; yields ``(epoch, batch)``."""
     epoch = 0
