@@ -43,8 +43,9 @@ fi
 .venv/bin/python -m ffmix.native || echo "setup: warning: the region decoder was not built (see above)" >&2
 
 # ffmix's kernels are C entry points compiled by Numba with cache=True: compile them once here (about a minute on
-# 2 cores; the cache lives beside the sources), so the first loader, demo or test run does not pay for it. Numba
-# recompiles by itself any kernel whose source changed later.
+# 2 cores; the cache lives beside the sources), so the first loader, demo or test run does not pay for it. When any
+# of ffmix's sources changes later, ffmix drops the cache on import and it is compiled again (ffmix/kernel_cache.py:
+# Numba alone would keep a kernel whose callee in another file changed).
 if ! ls ffmix/ops/__pycache__/*.nbi >/dev/null 2>&1; then
     echo "setup: compiling ffmix's kernels (first run: about a minute)"
     .venv/bin/python -c "import ffmix.ops.batch, ffmix.ops.decode_kernels, ffmix.ops.auto_augment, ffmix.ops.erasing"
