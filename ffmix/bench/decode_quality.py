@@ -1,7 +1,7 @@
 """How far ffmix's default JPEG crop decoding (only the box's region, DCT-scaled) lies from the exact one (the whole
 image decoded at full size, the box resized with OpenCV's INTER_AREA: FFCV's pixels), and what each costs.
 
-    python -m ffmix.bench.decode_quality --json docs/bench/decode-quality.json
+    python -m ffmix.bench.decode_quality --json docs/decoding/2026-12-02-xeon-2c-decode-quality.json
 
 Over photographs (``photos.photo_image``: longer side 300-500 px, JPEG quality 90), random-resized-crop boxes
 (torchvision's ranges, ffmix's seeded draws) are decoded to each output size both ways. Per output size and DCT
