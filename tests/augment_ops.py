@@ -6,8 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit
 
 from ffmix.ops.auto_augment_kernels import OP_NAMES, apply_op
+
+
+@njit(cache=True)
+def apply_each(images, op, magnitude, gray):
+    """``apply_op`` on each uint8 (H, W, C) image of ``images``; a new array."""
+    out = np.empty_like(images)
+    for i in range(images.shape[0]):
+        apply_op(images[i], out[i], op, magnitude, gray)
+    return out
 
 
 def kernel_apply(image: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:

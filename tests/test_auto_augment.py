@@ -15,8 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from augment_ops import kernel_apply
-from numba import njit
+from augment_ops import apply_each, kernel_apply
 from torchvision.transforms import v2 as tv2
 
 from ffmix.ops.auto_augment import RandAugment, TrivialAugmentWide, augment_images
@@ -69,14 +68,6 @@ def _images(count: int, height: int, width: int, seed: int) -> np.ndarray:
     images[2 * quarter:3 * quarter] = ramp + rng.integers(0, 3, (quarter, 1, 1, 3))
     images[-1] = 77
     return images
-
-
-@njit(cache=True)
-def _apply_each(images, op, magnitude, gray):
-    out = np.empty_like(images)
-    for i in range(images.shape[0]):
-        apply_op(images[i], out[i], op, magnitude, gray)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +144,7 @@ def test_op_agrees_with_torchvision_at_every_magnitude(op, batches):
             magnitudes |= {-m for m in magnitudes}
         for magnitude in sorted(magnitudes):
             expected = tv_apply(tensors, name, magnitude).permute(0, 2, 3, 1).numpy()
-            difference = np.abs(_apply_each(images, op, magnitude, False).astype(np.int16) - expected)
+            difference = np.abs(apply_each(images, op, magnitude, False).astype(np.int16) - expected)
             ties = _ties(op, magnitude, height, width)
             at_ties = difference * ties[None, :, :, None]
             difference -= at_ties
@@ -170,7 +161,7 @@ def test_op_agrees_with_torchvision_at_every_magnitude(op, batches):
 def test_pointwise_ops_may_write_over_their_input(op, batches):
     images = batches[0]
     magnitude = op_magnitude(TRIVIAL_AUGMENT, op, 20, 31, *images.shape[1:3])
-    expected = _apply_each(images, op, magnitude, False)
+    expected = apply_each(images, op, magnitude, False)
     in_place = images.copy()
     for i in range(len(in_place)):
         apply_op(in_place[i], in_place[i], op, magnitude, False)
@@ -185,7 +176,7 @@ def test_grayscale_ops_act_as_torchvision_on_one_channel(op, batches):
     for magnitude_bin in (0, 9, 30):
         magnitude = op_magnitude(TRIVIAL_AUGMENT, op, magnitude_bin, 31, *gray.shape[1:3])
         expected = tv_apply(tensors, OP_NAMES[op], magnitude).permute(0, 2, 3, 1).numpy()
-        out = _apply_each(three, op, magnitude, True)
+        out = apply_each(three, op, magnitude, True)
         away = ~_ties(op, magnitude, *gray.shape[1:3])          # ties: see _ties
         np.testing.assert_array_equal(out[:, away], np.repeat(expected, 3, axis=3)[:, away], err_msg=OP_NAMES[op])
 

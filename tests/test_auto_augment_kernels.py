@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from numba import njit
+from augment_ops import apply_each
 
 from ffmix.ops.auto_augment import augment_images
 from ffmix.ops.auto_augment_draws import RAND_AUGMENT, TRIVIAL_AUGMENT, op_magnitude
@@ -20,14 +20,6 @@ from ffmix.ops.auto_augment_reference import geometric_reference, tv_apply
 from ffmix.ops.settings import AUGMENT_SETTINGS, make_record, named_fields
 
 GEOMETRIC = range(SHEAR_X, ROTATE + 1)
-
-
-@njit(cache=True)
-def _apply_each(images, op, magnitude, gray):
-    out = np.empty_like(images)
-    for i in range(images.shape[0]):
-        apply_op(images[i], out[i], op, magnitude, gray)
-    return out
 
 
 def _magnitudes(op, height, width):
@@ -42,7 +34,7 @@ def test_geometric_ops_match_the_numpy_grid_at_every_magnitude(op, size):
     height, width = size
     images = np.random.default_rng(height * width + op).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
     for magnitude in _magnitudes(op, height, width):
-        out = _apply_each(images, op, magnitude, False)
+        out = apply_each(images, op, magnitude, False)
         for image, result in zip(images, out):
             np.testing.assert_array_equal(result, geometric_reference(image, OP_NAMES[op], magnitude),
                                           err_msg=f"{OP_NAMES[op]} {magnitude}")
@@ -52,7 +44,7 @@ def test_translations_by_more_than_the_image_leave_zeros():
     image = np.full((8, 10, 3), 200, np.uint8)
     for op in (SHEAR_X + 2, SHEAR_X + 3):   # TranslateX, TranslateY
         for magnitude in (-40.0, 40.0, 10.0, -8.0):
-            out = _apply_each(image[None], op, magnitude, False)[0]
+            out = apply_each(image[None], op, magnitude, False)[0]
             np.testing.assert_array_equal(out, geometric_reference(image, OP_NAMES[op], magnitude))
 
 
@@ -87,7 +79,7 @@ def test_table_ops_equal_torchvision_over_every_level(op):
         magnitudes = [0.0]
     for magnitude in magnitudes:
         expected = tv_apply(tensors, OP_NAMES[op], magnitude).permute(0, 2, 3, 1).numpy()
-        np.testing.assert_array_equal(_apply_each(images, op, magnitude, False), expected,
+        np.testing.assert_array_equal(apply_each(images, op, magnitude, False), expected,
                                       err_msg=f"{OP_NAMES[op]} {magnitude}")
 
 
@@ -99,7 +91,7 @@ def test_sharpness_on_every_level_and_flat_regions():
     tensors = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     for magnitude in np.linspace(-1.0, 1.0, 200, endpoint=False).tolist():
         expected = tv_apply(tensors, "Sharpness", magnitude).permute(0, 2, 3, 1).numpy()
-        np.testing.assert_array_equal(_apply_each(images, SHARPNESS, magnitude, False), expected,
+        np.testing.assert_array_equal(apply_each(images, SHARPNESS, magnitude, False), expected,
                                       err_msg=f"Sharpness {magnitude}")
 
 
