@@ -171,3 +171,21 @@ def test_a_run_from_before_these_flags_resumes(files, tmp_path, capsys):
     assert cli.main(argv + ["--resume"]) == 0
     assert cli.main(argv + ["--resume", "--re-prob", "0.5"]) != 0   # a real difference is still refused
     assert "--re-prob 0.0 in the checkpoint but 0.5 now" in capsys.readouterr().err
+
+
+def test_a_jpeg_run_from_before_the_region_decoder_resumes_only_with_exact_decode():
+    """Before ``exact_decode`` existed, JPEGs were decoded whole (today's exact path): a checkpoint without the
+    setting counts as exact_decode=True when its file holds JPEGs, so resuming it with the new default path
+    (other pixels) is refused; raw files are decoded the same either way and keep the plain default."""
+    from dataclasses import replace as with_options
+
+    from ffmix.metadata import DatasetMeta
+    from ffmix.train.checkpoints import settings_before_they_existed
+
+    raw = DatasetMeta(num_samples=1, num_classes=1, class_names=["a"], channels=3, image_shape=(8, 8),
+                      min_size=(8, 8), max_size=(8, 8), label_counts=[1], write_options={"write_mode": "raw"})
+    assert settings_before_they_existed(raw)["exact_decode"] is False
+    for mode in ("jpg", "smart", "proportion"):
+        jpeg = with_options(raw, write_options={"write_mode": mode})
+        assert settings_before_they_existed(jpeg)["exact_decode"] is True
+    assert settings_before_they_existed(raw)["re_prob"] == 0.0

@@ -146,6 +146,17 @@ def rng_state() -> dict:
     return state
 
 
+def settings_before_they_existed(train_meta: DatasetMeta) -> dict:
+    """What each setting of ``Config`` was in a checkpoint written before the setting existed: its default (the
+    run had none of it), except ``exact_decode`` on a file holding JPEGs, which an ffmix without the region
+    decoder always decoded whole, as ``exact_decode=True`` does now (so such a run resumes only with
+    ``--exact-decode``, and continues with the same pixels)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    if train_meta.write_options.get("write_mode", "raw") != "raw":
+        defaults["exact_decode"] = True
+    return defaults
+
+
 def load_checkpoint(run_dir: Path, config: Config, train_meta: DatasetMeta, val_meta: DatasetMeta,
                     node: Node) -> dict:
     """last.pt of ``run_dir``, checked against this run's settings, data (training and validation), processes
@@ -160,8 +171,7 @@ def load_checkpoint(run_dir: Path, config: Config, train_meta: DatasetMeta, val_
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise FfmixError(f"--resume: {path} is not an ffmix checkpoint of format {CHECKPOINT_FORMAT} (an older "
                          "ffmix may have written it); start a new run with another --out")
-    # A setting added after the checkpoint was written counts as its default there (the run had none of it).
-    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    defaults = settings_before_they_existed(train_meta)
     saved = {k: checkpoint["config"].get(k, defaults[k]) for k in defaults if k not in RUNTIME_KEYS}
     wanted = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_KEYS}
     differences = [f"--{flag(k)} {saved.get(k)!r} in the checkpoint but {wanted[k]!r} now"
