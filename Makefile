@@ -35,7 +35,7 @@ demo: data
 compare: data
 	$(PY) -m ffmix.cli train $(DEMO_RECIPE) --compare-mixing --out runs/compare --overwrite
 
-# The suite on every core (pytest-xdist): about five minutes on 2 cores once set up.
+# The suite on every core (pytest-xdist): about five and a half minutes on 2 cores once set up.
 test: setup
 	$(PY) -m pytest -q -n auto
 
