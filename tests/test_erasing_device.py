@@ -5,6 +5,8 @@ pipeline's draw table against the Python reference, the torch writer against the
 the erased pixels, targets unchanged, one and two workers alike, ``set_epoch`` replays."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -118,8 +120,17 @@ def _loader(path, **options):
                        seed=2, **options)
 
 
-def _epoch(loader):
-    return [(images.clone(), targets.clone()) for images, targets in loader]
+def _epoch(loader, churn: bool = False):
+    """The epoch's batches, copied; with ``churn``, memory freed and reused (``gc.collect()``) between batches,
+    so compiled code reading a freed address (the draw table op's records and buffers) would show."""
+    batches, keep = [], []
+    for images, targets in loader:
+        batches.append((images.clone(), targets.clone()))
+        if churn:
+            keep.extend(np.full((size, 3, 16, 16), 255, np.uint8) for size in range(1, 30))
+            del keep[:-8]
+            gc.collect()
+    return batches
 
 
 def _erased_mask(shape, indices, settings):
@@ -132,7 +143,7 @@ def test_loader_erases_on_the_device_as_the_reference_and_the_cpu_path(beton, de
     plain_loader = _loader(beton, channels_last=channels_last)
     order = plain_loader.ffcv_loader.epoch_order()   # epoch 0's sample order
     plain = _epoch(plain_loader)
-    erased = _epoch(_loader(beton, channels_last=channels_last, re_prob=0.5, re_mode=mode, re_count=2))
+    erased = _epoch(_loader(beton, channels_last=channels_last, re_prob=0.5, re_mode=mode, re_count=2), churn=True)
     settings = RandomErasing(0.5, mode=mode, max_count=2, seed=2).settings
     changed = 0
     for position, ((images, targets), (plain_images, plain_targets)) in enumerate(zip(erased, plain)):
