@@ -25,10 +25,10 @@ from ffmix.ops.erasing import MODES as ERASE_MODES
 from ffmix.ops.erasing import RandomErasing, erase_batch
 from ffmix.ops.mixing import FloatOutput, MixLabels
 from ffmix.ops.params import MODES
-from ffmix.ops.settings import (AUGMENT_SETTINGS, CROP_SETTINGS, ENTRY_POINTS, ERASE_SETTINGS, FLIP_SETTINGS,
-                                FLOAT_SETTINGS, MIX_SETTINGS, TARGET_SETTINGS, entry_point, make_record,
-                                read_augment_settings, read_crop_settings, read_erase_settings, read_flip_settings,
-                                read_float_settings, read_mix_settings, read_target_settings)
+from ffmix.ops.settings import (AUGMENT_RECORD, AUGMENT_SETTINGS, CROP_RECORD, CROP_SETTINGS, ENTRY_POINTS,
+                                ERASE_RECORD, ERASE_SETTINGS, FLIP_RECORD, FLIP_SETTINGS, FLOAT_RECORD,
+                                FLOAT_SETTINGS, MIX_RECORD, MIX_SETTINGS, TARGET_RECORD, TARGET_SETTINGS,
+                                entry_point, make_record, read_settings)
 
 # Every Mixing field that reaches the record, each a value no other field has.
 DISTINCT = dict(seed=7, mixup_alpha=0.3, cutmix_alpha=0.7, mix_prob=0.85, switch_prob=0.35, mode="pair",
@@ -39,33 +39,33 @@ EXPECTED_MIX = dict(seed=7, mixup_alpha=0.3, cutmix_alpha=0.7, mix_prob=0.85, sw
 
 @njit
 def probe_mix(address):
-    s = read_mix_settings(address)
+    s = read_settings(address, MIX_RECORD)
     return (s.seed, s.mixup_alpha, s.cutmix_alpha, s.mix_prob, s.switch_prob, s.mode, s.lam_low, s.lam_high,
             s.box_height, s.box_width)
 
 
 @njit
 def probe_target(address):
-    s = read_target_settings(address)
+    s = read_settings(address, TARGET_RECORD)
     return s.num_classes, s.label_smoothing, s.soft
 
 
 @njit
 def probe_float(address):
-    s = read_float_settings(address)
+    s = read_settings(address, FLOAT_RECORD)
     return s.out_channels, s.channels_last, s.scale[0], s.scale[1], s.scale[2], s.shift[0], s.shift[1], s.shift[2]
 
 
 @njit
 def probe_augment(address):
-    s = read_augment_settings(address)
+    s = read_settings(address, AUGMENT_RECORD)
     return (s.seed, s.policy, s.num_ops, s.magnitude_bin, s.num_bins, s.apply_prob, s.magnitude_std, s.max_bin,
             s.gray)
 
 
 @njit
 def probe_erase(address):
-    s = read_erase_settings(address)
+    s = read_settings(address, ERASE_RECORD)
     return (s.seed, s.probability, s.mode, s.min_count, s.max_count, s.min_area, s.max_area, s.log_aspect_low,
             s.log_aspect_high, s.channels_last)
 
@@ -280,14 +280,14 @@ def test_each_erase_field_changes_what_the_entry_point_writes(name):
 
 @njit
 def probe_crop(address):
-    s = read_crop_settings(address)
+    s = read_settings(address, CROP_RECORD)
     return (s.seed, s.kind, s.scale_low, s.scale_high, s.log_ratio_low, s.log_ratio_high, s.center_ratio,
             s.max_dct, s.exact, s.policy)
 
 
 @njit
 def probe_flip(address):
-    s = read_flip_settings(address)
+    s = read_settings(address, FLIP_RECORD)
     return s.seed, s.probability
 
 

@@ -49,7 +49,7 @@ from .auto_augment_draws import (AUTO_AUGMENT_STREAM, RAND_AUGMENT, TRIVIAL_AUGM
 from .auto_augment_kernels import IDENTITY, POINTWISE, apply_op, copy_image
 from .batch import copy_indices, index_scratch
 from .control import EPOCH, ControlBlock, as_pointer, read_control
-from .settings import AUGMENT_SETTINGS, entry_point, make_record, named_fields, read_augment_settings
+from .settings import AUGMENT_RECORD, AUGMENT_SETTINGS, entry_point, make_record, named_fields, read_settings
 
 @njit(cache=True, parallel=True, nogil=True)
 def augment_images(images, scratch, indices, epoch, settings):
@@ -96,7 +96,7 @@ def augment_batch(images_at, scratch_at, indices_at, count, height, width, chann
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     scratch = carray(as_pointer(scratch_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    augment_images(images, scratch, indices, control[EPOCH], read_augment_settings(augment_at))
+    augment_images(images, scratch, indices, control[EPOCH], read_settings(augment_at, AUGMENT_RECORD))
     return count
 
 

@@ -45,7 +45,7 @@ from .control import ENABLED, EPOCH, as_pointer, read_control
 from .kernels import mix_images, mix_normalize, pair_targets, soft_targets
 from .params import draw_mix_params, unmixed_params
 from .rng import batch_key
-from .settings import entry_point, read_float_settings, read_mix_settings, read_target_settings
+from .settings import FLOAT_RECORD, MIX_RECORD, TARGET_RECORD, entry_point, read_settings
 
 
 MIXED, UNCHANGED, BAD_LABEL = 1, 0, -1
@@ -91,7 +91,7 @@ def mix_image_batch(images_at, out_at, indices_at, count, height, width, channel
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_settings(mix_at, MIX_RECORD))
     mix_images(images, out, partner, weight, box)
     return MIXED
 
@@ -101,7 +101,7 @@ def float_output(out_at, count, height, width, float_at):
     """The float32 output batch at ``out_at`` as the ``FLOAT_SETTINGS`` record at ``float_at`` lays it out,
     (count, C', H, W) or (count, H, W, C') if ``channels_last``, with the record's per-channel ``scale`` and
     ``shift`` for its C' <= 3 channels: (out, scale, shift, channels_last)."""
-    output = read_float_settings(float_at)
+    output = read_settings(float_at, FLOAT_RECORD)
     out_channels = output.out_channels
     scale = output.scale.copy()[:out_channels]
     shift = output.shift.copy()[:out_channels]
@@ -121,7 +121,7 @@ def mix_normalize_batch(images_at, out_at, indices_at, count, height, width, cha
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     out, scale, shift, channels_last = float_output(out_at, count, height, width, float_at)
-    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_settings(mix_at, MIX_RECORD))
     mix_normalize(images, out, partner, weight, box, scale, shift, channels_last)
     return MIXED
 
@@ -131,10 +131,10 @@ def mix_label_batch(labels_at, out_at, indices_at, count, control_at, mix_at, ta
     """Targets of ``count`` int64 labels into ``out`` (float32 (count, C) if ``soft``, else (count, 3)), as the
     ``TARGET_SETTINGS`` record at ``target_at`` says; returns BAD_LABEL, leaving ``out`` unspecified, if a label
     is outside [0, num_classes)."""
-    target = read_target_settings(target_at)
+    target = read_settings(target_at, TARGET_RECORD)
     labels = carray(as_pointer(labels_at), (count,), np.int64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    partner, _, _, lam = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    partner, _, _, lam = batch_mix_params(control_at, indices, read_settings(mix_at, MIX_RECORD))
     if target.soft:
         num_classes = target.num_classes
         out = carray(as_pointer(out_at), (count, num_classes), np.float32)

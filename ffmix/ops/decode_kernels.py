@@ -90,7 +90,7 @@ from .jpeg_region import COL0, COLS, ROW0, ROWS, SCALED_HEIGHT, SCALED_WIDTH, ca
 from .resize_kernels import RESIZED, resize_box
 from .params import WEIGHT_ONE
 from .kernels import mix_normalize_from_pages
-from .settings import entry_point, read_crop_settings, read_flip_settings, read_mix_settings
+from .settings import CROP_RECORD, FLIP_RECORD, MIX_RECORD, entry_point, read_settings
 
 # The decoder's per-sample table (int64): filled by the closure, then the kernel's results.
 DATA_AT, DATA_BYTES, HEIGHT, WIDTH, MODE, INDEX, STATUS, STAND_IN = range(8)
@@ -451,7 +451,7 @@ def decode_crop_batch(table_at, count, out_at, out_height, out_width, scratch_at
     slots hold their donors' pixels (see ``stand_in``) and the report names this batch's table for the label
     op; -1 means no sample decoded, so there was no donor and the caller must raise."""
     control = read_control(control_at)
-    crop = read_crop_settings(crop_at)
+    crop = read_settings(crop_at, CROP_RECORD)
     table = carray(as_pointer(table_at), (count, TABLE_COLUMNS), np.int64)
     failed = decode_crop(table, out_at, out_height, out_width, scratch_at, scratch_bytes, work_bytes, slots, workers,
                          control[EPOCH], crop, imdecode_at, resize_at, region_at)
@@ -492,7 +492,7 @@ def flip_batch(images_at, indices_at, count, height, width, channels, control_at
     control = read_control(control_at)
     images = carray(as_pointer(images_at), (count, height, width, channels), np.uint8)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    flip = read_flip_settings(flip_at)
+    flip = read_settings(flip_at, FLIP_RECORD)
     flip_images(images, indices, flip.seed, control[EPOCH], flip.probability)
     return count
 
@@ -504,7 +504,7 @@ def mix_raw_batch(sources_at, indices_at, count, height, width, channels, out_at
     sources = carray(as_pointer(sources_at), (count,), np.uint64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     out = carray(as_pointer(out_at), (count, height, width, channels), np.uint8)
-    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_settings(mix_at, MIX_RECORD))
     mix_from_pages(sources, out, partner, weight, box)
     return count
 
@@ -519,6 +519,6 @@ def mix_normalize_raw_batch(sources_at, indices_at, count, height, width, channe
     sources = carray(as_pointer(sources_at), (count,), np.uint64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
     out, scale, shift, channels_last = float_output(out_at, count, height, width, float_at)
-    partner, weight, box, _ = batch_mix_params(control_at, indices, read_mix_settings(mix_at))
+    partner, weight, box, _ = batch_mix_params(control_at, indices, read_settings(mix_at, MIX_RECORD))
     mix_normalize_from_pages(sources, out, partner, weight, box, scale, shift, channels_last, channels)
     return count

@@ -45,7 +45,7 @@ from .augment import sample_key
 from .batch import copy_indices, index_scratch
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .rng import next_u64, standard_normal, uniform
-from .settings import ERASE_SETTINGS, entry_point, make_record, named_fields, read_erase_settings
+from .settings import ERASE_RECORD, ERASE_SETTINGS, entry_point, make_record, named_fields, read_settings
 
 ERASE_STREAM = np.uint64(0x2545F4914F6CDD1D)
 MODES = {"const": 0, "rand": 1, "pixel": 2}
@@ -157,7 +157,7 @@ def erase_batch(images_at, indices_at, count, dim_1, dim_2, dim_3, control_at, e
     control = read_control(control_at)
     images = carray(as_pointer(images_at), (count, dim_1, dim_2, dim_3), np.float32)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    erase_images(images, indices, control[EPOCH], read_erase_settings(erase_at))
+    erase_images(images, indices, control[EPOCH], read_settings(erase_at, ERASE_RECORD))
     return count
 
 

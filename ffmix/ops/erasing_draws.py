@@ -49,7 +49,7 @@ from .augment import sample_key
 from .batch import copy_indices, index_scratch
 from .control import EPOCH, ControlBlock, as_pointer, read_control
 from .erasing import ERASE_STREAM, MODES, draw_erasures
-from .settings import ERASE_SETTINGS, entry_point, named_fields, read_erase_settings
+from .settings import ERASE_RECORD, ERASE_SETTINGS, entry_point, named_fields, read_settings
 
 USED = 0
 TOP, LEFT, HEIGHT, WIDTH, NOISE_KEY = range(5)
@@ -102,7 +102,7 @@ def erase_draws_batch(table_at, indices_at, count, columns, channels, height, wi
     control = read_control(control_at)
     table = carray(as_pointer(table_at), (count, columns), np.int64)
     indices = carray(as_pointer(indices_at), (count,), np.uint64)
-    draw_table(table, indices, control[EPOCH], channels, height, width, read_erase_settings(erase_at))
+    draw_table(table, indices, control[EPOCH], channels, height, width, read_settings(erase_at, ERASE_RECORD))
     return count
 
 

@@ -130,7 +130,7 @@ def make_record(dtype: np.dtype, **values) -> np.ndarray:
 def named_fields(record: np.ndarray) -> np.record:
     """The one element of ``record`` (from ``make_record``) with its fields readable as attributes
     (``settings.seed``); a view of the same memory, so it shows what the compiled code reads. Jitted kernels
-    take it as a Numba record, the same type the ``read_..._settings`` functions return."""
+    take it as a Numba record, the same type ``read_settings`` returns."""
     return record.view(np.recarray)[0]
 
 
@@ -154,45 +154,9 @@ def record_pointer(typingctx, address, record_type):
 
 
 @njit(cache=True, inline="always")
-def read_mix_settings(address):
-    """The ``MIX_SETTINGS`` record living at ``address``."""
-    return carray(record_pointer(address, MIX_RECORD), (1,))[0]
-
-
-@njit(cache=True, inline="always")
-def read_target_settings(address):
-    """The ``TARGET_SETTINGS`` record living at ``address``."""
-    return carray(record_pointer(address, TARGET_RECORD), (1,))[0]
-
-
-@njit(cache=True, inline="always")
-def read_float_settings(address):
-    """The ``FLOAT_SETTINGS`` record living at ``address``."""
-    return carray(record_pointer(address, FLOAT_RECORD), (1,))[0]
-
-
-@njit(cache=True, inline="always")
-def read_crop_settings(address):
-    """The ``CROP_SETTINGS`` record living at ``address``."""
-    return carray(record_pointer(address, CROP_RECORD), (1,))[0]
-
-
-@njit(cache=True, inline="always")
-def read_flip_settings(address):
-    """The ``FLIP_SETTINGS`` record living at ``address``."""
-    return carray(record_pointer(address, FLIP_RECORD), (1,))[0]
-
-
-@njit(cache=True, inline="always")
-def read_augment_settings(address):
-    """The ``AUGMENT_SETTINGS`` record living at ``address``."""
-    return carray(record_pointer(address, AUGMENT_RECORD), (1,))[0]
-
-
-@njit(cache=True, inline="always")
-def read_erase_settings(address):
-    """The ``ERASE_SETTINGS`` record living at ``address``."""
-    return carray(record_pointer(address, ERASE_RECORD), (1,))[0]
+def read_settings(address, record):
+    """The settings record of Numba type ``record`` (``MIX_RECORD`` ... ``ERASE_RECORD``) living at ``address``."""
+    return carray(record_pointer(address, record), (1,))[0]
 
 
 # Every C entry point ffmix's operations call by address, and its parameters in order. ``*_at`` parameters
